@@ -1,0 +1,42 @@
+/**
+ * TinyQ for Deno: quantize the `Linear` layers of neural networks to 8-bit
+ * integers — TinyQ's `Quantizer`, `W8A32LinearLayer`, `W8A16LinearLayer` and
+ * `replaceLinearWithTargetAndQuantize` in TypeScript, with WebGPU kernels
+ * where a GPU exists and typed-array CPU kernels everywhere else.
+ *
+ * ```ts
+ * import { Linear, Module, Quantizer, Tensor, W8A16LinearLayer } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ *
+ * const model = new Module();
+ * const fc = new Linear(4, 2, { bias: false });
+ * fc.weight = new Tensor(new Float32Array([0.5, -1, 0.25, 0, 1, 1, -1, 0.125]), [2, 4]);
+ * model.setChild("fc", fc);
+ *
+ * await new Quantizer(model).quantize("w8a16");
+ * const layer = model.getChild("fc") as W8A16LinearLayer;
+ * assert.deepEqual([...layer.int8Weights.data], [64, -127, 32, 0, 127, 127, -127, 16]);
+ *
+ * const y = await layer.forward(new Tensor(new Float16Array([1, 1, 1, 1]), [1, 4]));
+ * assert.equal(y.dtype, "f16");
+ * ```
+ *
+ * @module
+ */
+
+export * from "./src/dtype.ts";
+export * from "./src/tensor.ts";
+export * from "./src/module.ts";
+export * from "./src/linear.ts";
+export * from "./src/backend/backend.ts";
+export * from "./src/backend/cpu_reference.ts";
+export * from "./src/backend/select.ts";
+export * from "./src/quant/round.ts";
+export * from "./src/quant/quantize_rows.ts";
+export * from "./src/quant/math.ts";
+export * from "./src/quant/forward.ts";
+export * from "./src/quant/int8_linear_layer.ts";
+export * from "./src/quant/w8a32_linear_layer.ts";
+export * from "./src/quant/w8a16_linear_layer.ts";
+export * from "./src/quant/replace.ts";
+export * from "./src/quant/quantizer.ts";

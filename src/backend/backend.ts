@@ -1,0 +1,78 @@
+/**
+ * The interface every compute backend implements (CPU typed arrays, WebGPU).
+ * Layers call it; kernels never leak into layers.
+ *
+ * @module
+ */
+
+import type { FloatDType } from "../dtype.ts";
+
+/** The names of the backends. */
+export type BackendName = "cpu" | "webgpu";
+
+/** What {@linkcode getBackend} reports. */
+export interface BackendInfo {
+  /** Which backend runs `forward`. */
+  name: BackendName;
+  /** Why it was chosen, in words (for `tinyq inspect`, `demo`, `eval`). */
+  reason: string;
+  /** The WebGPU adapter's description, when WebGPU is active. */
+  adapter?: GPUAdapterInfo;
+}
+
+/** Activations: f32, f16 (`Float16Array`) or bf16 (raw `Uint16Array` bits). */
+export type Activations = Float32Array | Float16Array | Uint16Array;
+
+/**
+ * An int8 weight as the kernels take it. The object's identity is the cache
+ * key for resources a backend keeps for it (GPU buffers): build it once per
+ * quantized layer and pass the same object on every call.
+ */
+export interface Int8Weight {
+  /** Quantized values, row-major [n, k] (Linear orientation: out × in). */
+  readonly q: Int8Array;
+  /** One f32 scale per output row, [n]. */
+  readonly scales: Float32Array;
+  /** One zero point per output row (asymmetric weights), or null. */
+  readonly zeroPoints: Int8Array | null;
+  /** Output features (rows). */
+  readonly n: number;
+  /** Input features (columns). */
+  readonly k: number;
+}
+
+/** A plain f32 weight, row-major [n, k]. Identity is the cache key, as above. */
+export interface F32Weight {
+  /** The values, row-major [n, k]. */
+  readonly data: Float32Array;
+  /** Output features (rows). */
+  readonly n: number;
+  /** Input features (columns). */
+  readonly k: number;
+}
+
+/** A compute backend. */
+export interface Backend {
+  /** Which backend this is and why it was chosen. */
+  readonly info: BackendInfo;
+  /**
+   * `y[m, j] = Σₖ x[m, k] · (q[j, k] − zp[j]) · scale[j] + bias[j]` with f32
+   * accumulation. `x` is [m, k] in `xDtype`; the result is f32 [m, n].
+   */
+  linearInt8(
+    x: Activations,
+    xDtype: FloatDType,
+    m: number,
+    w: Int8Weight,
+    bias: Float32Array | null,
+  ): Promise<Float32Array>;
+  /** `y = x @ wᵀ + bias` in f32, `x` [m, k], result [m, n]. */
+  linearF32(
+    x: Float32Array,
+    m: number,
+    w: F32Weight,
+    bias: Float32Array | null,
+  ): Promise<Float32Array>;
+  /** Frees what the backend keeps for a weight (GPU buffers); a no-op on CPU. */
+  release(w: Int8Weight | F32Weight): void;
+}

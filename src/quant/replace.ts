@@ -1,0 +1,141 @@
+/**
+ * TinyQ's `replace_linear_with_target_and_quantize`: swap every
+ * {@linkcode Linear} of a model for a quantized layer.
+ *
+ * @module
+ */
+
+import { Linear } from "../linear.ts";
+import type { Module } from "../module.ts";
+import { materialize, type Tensor } from "../tensor.ts";
+import type {
+  Int8LinearLayer,
+  QuantizedLinearOptions,
+  QuantizeOptions,
+} from "./int8_linear_layer.ts";
+
+/** A quantized layer class: `new Target(inFeatures, outFeatures, { bias, dtype })`. */
+export type QuantizedLinearClass = new (
+  inFeatures: number,
+  outFeatures: number,
+  options?: QuantizedLinearOptions,
+) => Int8LinearLayer;
+
+/** What {@linkcode replaceLinearWithTargetAndQuantize} did, by dotted path. */
+export interface ReplaceReport {
+  /** Linear layers replaced by quantized ones. */
+  quantized: string[];
+  /** Linear layers left in float because `exclude` matched them. */
+  excluded: string[];
+}
+
+/** Options of {@linkcode replaceLinearWithTargetAndQuantize}. */
+export interface ReplaceOptions extends Pick<QuantizeOptions, "asymmetric"> {
+  /** Called after each layer is replaced (for progress bars). */
+  onLayer?: (path: string, weight: Tensor) => void;
+}
+
+/** Turns an exclude glob into a RegExp over dotted paths (`*`: within one segment, `**`: anything). */
+function globToRegExp(glob: string): RegExp {
+  let src = "";
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i]!;
+    if (c === "*" && glob[i + 1] === "*") {
+      src += ".*";
+      i++;
+    } else if (c === "*") src += "[^.]*";
+    else if (c === "?") src += "[^.]";
+    else src += c.replace(/[\\^$+.()|[\]{}]/g, "\\$&");
+  }
+  return new RegExp(`^${src}$`);
+}
+
+/**
+ * Returns a predicate telling whether a module path is excluded: an entry
+ * equal to the module's own name (TinyQ's rule, e.g. `lm_head`), or a glob
+ * matching its dotted path or the path of one of its ancestors.
+ *
+ * @example
+ * ```ts
+ * import { excludeMatcher } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * const excluded = excludeMatcher(["lm_head", "model.layers.*.mlp.down_proj"]);
+ * assert.ok(excluded("lm_head"));
+ * assert.ok(excluded("model.layers.3.mlp.down_proj"));
+ * assert.ok(!excluded("model.layers.3.mlp.up_proj"));
+ * ```
+ */
+export function excludeMatcher(
+  exclude: readonly string[],
+): (path: string) => boolean {
+  const names = new Set(exclude);
+  const globs = exclude.map(globToRegExp);
+  return (path) => {
+    const parts = path.split(".");
+    if (names.has(parts[parts.length - 1]!)) return true;
+    for (let i = 1; i <= parts.length; i++) {
+      const prefix = parts.slice(0, i).join(".");
+      if (globs.some((g) => g.test(prefix))) return true;
+    }
+    return false;
+  };
+}
+
+/**
+ * Replaces every {@linkcode Linear} of `module` (at any depth) by a `Target`
+ * layer quantized from its weight, keeping the bias. Lazy (on-disk) weights
+ * are read one layer at a time. Layers whose own name or dotted path matches
+ * `exclude` stay as they are.
+ *
+ * @example
+ * ```ts
+ * import { Linear, Module, replaceLinearWithTargetAndQuantize, W8A32LinearLayer } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * const model = new Module();
+ * model.setChild("fc", new Linear(4, 2));
+ * model.setChild("lm_head", new Linear(2, 8));
+ * const report = await replaceLinearWithTargetAndQuantize(model, W8A32LinearLayer, ["lm_head"]);
+ * assert.deepEqual(report, { quantized: ["fc"], excluded: ["lm_head"] });
+ * assert.ok(model.getChild("fc") instanceof W8A32LinearLayer);
+ * ```
+ */
+export async function replaceLinearWithTargetAndQuantize(
+  module: Module,
+  Target: QuantizedLinearClass,
+  exclude: readonly string[] = [],
+  options: ReplaceOptions = {},
+): Promise<ReplaceReport> {
+  const isExcluded = excludeMatcher(exclude);
+  const report: ReplaceReport = { quantized: [], excluded: [] };
+  // Collect first: replacing while walking would change the walk.
+  const targets: [Module, string, string, Linear][] = [];
+  const walk = (parent: Module, prefix: string) => {
+    for (const [name, child] of parent.namedChildren()) {
+      const path = prefix ? `${prefix}.${name}` : name;
+      if (child instanceof Linear) {
+        if (isExcluded(path)) report.excluded.push(path);
+        else targets.push([parent, name, path, child]);
+      } else {
+        walk(child, path);
+      }
+    }
+  };
+  walk(module, "");
+  for (const [parent, name, path, linear] of targets) {
+    const weight = await materialize(linear.weight);
+    const bias = linear.bias ? await materialize(linear.bias) : null;
+    const layer = new Target(linear.inFeatures, linear.outFeatures, {
+      bias: false,
+    });
+    layer.quantize(weight, {
+      name: `${path}.weight`,
+      asymmetric: options.asymmetric,
+    });
+    layer.bias = bias;
+    linear.dispose();
+    parent.setChild(name, layer);
+    report.quantized.push(path);
+    options.onLayer?.(path, weight);
+  }
+  return report;
+}

@@ -40,3 +40,18 @@ export * from "./src/quant/w8a32_linear_layer.ts";
 export * from "./src/quant/w8a16_linear_layer.ts";
 export * from "./src/quant/replace.ts";
 export * from "./src/quant/quantizer.ts";
+export * from "./src/backend/cpu_lowbit.ts";
+export * from "./src/quant/int4.ts";
+export * from "./src/quant/w8a8_linear_layer.ts";
+export * from "./src/quant/w4a16_linear_layer.ts";
+export * from "./src/io/safetensors.ts";
+export * from "./src/backend/cpu.ts";
+export * from "./src/io/checkpoint.ts";
+export * from "./src/io/formats/tinyq.ts";
+export {
+  type DemoCheckpoint,
+  type DemoCheckpointOptions,
+  makeDemoCheckpoint,
+} from "./src/demo/demo_checkpoint.ts";
+export * from "./src/backend/webgpu.ts";
+export * from "./src/io/formats/registry.ts";

@@ -25,7 +25,10 @@ export type DType =
   | "u8"
   | "bool"
   | "f8_e4m3"
-  | "f8_e5m2";
+  | "f8_e5m2"
+  | "f8_e4m3fnuz"
+  | "f8_e5m2fnuz"
+  | "f8_e8m0";
 
 /** The float activation types a quantized layer accepts. */
 export type FloatDType = "f32" | "f16" | "bf16";
@@ -61,6 +64,9 @@ export const DTYPE_SIZE: Readonly<Record<DType, number>> = {
   bool: 1,
   f8_e4m3: 1,
   f8_e5m2: 1,
+  f8_e4m3fnuz: 1,
+  f8_e5m2fnuz: 1,
+  f8_e8m0: 1,
 };
 
 /** Returns true when `dtype` is one of the float activation types. */

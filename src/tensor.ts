@@ -43,6 +43,9 @@ const DTYPE_ARRAY: Readonly<Record<DType, new (n: number) => TypedArray>> = {
   bool: Uint8Array,
   f8_e4m3: Uint8Array,
   f8_e5m2: Uint8Array,
+  f8_e4m3fnuz: Uint8Array,
+  f8_e5m2fnuz: Uint8Array,
+  f8_e8m0: Uint8Array,
 };
 
 /**

@@ -58,6 +58,8 @@ export function setBackend(
   source = "setBackend()",
 ): void {
   requested = { choice: parseBackendChoice(choice, source), source };
+  // Free the previous backend's device and buffers rather than wait for GC.
+  void active?.then((b) => (b as Partial<{ destroy(): void }>).destroy?.(), () => {});
   active = null;
 }
 

@@ -390,7 +390,7 @@ export function linearQSymmetricPerChannel(
  * import assert from "node:assert/strict";
  * const w = new Tensor(new Float32Array([0, 2.55, -1, 1]), [2, 2]);
  * const { quantized } = linearQAsymmetricPerChannel(w);
- * assert.deepEqual([...quantized.data], [-128, 127, -128, 127]);
+ * assert.deepEqual([...quantized.data], [-128, 127, -128, 126]);
  * ```
  */
 export function linearQAsymmetricPerChannel(

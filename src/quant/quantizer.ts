@@ -5,6 +5,7 @@
  */
 
 import type { Module } from "../module.ts";
+import { Checkpoint, saveModule } from "../io/checkpoint.ts";
 import type { QuantizedLinearClass, ReplaceReport } from "./replace.ts";
 import { replaceLinearWithTargetAndQuantize } from "./replace.ts";
 import { W8A16LinearLayer } from "./w8a16_linear_layer.ts";
@@ -60,6 +61,7 @@ export class Quantizer {
   #quantized: Module | null = null;
   #report: ReplaceReport | null = null;
   #method: QuantMethod | null = null;
+  #checkpoint: Checkpoint | null = null;
 
   /** Wraps a model already in memory, or none (then call {@linkcode Quantizer.loadModel}). */
   constructor(model?: Module) {
@@ -113,17 +115,72 @@ export class Quantizer {
     return this.#quantized;
   }
 
-  /** Loads a safetensors checkpoint (folder or file) as a Module tree of lazy tensors. */
-  loadModel(_path: string): Promise<Module> {
-    return Promise.reject(
-      new Error("loadModel() needs the checkpoint reader (issue 3)"),
-    );
+  /**
+   * Loads a safetensors checkpoint (a model folder or one file) as a Module
+   * tree: `Linear` layers where the model family's table (or the generic
+   * rule) says so, each tensor read from disk only when used. The files stay
+   * open until {@linkcode Quantizer.close} or the next `loadModel`. The
+   * quantized layers are then held in memory (about half the model's bf16
+   * size); for checkpoints larger than memory use `quantizeCheckpoint` or
+   * `tinyq quantize`, which stream.
+   *
+   * @example
+   * ```ts
+   * import { Linear, makeDemoCheckpoint, Quantizer } from "@tinyq/tinyq";
+   * import assert from "node:assert/strict";
+   * const dir = await Deno.makeTempDir();
+   * await makeDemoCheckpoint(`${dir}/model`, { layers: 1, hidden: 16 });
+   * const quantizer = new Quantizer();
+   * const model = await quantizer.loadModel(`${dir}/model`);
+   * assert.ok(model.getModule("model.layers.0.mlp.up_proj") instanceof Linear);
+   * await quantizer.quantize("w8a16", ["lm_head"]);
+   * await quantizer.saveModel(`${dir}/model-int8`);
+   * quantizer.close();
+   * await Deno.remove(dir, { recursive: true });
+   * ```
+   */
+  async loadModel(path: string): Promise<Module> {
+    const checkpoint = await Checkpoint.open(path);
+    let model: Module;
+    try {
+      model = await checkpoint.toModule();
+    } catch (e) {
+      checkpoint.close();
+      throw e;
+    }
+    this.close();
+    this.#checkpoint = checkpoint;
+    this.#model = model;
+    this.#quantized = null;
+    this.#report = null;
+    this.#method = null;
+    return model;
   }
 
-  /** Saves the quantized model as a safetensors checkpoint folder. */
-  saveModel(_path: string): Promise<void> {
-    return Promise.reject(
-      new Error("saveModel() needs the checkpoint writer (issue 3)"),
-    );
+  /**
+   * Saves the quantized model as a safetensors checkpoint. After
+   * {@linkcode Quantizer.loadModel} the output is byte for byte what
+   * `tinyq quantize` writes for the same method and exclusions (shard plan,
+   * index, config.json, other files); a model built in memory is saved as a
+   * folder with one `model.safetensors` (or as that file when `path` ends in
+   * `.safetensors`). An existing output is refused unless `force`.
+   */
+  async saveModel(
+    path: string,
+    options: { force?: boolean; maxShardSize?: number } = {},
+  ): Promise<void> {
+    const model = this.getQuantizedModel();
+    await saveModule(model, path, {
+      method: this.#method!,
+      excluded: this.#report?.excluded ?? [],
+      source: this.#checkpoint,
+      ...options,
+    });
+  }
+
+  /** Closes the files of a checkpoint opened by {@linkcode Quantizer.loadModel}. */
+  close(): void {
+    this.#checkpoint?.close();
+    this.#checkpoint = null;
   }
 }

@@ -8,18 +8,38 @@
 import { Linear } from "../linear.ts";
 import type { Module } from "../module.ts";
 import { materialize, type Tensor } from "../tensor.ts";
-import type {
-  Int8LinearLayer,
-  QuantizedLinearOptions,
-  QuantizeOptions,
-} from "./int8_linear_layer.ts";
+import type { QuantizedLinearOptions, QuantizeOptions } from "./int8_linear_layer.ts";
 
-/** A quantized layer class: `new Target(inFeatures, outFeatures, { bias, dtype })`. */
+/** What every quantized layer offers (int8 and 4-bit alike). */
+export interface QuantizedLinear extends Module {
+  /** Input features. */
+  readonly inFeatures: number;
+  /** Output features. */
+  readonly outFeatures: number;
+  /** The bias, [out] in any float dtype, or null. */
+  bias: Tensor | null;
+  /** Quantizes float weights [out, in] into the layer. */
+  quantize(weights: Tensor, options?: QuantizeOptions): void;
+  /** The float weights the quantized values stand for, f32 [out, in]. */
+  dequantize(): Tensor;
+  /** Runs the layer on an input [..., in]. */
+  forward(input: Tensor): Promise<Tensor>;
+}
+
+/** Constructor options every quantized layer accepts (extra ones are ignored by layers without them). */
+export interface QuantizedLinearClassOptions extends QuantizedLinearOptions {
+  /** Inputs per group for group-wise layers (W4A16). */
+  groupSize?: number;
+  /** The weight's name, for error messages. */
+  name?: string;
+}
+
+/** A quantized layer class: `new Target(inFeatures, outFeatures, { bias, dtype, groupSize, name })`. */
 export type QuantizedLinearClass = new (
   inFeatures: number,
   outFeatures: number,
-  options?: QuantizedLinearOptions,
-) => Int8LinearLayer;
+  options?: QuantizedLinearClassOptions,
+) => QuantizedLinear;
 
 /** What {@linkcode replaceLinearWithTargetAndQuantize} did, by dotted path. */
 export interface ReplaceReport {
@@ -31,6 +51,8 @@ export interface ReplaceReport {
 
 /** Options of {@linkcode replaceLinearWithTargetAndQuantize}. */
 export interface ReplaceOptions extends Pick<QuantizeOptions, "asymmetric"> {
+  /** Inputs per group for group-wise layers (W4A16); ignored by the int8 layers. */
+  groupSize?: number;
   /** Called after each layer is replaced (for progress bars). */
   onLayer?: (path: string, weight: Tensor) => void;
 }

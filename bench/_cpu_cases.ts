@@ -1,0 +1,191 @@
+/**
+ * Shared by bench/cpu_bench.ts and bench/compare_torch.ts: the shapes of
+ * issue 5 and a timing of each CPU path on one shape, through the public
+ * layers (`Linear`, `W8A32LinearLayer`, `W8A16LinearLayer`) on the CPU
+ * backend, plus the plain reference kernel where it finishes in reasonable
+ * time.
+ *
+ * @module
+ */
+
+import {
+  f32ArrayToBf16,
+  Linear,
+  referenceLinearInt8,
+  setBackend,
+  Tensor,
+  W8A16LinearLayer,
+  W8A32LinearLayer,
+} from "../mod.ts";
+
+/** A linear layer's shape: `m` rows of activations, `k` in, `n` out. */
+export interface Shape {
+  m: number;
+  k: number;
+  n: number;
+}
+
+/** Decode (one token) on a 4096 model's attention and MLP, and a 128-token prefill. */
+export const SHAPES: readonly Shape[] = [
+  { m: 1, k: 4096, n: 4096 },
+  { m: 1, k: 4096, n: 14336 },
+  { m: 128, k: 4096, n: 4096 },
+];
+
+/** `MxKxN`, as bench/torch_linear.py prints it. */
+export function shapeName(s: Shape): string {
+  return `${s.m}x${s.k}x${s.n}`;
+}
+
+/** Parses `1x4096x4096,128x4096x4096`. */
+export function parseShapes(text: string): Shape[] {
+  return text.split(",").map((part) => {
+    const [m, k, n] = part.split("x").map(Number);
+    if (![m, k, n].every((v) => Number.isInteger(v) && v! > 0)) {
+      throw new RangeError(`Bad shape "${part}": expected MxKxN`);
+    }
+    return { m: m!, k: k!, n: n! };
+  });
+}
+
+/** One measured path. */
+export interface Measurement {
+  /** What ran. */
+  path: string;
+  /** Median milliseconds per call. */
+  ms: number;
+  /** Bytes of weight read per call (int8: n·k, f32: 4·n·k). */
+  weightBytes: number;
+}
+
+/** Median wall time of `fn` in ms after `warmup` untimed calls. */
+export async function medianMs(
+  fn: () => Promise<unknown>,
+  iters: number,
+  warmup = 6,
+): Promise<number> {
+  for (let i = 0; i < warmup; i++) await fn();
+  const times: number[] = [];
+  for (let i = 0; i < iters; i++) {
+    const t0 = performance.now();
+    await fn();
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  return times[times.length >> 1]!;
+}
+
+function random(n: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2 ** 31 - 1;
+  }
+  return out;
+}
+
+function useCpu(threads: number | null): void {
+  if (threads === null) Deno.env.delete("TINYQ_THREADS");
+  else Deno.env.set("TINYQ_THREADS", String(threads));
+  setBackend("cpu", "bench");
+}
+
+/** Options of {@linkcode measureShape}. */
+export interface MeasureOptions {
+  /** Also time W8A32 on one thread (default true). */
+  oneThread?: boolean;
+  /** Also time the reference kernel (default: only for m = 1). */
+  reference?: boolean;
+  /** Timed iterations (default: by shape size). */
+  iters?: number;
+}
+
+/**
+ * Times every CPU path on one shape, each a median of several calls: the f32
+ * `Linear` of this library first (the baseline of the ratios), then the int8
+ * layers.
+ */
+export async function measureShape(
+  shape: Shape,
+  options: MeasureOptions = {},
+): Promise<Measurement[]> {
+  const { m, k, n } = shape;
+  const work = m * k * n;
+  const iters = options.iters ?? (work > 1e9 ? 7 : work > 1e8 ? 15 : 31);
+  const w = random(n * k, 1);
+  const weight = new Tensor(w, [n, k]);
+  const bias = new Tensor(random(n, 2), [n]);
+  const x32 = new Tensor(random(m * k, 3), [m, k]);
+  const x16 = x32.to("f16");
+  const xbf = new Tensor(
+    f32ArrayToBf16(x32.data as Float32Array),
+    [m, k],
+    "bf16",
+  );
+
+  const linear = Linear.fromTensors(weight, bias);
+  const w8a32 = new W8A32LinearLayer(k, n);
+  w8a32.quantize(weight);
+  w8a32.bias = bias;
+  const w8a16 = new W8A16LinearLayer(k, n);
+  w8a16.quantize(weight);
+  w8a16.bias = bias;
+
+  const out: Measurement[] = [];
+  const time = async (
+    path: string,
+    bytes: number,
+    fn: () => Promise<unknown>,
+    it = iters,
+  ) => {
+    out.push({ path, ms: await medianMs(fn, it), weightBytes: bytes });
+  };
+  useCpu(null);
+  await time("Linear f32 (baseline)", 4 * n * k, () => linear.forward(x32));
+  await time("W8A32 f32 act", n * k, () => w8a32.forward(x32));
+  await time("W8A16 f16 act", n * k, () => w8a16.forward(x16));
+  await time("W8A16 bf16 act", n * k, () => w8a16.forward(xbf));
+  if (options.oneThread ?? true) {
+    useCpu(1);
+    await time("W8A32 f32 act, 1 thread", n * k, () => w8a32.forward(x32));
+    await time("Linear f32, 1 thread", 4 * n * k, () => linear.forward(x32));
+    useCpu(null);
+  }
+  if (options.reference ?? m === 1) {
+    const kw = {
+      q: w8a32.int8Weights.data as Int8Array,
+      scales: w8a32.scales.data as Float32Array,
+      zeroPoints: null,
+      n,
+      k,
+    };
+    const b = bias.data as Float32Array;
+    await time(
+      "reference int8 kernel, 1 thread",
+      n * k,
+      () =>
+        Promise.resolve(
+          referenceLinearInt8(x32.data as Float32Array, m, kw, b),
+        ),
+      3,
+    );
+  }
+  w8a32.dispose();
+  w8a16.dispose();
+  linear.dispose();
+  return out;
+}
+
+/** Formats rows of cells as an aligned text table (first row: header). */
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) =>
+    Math.max(...rows.map((r) => r[c]!.length))
+  );
+  return rows.map((r) =>
+    r.map((cell, c) =>
+      c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!)
+    ).join("  ")
+  )
+    .join("\n");
+}

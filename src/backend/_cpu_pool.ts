@@ -1,0 +1,427 @@
+/**
+ * Runs the WebAssembly kernels on every core: weights are copied once into a
+ * shared memory (an {@linkcode Arena}) and kept there while their object
+ * lives; a call copies its activations in, splits the output features
+ * between the calling thread and a persistent pool of workers, and copies the
+ * result out.
+ *
+ * Workers start on first need and stay; they are `unref()`ed while idle, so
+ * they never keep a process alive. Calls run one at a time (each already uses
+ * every thread).
+ *
+ * @module
+ */
+
+import { Worker } from "node:worker_threads";
+import type { FloatDType } from "../dtype.ts";
+import type { Activations, F32Weight, Int8Weight } from "./backend.ts";
+import { Arena, kernelsModule, paddedK, TILE_FLOATS } from "./_cpu_wasm.ts";
+import { WORKER_SOURCE } from "./_cpu_worker.ts";
+
+/** Below this many multiply-adds a call stays on one thread: a worker round trip costs ~0.1 ms. */
+export const PARALLEL_MIN_MACS = 1 << 20;
+
+/** Output features per work unit (the kernels' weight tile). */
+const SPLIT_ALIGN = 8;
+
+interface Resident {
+  arena: Arena;
+  off: number;
+  bytes: number;
+  kp: number;
+}
+
+interface Slot {
+  worker: Worker;
+  arenas: Set<number>;
+  pending: { resolve: () => void; reject: (e: Error) => void } | null;
+  dead: boolean;
+}
+
+type KernelName = "linear_i8" | "linear_f32";
+
+/** Counters for tests and benchmarks. */
+export interface PoolStats {
+  /** Workers started (alive or not). */
+  workersStarted: number;
+  /** Calls that were split over more than one thread. */
+  parallelCalls: number;
+  /** Shared memories in use. */
+  arenas: number;
+  /** Weights resident in them. */
+  residentWeights: number;
+}
+
+class WasmPool {
+  readonly #module: WebAssembly.Module;
+  readonly #arenas: Arena[] = [];
+  readonly #slots: Slot[] = [];
+  readonly #resident = new WeakMap<object, Resident>();
+  // A weight object that is collected without release() gives its copy back.
+  readonly #finalizer = new FinalizationRegistry<Resident>((r) => {
+    this.stats.residentWeights--;
+    this.#exclusive(() => r.arena.free(r.off, r.bytes));
+  });
+  #queue: Promise<unknown> = Promise.resolve();
+  readonly stats: PoolStats = {
+    workersStarted: 0,
+    parallelCalls: 0,
+    arenas: 0,
+    residentWeights: 0,
+  };
+
+  constructor(module: WebAssembly.Module) {
+    this.#module = module;
+  }
+
+  /** Runs `fn` after every call before it has finished. */
+  #exclusive<T>(fn: () => T | Promise<T>): Promise<T> {
+    const p = this.#queue.then(fn);
+    this.#queue = p.catch(() => {});
+    return p;
+  }
+
+  /** Reserves bytes in the first arena with room, opening one if needed. */
+  #alloc(bytes: number, prefer?: Arena): { arena: Arena; off: number } | null {
+    const order = prefer ? [prefer] : this.#arenas;
+    for (const arena of order) {
+      const off = arena.alloc(bytes);
+      if (off >= 0) return { arena, off };
+    }
+    if (prefer) return null;
+    let arena: Arena;
+    try {
+      arena = new Arena(this.#arenas.length, this.#module);
+    } catch {
+      return null; // no address space left for another memory
+    }
+    const off = arena.alloc(bytes);
+    if (off < 0) return null;
+    this.#arenas.push(arena);
+    this.stats.arenas = this.#arenas.length;
+    return { arena, off };
+  }
+
+  #residentInt8(w: Int8Weight): Resident | null {
+    const cached = this.#resident.get(w);
+    if (cached) return cached;
+    const { n, k } = w;
+    const kp = paddedK(k);
+    const qBytes = align(n * kp);
+    const bytes = qBytes + align(4 * n) + (w.zeroPoints ? n : 0);
+    const got = this.#alloc(bytes);
+    if (!got) return null;
+    const u8 = new Uint8Array(got.arena.buffer, got.off, bytes);
+    copyRows(u8, new Uint8Array(w.q.buffer, w.q.byteOffset, n * k), n, k, kp);
+    u8.set(bytesOf(w.scales.subarray(0, n)), qBytes);
+    if (w.zeroPoints) {
+      u8.set(bytesOf(w.zeroPoints.subarray(0, n)), qBytes + align(4 * n));
+    }
+    return this.#keep(w, { ...got, bytes, kp });
+  }
+
+  #residentF32(w: F32Weight): Resident | null {
+    const cached = this.#resident.get(w);
+    if (cached) return cached;
+    const { n, k } = w;
+    const kp = paddedK(k);
+    const bytes = 4 * n * kp;
+    const got = this.#alloc(bytes);
+    if (!got) return null;
+    copyRows(
+      new Uint8Array(got.arena.buffer, got.off, bytes),
+      bytesOf(w.data.subarray(0, n * k)),
+      n,
+      4 * k,
+      4 * kp,
+    );
+    return this.#keep(w, { ...got, bytes, kp });
+  }
+
+  #keep(w: object, r: Resident): Resident {
+    this.#resident.set(w, r);
+    this.#finalizer.register(w, r, w);
+    this.stats.residentWeights++;
+    return r;
+  }
+
+  /** Frees a weight's copy (after the calls already queued). */
+  release(w: object): void {
+    const r = this.#resident.get(w);
+    if (!r) return;
+    this.#resident.delete(w);
+    this.#finalizer.unregister(w);
+    this.stats.residentWeights--;
+    this.#exclusive(() => r.arena.free(r.off, r.bytes));
+  }
+
+  /**
+   * `linearInt8` on the kernels, or null when the weight cannot be placed in
+   * a shared memory (the caller then uses the reference kernel).
+   */
+  linearInt8(
+    x: Activations,
+    xDtype: FloatDType,
+    m: number,
+    w: Int8Weight,
+    bias: Float32Array | null,
+    threads: number,
+  ): Promise<Float32Array | null> {
+    return this.#exclusive(() => {
+      const r = this.#residentInt8(w);
+      if (!r) return null;
+      const { n } = w;
+      const qBytes = align(n * r.kp);
+      const scales = r.off + qBytes;
+      const zp = w.zeroPoints ? scales + align(4 * n) : 0;
+      return this.#call(x, xDtype, m, w.k, n, r, bias, threads, "linear_i8", (
+        io,
+        j0,
+        j1,
+        t,
+      ) => [
+        io.x,
+        m,
+        r.kp,
+        r.off,
+        zp,
+        scales,
+        io.bias,
+        io.y,
+        n,
+        j0,
+        j1,
+        io.tiles + t * 4 * TILE_FLOATS,
+      ]);
+    });
+  }
+
+  /** `linearF32` on the kernels, or null as above. */
+  linearF32(
+    x: Float32Array,
+    m: number,
+    w: F32Weight,
+    bias: Float32Array | null,
+    threads: number,
+  ): Promise<Float32Array | null> {
+    return this.#exclusive(() => {
+      const r = this.#residentF32(w);
+      if (!r) return null;
+      const { n } = w;
+      return this.#call(x, "f32", m, w.k, n, r, bias, threads, "linear_f32", (
+        io,
+        j0,
+        j1,
+      ) => [io.x, m, r.kp, r.off, io.bias, io.y, n, j0, j1]);
+    });
+  }
+
+  async #call(
+    x: Activations,
+    xDtype: FloatDType,
+    m: number,
+    k: number,
+    n: number,
+    r: Resident,
+    bias: Float32Array | null,
+    threads: number,
+    fn: KernelName,
+    argsOf: (io: CallIo, j0: number, j1: number, t: number) => number[],
+  ): Promise<Float32Array | null> {
+    const { arena, kp } = r;
+    const units = Math.ceil(n / SPLIT_ALIGN);
+    const t = m * n * k < PARALLEL_MIN_MACS ? 1 : Math.min(threads, units);
+    const wide = xDtype !== "f32";
+    const xBytes = align(4 * m * kp);
+    const stageBytes = wide ? align(2 * m * k) : 0;
+    const yBytes = align(4 * m * n);
+    const biasBytes = bias ? align(4 * n) : 0;
+    const bytes = xBytes + stageBytes + yBytes + biasBytes +
+      t * 4 * TILE_FLOATS;
+    const got = this.#alloc(bytes, arena);
+    if (!got) return null;
+    const base = got.off;
+    try {
+      const io: CallIo = {
+        x: base,
+        y: base + xBytes + stageBytes,
+        bias: bias ? base + xBytes + stageBytes + yBytes : 0,
+        tiles: base + xBytes + stageBytes + yBytes + biasBytes,
+      };
+      const buf = arena.buffer;
+      if (wide) {
+        const stage = base + xBytes;
+        new Uint16Array(buf, stage, m * k).set(
+          new Uint16Array(x.buffer, x.byteOffset, m * k),
+        );
+        arena.exports.widen_rows(
+          stage,
+          xDtype === "f16" ? 1 : 2,
+          m,
+          k,
+          base,
+          kp,
+        );
+      } else {
+        copyRows(
+          new Uint8Array(buf, base, 4 * m * kp),
+          bytesOf((x as Float32Array).subarray(0, m * k)),
+          m,
+          4 * k,
+          4 * kp,
+        );
+      }
+      if (bias) new Float32Array(buf, io.bias, n).set(bias.subarray(0, n));
+      await this.#run(arena, fn, t, n, (j0, j1, th) => argsOf(io, j0, j1, th));
+      return new Float32Array(arena.buffer, io.y, m * n).slice();
+    } finally {
+      arena.free(base, bytes);
+    }
+  }
+
+  /** Splits [0, n) into `t` ranges; range 0 runs here, the rest on workers. */
+  async #run(
+    arena: Arena,
+    fn: KernelName,
+    t: number,
+    n: number,
+    args: (j0: number, j1: number, thread: number) => number[],
+  ): Promise<void> {
+    const units = Math.ceil(n / SPLIT_ALIGN);
+    const bounds = Array.from(
+      { length: t + 1 },
+      (_, i) => Math.min(n, Math.round((units * i) / t) * SPLIT_ALIGN),
+    );
+    const waits: Promise<void>[] = [];
+    if (t > 1) {
+      this.stats.parallelCalls++;
+      this.#ensureWorkers(t - 1);
+      for (let i = 1; i < t; i++) {
+        waits.push(
+          this.#post(
+            this.#slots[i - 1]!,
+            arena,
+            fn,
+            args(bounds[i]!, bounds[i + 1]!, i),
+          ),
+        );
+      }
+    }
+    let failure: unknown = null;
+    try {
+      (arena.exports[fn] as (...a: number[]) => void)(
+        ...args(bounds[0]!, bounds[1]!, 0),
+      );
+    } catch (e) {
+      failure = e;
+    }
+    const results = await Promise.allSettled(waits);
+    if (failure) throw failure;
+    for (const res of results) if (res.status === "rejected") throw res.reason;
+  }
+
+  #ensureWorkers(count: number): void {
+    for (let i = 0; i < this.#slots.length; i++) {
+      if (this.#slots[i]!.dead) this.#slots[i] = this.#startWorker();
+    }
+    while (this.#slots.length < count) this.#slots.push(this.#startWorker());
+  }
+
+  #startWorker(): Slot {
+    const worker = new Worker(WORKER_SOURCE, { eval: true });
+    const slot: Slot = {
+      worker,
+      arenas: new Set(),
+      pending: null,
+      dead: false,
+    };
+    const fail = (e: Error) => {
+      slot.dead = true;
+      slot.pending?.reject(e);
+      slot.pending = null;
+    };
+    worker.on("message", (msg: string | null) => {
+      const p = slot.pending;
+      slot.pending = null;
+      worker.unref();
+      if (msg === null) p?.resolve();
+      else p?.reject(new Error(`CPU kernel worker failed: ${msg}`));
+    });
+    worker.on("error", (e: Error) => fail(e));
+    worker.on("exit", () => fail(new Error("CPU kernel worker exited")));
+    worker.postMessage(this.#module);
+    worker.unref();
+    this.stats.workersStarted++;
+    return slot;
+  }
+
+  #post(
+    slot: Slot,
+    arena: Arena,
+    fn: KernelName,
+    args: number[],
+  ): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (slot.dead) {
+        reject(new Error("CPU kernel worker is not running"));
+        return;
+      }
+      slot.pending = { resolve, reject };
+      const first = !slot.arenas.has(arena.id);
+      slot.arenas.add(arena.id);
+      slot.worker.ref();
+      slot.worker.postMessage({
+        arena: arena.id,
+        memory: first ? arena.memory : undefined,
+        fn,
+        args,
+      });
+    });
+  }
+}
+
+interface CallIo {
+  x: number;
+  y: number;
+  bias: number;
+  tiles: number;
+}
+
+function align(bytes: number): number {
+  return Math.ceil(bytes / 64) * 64;
+}
+
+function bytesOf(a: ArrayBufferView): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** Copies `rows` rows of `len` bytes to rows of `stride` bytes, zeroing the pad. */
+function copyRows(
+  dst: Uint8Array,
+  src: Uint8Array,
+  rows: number,
+  len: number,
+  stride: number,
+): void {
+  if (len === stride) {
+    dst.set(src.subarray(0, rows * len));
+    return;
+  }
+  for (let i = 0; i < rows; i++) {
+    dst.set(src.subarray(i * len, (i + 1) * len), i * stride);
+    dst.fill(0, i * stride + len, (i + 1) * stride);
+  }
+}
+
+let pool: WasmPool | null | undefined;
+
+/** The process-wide pool, or null where the kernels cannot run. */
+export function wasmPool(): WasmPool | null {
+  if (pool === undefined) {
+    const module = kernelsModule();
+    pool = module ? new WasmPool(module) : null;
+  }
+  return pool;
+}
+
+export type { WasmPool };

@@ -1,0 +1,192 @@
+/**
+ * The compiled WebAssembly kernels (wasm/kernels.c) and the shared memories
+ * ("arenas") they run on, with a small first-fit allocator per arena.
+ *
+ * @module
+ */
+
+import { KERNELS_WASM_BASE64 } from "./_cpu_wasm_bytes.ts";
+
+/** The functions wasm/kernels.c exports (pointers are byte offsets). */
+export interface KernelExports {
+  widen_rows(
+    src: number,
+    kind: number,
+    rows: number,
+    cols: number,
+    dst: number,
+    stride: number,
+  ): void;
+  linear_i8(
+    x: number,
+    m: number,
+    kp: number,
+    q: number,
+    zp: number,
+    scales: number,
+    bias: number,
+    y: number,
+    n: number,
+    j0: number,
+    j1: number,
+    buf: number,
+  ): void;
+  linear_f32(
+    x: number,
+    m: number,
+    kp: number,
+    w: number,
+    bias: number,
+    y: number,
+    n: number,
+    j0: number,
+    j1: number,
+  ): void;
+  quantize_rows(
+    src: number,
+    kind: number,
+    rows: number,
+    cols: number,
+    q: number,
+    scales: number,
+  ): number;
+}
+
+/** Floats of per-thread scratch `linear_i8` needs for m > 1 (NB · KC). */
+export const TILE_FLOATS = 8 * 512;
+
+/** Activation and weight rows are padded to a multiple of this many values. */
+export const ROW_ALIGN = 16;
+
+/** The padded row length the kernels use for `k` input features. */
+export function paddedK(k: number): number {
+  return Math.max(ROW_ALIGN, Math.ceil(k / ROW_ALIGN) * ROW_ALIGN);
+}
+
+const PAGE = 65536;
+const MAX_PAGES = 65536; // wasm32: 4 GiB
+const ALIGN = 64; // a cache line
+
+let compiled: WebAssembly.Module | null | undefined;
+
+/**
+ * The compiled kernels, or null where this runtime cannot compile them (no
+ * WebAssembly or no SIMD).
+ */
+export function kernelsModule(): WebAssembly.Module | null {
+  if (compiled === undefined) {
+    try {
+      const bytes = Uint8Array.from(
+        atob(KERNELS_WASM_BASE64),
+        (c) => c.charCodeAt(0),
+      );
+      compiled = new WebAssembly.Module(bytes);
+    } catch {
+      compiled = null;
+    }
+  }
+  return compiled;
+}
+
+/**
+ * One shared `WebAssembly.Memory` (up to 4 GiB) with the kernels
+ * instantiated on it, and a first-fit allocator over it. Offsets are
+ * 64-byte aligned.
+ */
+export class Arena {
+  /** Its index in the pool (what workers key their instances by). */
+  readonly id: number;
+  /** The shared memory. */
+  readonly memory: WebAssembly.Memory;
+  /** The kernels, bound to this memory, for the calling thread. */
+  readonly exports: KernelExports;
+  #top: number;
+  #free: { off: number; size: number }[] = [];
+
+  constructor(id: number, module: WebAssembly.Module, initialBytes = PAGE) {
+    this.id = id;
+    this.memory = new WebAssembly.Memory({
+      initial: Math.ceil(initialBytes / PAGE),
+      maximum: MAX_PAGES,
+      shared: true,
+    });
+    const instance = new WebAssembly.Instance(module, {
+      env: { memory: this.memory },
+    });
+    this.exports = instance.exports as unknown as KernelExports;
+    const heapBase = (instance.exports.__heap_base as WebAssembly.Global)
+      .value as number;
+    this.#top = Math.max(ALIGN, Math.ceil(heapBase / ALIGN) * ALIGN);
+  }
+
+  /** The current buffer (a new object after each growth). */
+  get buffer(): SharedArrayBuffer {
+    return this.memory.buffer as SharedArrayBuffer;
+  }
+
+  /** Bytes handed out and not freed, plus free holes below the top. */
+  get used(): number {
+    return this.#top;
+  }
+
+  /** Reserves `bytes`; returns the offset, or -1 when 4 GiB would not do. */
+  alloc(bytes: number): number {
+    const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
+    for (let i = 0; i < this.#free.length; i++) {
+      const hole = this.#free[i]!;
+      if (hole.size >= size) {
+        const off = hole.off;
+        if (hole.size === size) this.#free.splice(i, 1);
+        else {
+          hole.off += size;
+          hole.size -= size;
+        }
+        return off;
+      }
+    }
+    const end = this.#top + size;
+    if (end > MAX_PAGES * PAGE) return -1;
+    const have = this.memory.buffer.byteLength;
+    if (end > have) {
+      // Grow by at least a quarter so that a growing sequence of weights
+      // does not grow (and re-map) the memory once per weight.
+      const want = Math.max(end, Math.min(MAX_PAGES * PAGE, have * 1.25));
+      try {
+        this.memory.grow(Math.ceil((want - have) / PAGE));
+      } catch {
+        try {
+          this.memory.grow(Math.ceil((end - have) / PAGE));
+        } catch {
+          return -1;
+        }
+      }
+    }
+    const off = this.#top;
+    this.#top = end;
+    return off;
+  }
+
+  /** Returns a block from {@linkcode Arena.alloc} (`bytes` as asked then). */
+  free(off: number, bytes: number): void {
+    const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
+    const list = this.#free;
+    let i = 0;
+    while (i < list.length && list[i]!.off < off) i++;
+    list.splice(i, 0, { off, size });
+    // Coalesce with the neighbours, then give a trailing hole back to the top.
+    if (i + 1 < list.length && off + size === list[i + 1]!.off) {
+      list[i]!.size += list[i + 1]!.size;
+      list.splice(i + 1, 1);
+    }
+    if (i > 0 && list[i - 1]!.off + list[i - 1]!.size === off) {
+      list[i - 1]!.size += list[i]!.size;
+      list.splice(i, 1);
+      i--;
+    }
+    const last = list[list.length - 1];
+    if (last && last.off + last.size === this.#top) {
+      this.#top = last.off;
+      list.pop();
+    }
+  }
+}

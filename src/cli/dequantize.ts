@@ -1,0 +1,104 @@
+/**
+ * `tinyq dequantize`: a TinyQ-quantized checkpoint back to plain floats.
+ *
+ * @module
+ */
+
+import { dequantizeCheckpoint, parseSize } from "../io/checkpoint.ts";
+import type { FloatDType } from "../dtype.ts";
+import { flag, parseCommandArgs, str } from "./_args.ts";
+import { type CliIO, UsageError } from "./_io.ts";
+import { ProgressBar } from "./progress.ts";
+import { tensorLine } from "./quantize.ts";
+import { mib, seconds } from "./tables.ts";
+
+/** `tinyq dequantize --help`. */
+export const DEQUANTIZE_HELP =
+  `Usage: tinyq dequantize <input> --out <path> [options]
+
+Turns a checkpoint written by 'tinyq quantize' back into a plain float
+checkpoint any safetensors loader reads: each int8_weights/scales pair becomes
+weight = q * scale (GPT-2's Conv1D weights back in [in, out]); the quantization
+metadata and config.json's quantization_config are removed.
+
+Options:
+  -o, --out <path>          output folder (or file); required
+      --dtype <d>           f32, f16 or bf16 (default: the original weights' dtype)
+      --max-shard-size <s>  re-shard the output (e.g. 2GB)
+  -f, --force               replace an existing output
+      --json                print the summary as JSON on stdout
+  -v, --verbose             one line per tensor; stack traces on errors
+  -h, --help                show this help
+`;
+
+/** Runs `tinyq dequantize`; returns the exit code. */
+export async function dequantizeCommand(
+  args: readonly string[],
+  io: CliIO,
+): Promise<number> {
+  const p = parseCommandArgs("dequantize", args, {
+    out: { type: "string", short: "o" },
+    dtype: { type: "string" },
+    "max-shard-size": { type: "string" },
+    force: { type: "boolean", short: "f" },
+    json: { type: "boolean" },
+    verbose: { type: "boolean", short: "v" },
+  }, {
+    min: 1,
+    max: 1,
+    names: "<input> (a quantized model folder or .safetensors file)",
+  });
+  if (flag(p, "help")) {
+    io.out(DEQUANTIZE_HELP);
+    return 0;
+  }
+  const out = str(p, "out");
+  if (out === undefined || out === "") {
+    throw new UsageError("dequantize", "missing --out <path>");
+  }
+  const dtypeText = str(p, "dtype")?.toLowerCase();
+  if (dtypeText !== undefined && !["f32", "f16", "bf16"].includes(dtypeText)) {
+    throw new UsageError(
+      "dequantize",
+      `unknown --dtype "${str(p, "dtype")}"; expected f32, f16 or bf16`,
+    );
+  }
+  const shardText = str(p, "max-shard-size");
+  const maxShardSize = shardText === undefined
+    ? undefined
+    : parseSize(shardText);
+  if (shardText !== undefined && maxShardSize === undefined) {
+    throw new UsageError(
+      "dequantize",
+      `invalid --max-shard-size "${shardText}"; expected a size such as 2GB or 500MB`,
+    );
+  }
+  const bar = new ProgressBar(io, "dequantize");
+  const verbose = flag(p, "verbose");
+  let r;
+  try {
+    r = await dequantizeCheckpoint(p.positionals[0]!, out, {
+      ...(dtypeText ? { dtype: dtypeText as FloatDType } : {}),
+      ...(maxShardSize !== undefined ? { maxShardSize } : {}),
+      force: flag(p, "force"),
+      onProgress: (s) => bar.update(s),
+      onTensor: verbose
+        ? (e) => bar.log(tensorLine(e, dtypeText ?? "float"))
+        : undefined,
+    });
+  } finally {
+    bar.done();
+  }
+  if (flag(p, "json")) {
+    io.out(JSON.stringify(r, null, 2) + "\n");
+  } else {
+    io.out(
+      `tinyq: dequantized ${r.input} -> ${r.output}\n` +
+        `  layers:  ${r.dequantized.length} restored to ${r.dtype}\n` +
+        `  size:    ${mib(r.inputBytes)} MiB -> ${mib(r.outputBytes)} MiB\n` +
+        `  time:    ${seconds(r.seconds)}\n` +
+        `  output:  ${r.shards.length} shard(s)\n`,
+    );
+  }
+  return 0;
+}

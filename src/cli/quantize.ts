@@ -1,0 +1,205 @@
+/**
+ * `tinyq quantize`: a checkpoint folder (or file) in, a quantized one out.
+ *
+ * @module
+ */
+
+import {
+  parseSize,
+  quantizeCheckpoint,
+  type QuantizeResult,
+  type TensorEvent,
+} from "../io/checkpoint.ts";
+import { findFormat, FORMATS } from "../io/formats/registry.ts";
+import { flag, list, parseCommandArgs, str } from "./_args.ts";
+import { type CliIO, UsageError } from "./_io.ts";
+import { ProgressBar } from "./progress.ts";
+import { mib, seconds, shape } from "./tables.ts";
+
+/** `tinyq quantize --help`. */
+export const QUANTIZE_HELP =
+  `Usage: tinyq quantize <input> --out <path> [options]
+
+Quantizes the Linear layers of a safetensors checkpoint to int8 (symmetric,
+one f32 scale per output channel) and writes a new checkpoint. <input> is a
+model folder (model.safetensors, or shards + model.safetensors.index.json) or
+one .safetensors file. The output keeps the shard plan, gets config.json with
+a quantization_config block and the input folder's other files; it appears
+only when complete. Embeddings, norms and 1-D tensors are never quantized;
+which tensors are Linear comes from config.json's model_type (llama, mistral,
+qwen2, gemma, phi3, gpt2, bert) or a generic rule (see 'tinyq inspect'). A
+config.json that is not valid JSON is an error, not a silent fallback.
+
+Options:
+  -o, --out <path>          output folder (or file, for a file input); required
+  -m, --method <m>          w8a16 (default) or w8a32: the same int8 weights,
+                            different activations at forward time
+  -x, --exclude <name>      leave a Linear in float: a module name (lm_head) or
+                            a glob over dotted paths (model.layers.*.mlp.down_proj,
+                            ** crosses dots); repeatable
+      --max-shard-size <s>  re-shard the output (e.g. 2GB, 500MB, 1GiB)
+      --format <name>       output layout: ${
+    FORMATS.map((f) => f.name).join(", ")
+  } (default ${FORMATS[0]!.name})
+  -f, --force               replace an existing output
+      --json                print the summary as JSON on stdout
+  -v, --verbose             one line per tensor; stack traces on errors
+  -h, --help                show this help
+
+Exit status: 0 done, 1 bad input or failure (one line on stderr), 2 usage error.
+Example:
+  tinyq quantize ./Llama-3.2-1B --out ./Llama-3.2-1B-int8 --exclude lm_head
+`;
+
+/** Bits per weight of `bytes` over `params` elements. */
+function bpw(bytes: number, params: number): string {
+  return params > 0 ? ((bytes * 8) / params).toFixed(2) : "0.00";
+}
+
+/** The closing summary, llama.cpp style. */
+export function formatQuantizeSummary(r: QuantizeResult): string {
+  const n = (k: number, word: string) => `${k} ${word}${k === 1 ? "" : "s"}`;
+  const lines = [
+    `tinyq: quantized ${r.input} -> ${r.output}`,
+    `  family:       ${r.family ?? "generic"} (${r.familySource})`,
+    `  layers:       ${
+      n(r.quantized.length, "Linear layer")
+    } quantized (${r.method}, int8 per-channel symmetric), ` +
+    `${r.excluded.length} excluded${
+      r.excluded.length
+        ? ` (${r.excluded.slice(0, 4).join(", ")}${
+          r.excluded.length > 4 ? ", …" : ""
+        })`
+        : ""
+    }, ` +
+    `${n(r.kept, "tensor")} kept as is`,
+    `  model size:   ${mib(r.inputBytes)} MiB (${
+      bpw(r.inputBytes, r.parameters)
+    } BPW)`,
+    `  quant size:   ${mib(r.outputBytes)} MiB (${
+      bpw(r.outputBytes, r.parameters)
+    } BPW)`,
+    `  Linear weights: ${mib(r.quantizedBytesBefore)} MiB -> ${
+      mib(r.quantizedBytesAfter)
+    } MiB ` +
+    `(${bpw(r.quantizedBytesBefore, r.quantizedParameters)} -> ${
+      bpw(r.quantizedBytesAfter, r.quantizedParameters)
+    } bits per weight, scales included)`,
+    `  time:         ${seconds(r.seconds)} (${
+      (r.inputBytes / 1e6 / Math.max(r.seconds, 1e-9)).toFixed(1)
+    } MB/s)`,
+    `  output:       ${n(r.shards.length, "shard")} (${r.format} format)${
+      r.copied.length ? `, copied ${r.copied.join(", ")}` : ""
+    }`,
+  ];
+  for (const s of r.skipped) lines.push(`  not copied:   ${s}`);
+  return lines.join("\n") + "\n";
+}
+
+/** The JSON summary: the result plus the derived figures. */
+export function quantizeJson(r: QuantizeResult): Record<string, unknown> {
+  return {
+    ...r,
+    bitsPerWeightBefore: r.parameters ? (r.inputBytes * 8) / r.parameters : 0,
+    bitsPerWeightAfter: r.parameters ? (r.outputBytes * 8) / r.parameters : 0,
+    megabytesPerSecond: r.inputBytes / 1e6 / Math.max(r.seconds, 1e-9),
+  };
+}
+
+/** One llama.cpp-style line per tensor. */
+export function tensorLine(e: TensorEvent, converted = "i8"): string {
+  const w = String(e.total).length;
+  const head = `[${String(e.index).padStart(w)}/${e.total}] ${e.name} - ${
+    shape(e.shape)
+  }, type = ${e.dtype}`;
+  if (e.action === "quantized" || e.action === "dequantized") {
+    return `${head}, converting to ${converted} .. size = ${
+      mib(e.bytesIn)
+    } MiB -> ${mib(e.bytesOut)} MiB`;
+  }
+  return `${head}, ${e.action === "excluded" ? "excluded, " : ""}size = ${
+    mib(e.bytesIn)
+  } MiB`;
+}
+
+/** Runs `tinyq quantize`; returns the exit code. */
+export async function quantizeCommand(
+  args: readonly string[],
+  io: CliIO,
+): Promise<number> {
+  const p = parseCommandArgs("quantize", args, {
+    out: { type: "string", short: "o" },
+    method: { type: "string", short: "m" },
+    exclude: { type: "string", short: "x", multiple: true },
+    "max-shard-size": { type: "string" },
+    format: { type: "string" },
+    force: { type: "boolean", short: "f" },
+    json: { type: "boolean" },
+    verbose: { type: "boolean", short: "v" },
+  }, {
+    min: 1,
+    max: 1,
+    names: "<input> (a model folder or .safetensors file)",
+  });
+  if (flag(p, "help")) {
+    io.out(QUANTIZE_HELP);
+    return 0;
+  }
+  const out = str(p, "out");
+  if (out === undefined || out === "") {
+    throw new UsageError("quantize", "missing --out <path>");
+  }
+  const methodText = (str(p, "method") ?? "w8a16").toLowerCase();
+  if (methodText !== "w8a16" && methodText !== "w8a32") {
+    throw new UsageError(
+      "quantize",
+      `unknown --method "${str(p, "method")}"; expected w8a16 or w8a32`,
+    );
+  }
+  const shardText = str(p, "max-shard-size");
+  const maxShardSize = shardText === undefined
+    ? undefined
+    : parseSize(shardText);
+  if (shardText !== undefined && maxShardSize === undefined) {
+    throw new UsageError(
+      "quantize",
+      `invalid --max-shard-size "${shardText}"; expected a size such as 2GB, 500MB or 1GiB`,
+    );
+  }
+  const formatName = str(p, "format") ?? FORMATS[0]!.name;
+  const format = findFormat(formatName);
+  if (!format) {
+    throw new UsageError(
+      "quantize",
+      `unknown --format "${formatName}"; known formats: ${
+        FORMATS.map((f) => f.name).join(", ")
+      }`,
+    );
+  }
+  const exclude = list(p, "exclude");
+  if (exclude.some((x) => x === "")) {
+    throw new UsageError("quantize", "--exclude needs a module name or glob");
+  }
+  const verbose = flag(p, "verbose");
+  const bar = new ProgressBar(io, "quantize");
+  let result: QuantizeResult;
+  try {
+    result = await quantizeCheckpoint(p.positionals[0]!, out, {
+      method: methodText,
+      exclude,
+      ...(maxShardSize !== undefined ? { maxShardSize } : {}),
+      force: flag(p, "force"),
+      format,
+      onProgress: (s) => bar.update(s),
+      onTensor: verbose ? (e) => bar.log(tensorLine(e)) : undefined,
+    });
+  } finally {
+    bar.done();
+  }
+  io.out(
+    flag(p, "json")
+      ? JSON.stringify(quantizeJson(result), null, 2) + "\n"
+      : formatQuantizeSummary(result),
+  );
+  return 0;
+}

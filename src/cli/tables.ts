@@ -1,0 +1,56 @@
+/**
+ * Plain-text tables and the number formats of the CLI's reports.
+ *
+ * @module
+ */
+
+/** Column alignment. */
+export type Align = "left" | "right";
+
+/**
+ * Lays out rows under a header, columns padded to their widest cell;
+ * numeric columns are best right-aligned.
+ */
+export function formatTable(
+  header: readonly string[],
+  rows: readonly (readonly string[])[],
+  align: readonly Align[] = [],
+): string {
+  const widths = header.map((h, i) =>
+    Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length))
+  );
+  const line = (cells: readonly string[]) =>
+    cells.map((c, i) => {
+      const last = i === cells.length - 1;
+      if (align[i] === "right") return c.padStart(widths[i]!);
+      return last ? c : c.padEnd(widths[i]!);
+    }).join("  ").trimEnd() + "\n";
+  return line(header) + rows.map(line).join("");
+}
+
+/** Bytes as MiB with two decimals. */
+export function mib(bytes: number): string {
+  return (bytes / 2 ** 20).toFixed(2);
+}
+
+/** Bytes in the largest binary unit that keeps the number ≥ 1 (`1.5 KiB`). */
+export function humanBytes(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = bytes;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
+}
+
+/** Seconds as `1.23 s`, or `12 ms` below one second. */
+export function seconds(s: number): string {
+  return s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(2)} s`;
+}
+
+/** A shape as `[4096, 4096]`. */
+export function shape(s: readonly number[]): string {
+  return `[${s.join(", ")}]`;
+}

@@ -1,0 +1,237 @@
+/**
+ * Writing a whole output checkpoint: its shards, the index, `config.json`,
+ * the format's extra files and the input folder's other files, all under a
+ * temporary name that becomes the destination only when complete.
+ *
+ * @module
+ */
+
+import { dirname, join } from "node:path";
+import type { CheckpointFormat } from "./formats/format.ts";
+import { writeAtomically } from "./_atomic.ts";
+import { CheckpointError, osReason } from "./_checkpoint_error.ts";
+import {
+  type EmitHooks,
+  Readers,
+  specBytes,
+  type Unit,
+  unitSpecs,
+  writeShard,
+} from "./_emit.ts";
+import { INDEX_NAME, insidePath, SINGLE_NAME } from "./_folder.ts";
+import { shardName, splitBySize } from "./_sharding.ts";
+
+/** Units of one input shard, with that shard's metadata. */
+export interface InputGroup {
+  /** The input shard's file name (the output keeps it unless re-sharded). */
+  readonly name: string;
+  /** Output units in input order. */
+  readonly units: Unit[];
+  /** `__metadata__` of the output shard (format first). */
+  readonly metadata: ReadonlyMap<string, string>;
+}
+
+/** Everything {@linkcode writeOutput} needs. */
+export interface OutputJob {
+  /** Destination path as the user gave it. */
+  readonly dest: string;
+  /** Replace an existing destination. */
+  readonly force: boolean;
+  /** A folder checkpoint, or a single `.safetensors` file. */
+  readonly kind: "folder" | "file";
+  /** The input folder whose other files are copied, or null. */
+  readonly inputDir: string | null;
+  /** Input paths never to write (the checkpoint and its folder). */
+  readonly inputs: readonly string[];
+  /** Input file names not to copy (shards, index, config). */
+  readonly consumed: ReadonlySet<string>;
+  /** Whether the input had an index (the output keeps one). */
+  readonly indexed: boolean;
+  /** Units grouped by input shard. */
+  readonly groups: readonly InputGroup[];
+  /** Maximum shard size in bytes, or undefined to keep the input's plan. */
+  readonly maxShardSize?: number;
+  /** The new `config.json`, or null to write none. */
+  readonly config: Record<string, unknown> | null;
+  /** Extra text files (name → content). */
+  readonly extraFiles: Readonly<Record<string, string>>;
+  /** The output format. */
+  readonly format: CheckpointFormat;
+  /** Progress callbacks. */
+  readonly hooks?: EmitHooks;
+}
+
+/** What {@linkcode writeOutput} wrote. */
+export interface OutputReport {
+  /** Shard file names in order. */
+  shards: string[];
+  /** Sum of the output tensors' bytes. */
+  tensorBytes: number;
+  /** Other files copied from the input folder (relative paths). */
+  copied: string[];
+  /** Files of the input folder not copied, with the reason. */
+  skipped: string[];
+}
+
+// Weights in other formats would be unquantized copies next to ours.
+const OTHER_WEIGHTS =
+  /\.(safetensors|bin|pt|pth|ckpt|gguf|h5|msgpack|onnx)$|^pytorch_model\.bin\.index\.json$|^tf_model\.h5\.index\.json$/;
+
+async function copyOthers(
+  src: string,
+  dst: string,
+  rel: string,
+  root: string,
+  consumed: ReadonlySet<string>,
+  report: OutputReport,
+): Promise<void> {
+  const entries: Deno.DirEntry[] = [];
+  for await (const e of Deno.readDir(join(src, rel))) entries.push(e);
+  entries.sort((a, b) => a.name < b.name ? -1 : 1);
+  for (const e of entries) {
+    const r = rel ? `${rel}/${e.name}` : e.name;
+    if (consumed.has(r) || (rel === "" && e.name === ".git")) continue;
+    if (OTHER_WEIGHTS.test(e.name)) {
+      report.skipped.push(`${r} (weights in another file format)`);
+      continue;
+    }
+    try {
+      await insidePath(root, r, "the file", join(root, r));
+    } catch (err) {
+      report.skipped.push(
+        `${r} (${err instanceof CheckpointError ? err.detail : osReason(err)})`,
+      );
+      continue;
+    }
+    if (e.isDirectory) {
+      await Deno.mkdir(join(dst, r));
+      await copyOthers(src, dst, r, root, consumed, report);
+    } else if (e.isSymlink && (await Deno.stat(join(src, r))).isDirectory) {
+      report.skipped.push(`${r} (symlinked folder)`);
+    } else {
+      await Deno.copyFile(join(src, r), join(dst, r));
+      report.copied.push(r);
+    }
+  }
+}
+
+/** Writes the output checkpoint of `job` all or nothing. */
+export async function writeOutput(job: OutputJob): Promise<OutputReport> {
+  let shards: {
+    name: string;
+    units: Unit[];
+    metadata: ReadonlyMap<string, string>;
+  }[];
+  if (job.maxShardSize !== undefined) {
+    const all = job.groups.flatMap((g) => g.units);
+    const size = (u: Unit) =>
+      unitSpecs(u).reduce((s, t) => s + specBytes(t), 0);
+    const split = splitBySize(all, size, job.maxShardSize);
+    const meta = job.groups[0]?.metadata ?? new Map([["format", "pt"]]);
+    shards = split.map((units, i) => ({
+      name: split.length === 1 ? SINGLE_NAME : shardName(i, split.length),
+      units,
+      metadata: meta,
+    }));
+  } else {
+    shards = job.groups.map((g) => ({ ...g }));
+  }
+  if (job.kind === "file" && shards.length !== 1) {
+    throw new CheckpointError(
+      job.dest,
+      "a single-file checkpoint cannot be split into shards",
+    );
+  }
+  const report: OutputReport = {
+    shards: shards.map((s) => s.name),
+    tensorBytes: 0,
+    copied: [],
+    skipped: [],
+  };
+  const weightMap: [string, string][] = [];
+  for (const s of shards) {
+    for (const u of s.units) {
+      for (const t of unitSpecs(u)) {
+        weightMap.push([t.name, s.name]);
+        report.tensorBytes += specBytes(t);
+      }
+    }
+  }
+  const readers = new Readers();
+  try {
+    return await writeAtomically(
+      job.dest,
+      { force: job.force, folder: job.kind === "folder", inputs: job.inputs },
+      async (tmp) => {
+        for (const s of shards) {
+          const path = job.kind === "file" ? tmp : join(tmp, s.name);
+          const display = job.kind === "file"
+            ? job.dest
+            : join(job.dest, s.name);
+          if (job.kind === "folder") {
+            await Deno.mkdir(dirname(path), { recursive: true });
+          }
+          await writeShard(
+            path,
+            display,
+            s.units,
+            s.metadata,
+            job.format,
+            readers,
+            job.hooks,
+          );
+        }
+        if (job.kind === "file") return report;
+        const text = async (name: string, content: string) => {
+          try {
+            await Deno.writeTextFile(join(tmp, name), content);
+          } catch (e) {
+            throw new CheckpointError(
+              join(job.dest, name),
+              `cannot write: ${osReason(e)}`,
+            );
+          }
+        };
+        if (shards.length > 1 || job.indexed) {
+          weightMap.sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
+          const index = {
+            metadata: { total_size: report.tensorBytes },
+            weight_map: Object.fromEntries(weightMap),
+          };
+          await text(INDEX_NAME, JSON.stringify(index, null, 2) + "\n");
+        }
+        if (job.config) {
+          await text("config.json", JSON.stringify(job.config, null, 2) + "\n");
+        }
+        for (const [name, content] of Object.entries(job.extraFiles)) {
+          await text(name, content);
+        }
+        if (job.inputDir !== null) {
+          const consumed = new Set([
+            ...job.consumed,
+            ...Object.keys(job.extraFiles),
+          ]);
+          try {
+            await copyOthers(
+              job.inputDir,
+              tmp,
+              "",
+              job.inputDir,
+              consumed,
+              report,
+            );
+          } catch (e) {
+            if (e instanceof CheckpointError) throw e;
+            throw new CheckpointError(
+              job.dest,
+              `cannot copy the input's other files: ${osReason(e)}`,
+            );
+          }
+        }
+        return report;
+      },
+    );
+  } finally {
+    await readers.close();
+  }
+}

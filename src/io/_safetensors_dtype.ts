@@ -1,0 +1,74 @@
+/**
+ * The safetensors dtype names and how each maps onto a TinyQ {@linkcode DType}.
+ *
+ * @module
+ */
+
+import type { DType, TypedArray } from "../dtype.ts";
+
+/** Upper-case file names by TinyQ dtype. */
+export const FILE_DTYPE_NAME: Readonly<Record<DType, string>> = {
+  f64: "F64",
+  f32: "F32",
+  f16: "F16",
+  bf16: "BF16",
+  i64: "I64",
+  i32: "I32",
+  i16: "I16",
+  i8: "I8",
+  u64: "U64",
+  u32: "U32",
+  u16: "U16",
+  u8: "U8",
+  bool: "BOOL",
+  f8_e4m3: "F8_E4M3",
+  f8_e5m2: "F8_E5M2",
+  f8_e4m3fnuz: "F8_E4M3FNUZ",
+  f8_e5m2fnuz: "F8_E5M2FNUZ",
+  f8_e8m0: "F8_E8M0",
+};
+
+/** TinyQ dtype by file name (own keys only, so `"toString"` is no dtype). */
+export const DTYPE_BY_FILE_NAME: ReadonlyMap<string, DType> = new Map(
+  Object.entries(FILE_DTYPE_NAME).map(([d, n]) => [n, d as DType]),
+);
+
+/**
+ * Dtypes the safetensors format defines that TinyQ has no {@linkcode DType}
+ * for: sub-byte floats and complex. A file holding one is refused with `InvalidDtype` rather than read
+ * into a type that would misname its bits.
+ */
+export const UNSUPPORTED_FILE_DTYPES: ReadonlySet<string> = new Set([
+  "F4",
+  "F6_E2M3",
+  "F6_E3M2",
+  "C64",
+]);
+
+type ArrayView = new (
+  buffer: ArrayBuffer,
+  byteOffset: number,
+  length: number,
+) => TypedArray;
+
+/** The typed array a tensor of each dtype is stored in. */
+export const ARRAY_TYPE: Readonly<Record<DType, ArrayView>> = {
+  f64: Float64Array,
+  f32: Float32Array,
+  f16: Float16Array,
+  bf16: Uint16Array,
+  i64: BigInt64Array,
+  i32: Int32Array,
+  i16: Int16Array,
+  i8: Int8Array,
+  u64: BigUint64Array,
+  u32: Uint32Array,
+  u16: Uint16Array,
+  u8: Uint8Array,
+  bool: Uint8Array,
+  f8_e4m3: Uint8Array,
+  f8_e5m2: Uint8Array,
+  f8_e4m3fnuz: Uint8Array,
+  f8_e5m2fnuz: Uint8Array,
+  f8_e8m0: Uint8Array,
+};

@@ -1,0 +1,297 @@
+/**
+ * The optimum-quanto layout for qint8 weights, as
+ * `QuantizedModelForCausalLM.save_pretrained` writes it and `requantize`
+ * reads it back.
+ *
+ * A quantized Linear at `P` is stored as
+ * - `P.weight._data`: I8 [out, in], the int8 values;
+ * - `P.weight._scale`: [out, 1] in the float dtype of the original weight,
+ *   our f32 scale rounded to nearest even (a weight is `_data · _scale`);
+ * - `P.input_scale` and `P.output_scale`: 0-d tensors holding 1 in that dtype,
+ *   the activation scales a `QModuleMixin` registers as `torch.ones(())` and
+ *   saves with every module (they are only used when activations are
+ *   quantized, which they are not here);
+ * - `P.bias` and every other tensor unchanged.
+ *
+ * Beside the shards goes `quanto_qmap.json` ({@linkcode quantoQmap}).
+ * `config.json` gets no `quantization_config`: quanto writes none, and
+ * transformers would route a `quant_method: "quanto"` block to its own
+ * quantizer, which cannot load saved quanto weights.
+ *
+ * quanto's int8 scale is absmax / 127 with range [-128, 127] (its
+ * `AbsmaxOptimizer` with `qint8.qmax`), the same rule as TinyQ's, so the
+ * values are the ones quanto would compute from the same f32 weights. Sources
+ * read: optimum-quanto `nn/qmodule.py`, `nn/qlinear.py`,
+ * `tensor/weights/qbytes.py`, `quantize.py`, `models/transformers_models.py`.
+ *
+ * @module
+ */
+
+import type { DType } from "../../dtype.ts";
+import type { Tensor } from "../../tensor.ts";
+import type {
+  CheckpointFormat,
+  DecodedLinear,
+  QuantizationSummary,
+  QuantizedRowsRecord,
+  TensorSpec,
+} from "./format.ts";
+import {
+  checkInt8Symmetric,
+  exportMetadata,
+  oneBytes,
+  pathsWithSuffix,
+  perRowScales,
+  required,
+  scaleBytes,
+  scaleDtypeFor,
+  summaryFromExportMetadata,
+} from "./_export.ts";
+
+const FORMAT = "quanto";
+
+/** The name of the quantization map quanto writes beside the shards. */
+export const QUANTO_QMAP_NAME = "quanto_qmap.json";
+
+/** One module's entry in `quanto_qmap.json`. */
+export interface QuantoQmapEntry {
+  /** Weight qtype name (`"qint8"`), or `"none"`. */
+  readonly weights: string;
+  /** Activation qtype name, or `"none"`. */
+  readonly activations: string;
+}
+
+/**
+ * The quantization map of an export: each quantized module mapped to
+ * `{"weights": "qint8", "activations": "none"}`.
+ *
+ * Modules left in float are not listed, as quanto's own `quantization_map`
+ * lists only the modules it swapped for a `QLinear`: an entry with
+ * `"weights": "none"` would make `requantize` build a `QLinear` without a
+ * weight qtype, whose `forward` passes `None` as the weight.
+ *
+ * @example
+ * ```ts
+ * import { quantoQmap } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * const qmap = quantoQmap({
+ *   library: "tinyq", version: "0.1.0", method: "w8a16", bits: 8,
+ *   granularity: "per-channel", symmetric: true,
+ *   modules: ["model.layers.0.mlp.up_proj"], excluded: ["lm_head"], transposed: [],
+ * });
+ * assert.deepEqual(qmap, {
+ *   "model.layers.0.mlp.up_proj": { weights: "qint8", activations: "none" },
+ * });
+ * ```
+ */
+export function quantoQmap(
+  summary: QuantizationSummary,
+): Record<string, QuantoQmapEntry> {
+  checkInt8Symmetric(FORMAT, summary);
+  const qmap: Record<string, QuantoQmapEntry> = {};
+  for (const m of summary.modules) {
+    qmap[m] = { weights: "qint8", activations: "none" };
+  }
+  return qmap;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Reads a `quanto_qmap.json` and returns the paths of its qint8 modules,
+ * sorted. Throws, naming the module, for what TinyQ cannot represent: other
+ * weight qtypes (qint4, qfloat8, …) and quantized activations.
+ *
+ * @example
+ * ```ts
+ * import { quantoModules } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * const text = '{"fc": {"weights": "qint8", "activations": "none"}}';
+ * assert.deepEqual(quantoModules(text), ["fc"]);
+ * ```
+ */
+export function quantoModules(qmapJson: string): string[] {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(qmapJson);
+  } catch {
+    throw new TypeError(`${QUANTO_QMAP_NAME} is not JSON`);
+  }
+  if (!isRecord(raw)) {
+    throw new TypeError(`${QUANTO_QMAP_NAME} is not a JSON object`);
+  }
+  const modules: string[] = [];
+  for (const [name, entry] of Object.entries(raw)) {
+    if (!isRecord(entry)) {
+      throw new TypeError(`${QUANTO_QMAP_NAME}: "${name}" is not an object`);
+    }
+    const { weights, activations } = entry;
+    if (activations !== undefined && activations !== "none") {
+      throw new TypeError(
+        `${QUANTO_QMAP_NAME}: "${name}" quantizes activations (${activations}); TinyQ reads qint8 weight-only modules`,
+      );
+    }
+    if (weights === "none") continue;
+    if (weights !== "qint8") {
+      throw new TypeError(
+        `${QUANTO_QMAP_NAME}: "${name}" has ${weights} weights; TinyQ reads qint8`,
+      );
+    }
+    modules.push(name);
+  }
+  return modules.sort();
+}
+
+/**
+ * Recognises a quanto checkpoint. An export of TinyQ carries its summary in
+ * `__metadata__`; one quanto wrote has only `quanto_qmap.json`, whose text
+ * `qmapJson` gives the modules (the summary's `library` is then
+ * `"optimum-quanto"`). Returns null when neither says quanto.
+ *
+ * @example
+ * ```ts
+ * import { detectQuanto } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * const text = '{"fc": {"weights": "qint8", "activations": "none"}}';
+ * assert.deepEqual(detectQuanto(null, text)?.modules, ["fc"]);
+ * assert.equal(detectQuanto(null, null), null);
+ * ```
+ */
+export function detectQuanto(
+  metadata: Readonly<Record<string, string>> | null,
+  qmapJson: string | null,
+): QuantizationSummary | null {
+  const own = summaryFromExportMetadata(FORMAT, metadata);
+  if (own || qmapJson === null) return own;
+  return {
+    library: "optimum-quanto",
+    version: "unknown",
+    method: "w8a16",
+    bits: 8,
+    granularity: "per-channel",
+    symmetric: true,
+    modules: quantoModules(qmapJson),
+    excluded: [],
+    transposed: [],
+  };
+}
+
+/**
+ * The paths that hold quanto qint8 weights: every tensor name ending in
+ * `.weight._data`, sorted.
+ *
+ * @example
+ * ```ts
+ * import { quantoWeightPaths } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(quantoWeightPaths(["fc.weight._data", "fc.weight._scale", "fc.bias"]), ["fc"]);
+ * ```
+ */
+export function quantoWeightPaths(names: Iterable<string>): string[] {
+  return pathsWithSuffix(names, ".weight._data");
+}
+
+/**
+ * The optimum-quanto qint8 output format.
+ *
+ * @example The tensors of one quantized Linear
+ * ```ts
+ * import { quantoFormat } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * const specs = quantoFormat.linearTensors("fc", 2, 3, "f16");
+ * assert.deepEqual(specs.map((s) => [s.name, s.dtype, s.shape]), [
+ *   ["fc.weight._data", "i8", [2, 3]],
+ *   ["fc.weight._scale", "f16", [2, 1]],
+ *   ["fc.input_scale", "f16", []],
+ *   ["fc.output_scale", "f16", []],
+ * ]);
+ * ```
+ */
+export const quantoFormat: CheckpointFormat = {
+  name: FORMAT,
+
+  linearTensors(
+    path: string,
+    out: number,
+    inF: number,
+    sourceDtype: DType,
+  ): TensorSpec[] {
+    const dtype = scaleDtypeFor(sourceDtype);
+    return [
+      { name: `${path}.weight._data`, dtype: "i8", shape: [out, inF] },
+      { name: `${path}.weight._scale`, dtype, shape: [out, 1] },
+      { name: `${path}.input_scale`, dtype, shape: [] },
+      { name: `${path}.output_scale`, dtype, shape: [] },
+    ];
+  },
+
+  encodeLinear(r: QuantizedRowsRecord): Uint8Array[] {
+    const dtype = scaleDtypeFor(r.sourceDtype);
+    // The 0-d activation scales are whole tensors: they go with the first block.
+    const scalar = r.rowStart === 0 ? oneBytes(dtype) : new Uint8Array(0);
+    return [
+      new Uint8Array(r.q.buffer, r.q.byteOffset, r.q.byteLength),
+      scaleBytes(r.scales, dtype),
+      scalar,
+      scalar,
+    ];
+  },
+
+  fileMetadata(summary: QuantizationSummary): Record<string, string> {
+    return exportMetadata(FORMAT, summary);
+  },
+
+  /** Empty: a quanto checkpoint's `config.json` has no `quantization_config`. */
+  configBlock(): Record<string, unknown> {
+    return {};
+  },
+
+  extraFiles(summary: QuantizationSummary): Record<string, string> {
+    // quanto writes the map with json.dump(indent=4), which this reproduces.
+    return { [QUANTO_QMAP_NAME]: JSON.stringify(quantoQmap(summary), null, 4) };
+  },
+
+  detect(metadata): QuantizationSummary | null {
+    return detectQuanto(metadata, null);
+  },
+
+  storedNames(path: string): string[] {
+    return [
+      `${path}.weight._data`,
+      `${path}.weight._scale`,
+      `${path}.input_scale`,
+      `${path}.output_scale`,
+    ];
+  },
+
+  async decodeLinear(
+    path: string,
+    read: (name: string) => Promise<Tensor | null>,
+  ): Promise<DecodedLinear> {
+    const dataName = `${path}.weight._data`;
+    const data = await required(read, dataName, path);
+    if (data.dtype !== "i8" || data.ndim !== 2) {
+      throw new TypeError(
+        `"${dataName}" must be I8 [out, in] (qint8), got ${data.dtype.toUpperCase()} [${
+          data.shape.join(", ")
+        }]`,
+      );
+    }
+    const [out, inF] = data.shape as [number, number];
+    const scaleName = `${path}.weight._scale`;
+    const scales = perRowScales(
+      await required(read, scaleName, path),
+      out,
+      scaleName,
+    );
+    return {
+      q: data.data as Int8Array,
+      scales,
+      zeroPoints: null,
+      outFeatures: out,
+      inFeatures: inF,
+    };
+  },
+};

@@ -1,0 +1,28 @@
+/**
+ * The output formats the CLI offers (`tinyq quantize --format <name>`) and
+ * that {@linkcode Checkpoint.open} recognises when reading a quantized
+ * checkpoint back. Adding a format is one entry here.
+ *
+ * @module
+ */
+
+import type { CheckpointFormat } from "./format.ts";
+import { tinyqFormat } from "./tinyq.ts";
+
+/** Every known format; the first is the default. */
+export const FORMATS: readonly CheckpointFormat[] = [tinyqFormat];
+
+/**
+ * The format called `name`, or undefined.
+ *
+ * @example
+ * ```ts
+ * import { findFormat } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * assert.equal(findFormat("tinyq")?.name, "tinyq");
+ * assert.equal(findFormat("gguf"), undefined);
+ * ```
+ */
+export function findFormat(name: string): CheckpointFormat | undefined {
+  return FORMATS.find((f) => f.name === name);
+}

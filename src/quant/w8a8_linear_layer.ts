@@ -1,0 +1,90 @@
+/**
+ * {@linkcode W8A8LinearLayer}: int8 weights and int8 activations quantized
+ * per token at run time.
+ *
+ * @module
+ */
+
+import { outShape, rowsOf } from "../_forward.ts";
+import type { Int8Weight } from "../backend/backend.ts";
+import { Tensor } from "../tensor.ts";
+import { releaseLowBit, runW8A8 } from "./_lowbit_backend.ts";
+import { Int8LinearLayer } from "./int8_linear_layer.ts";
+
+/**
+ * A W8A8 layer (dynamic per-token int8 activations, as torchao's
+ * `Int8DynamicActivationInt8WeightConfig` and compressed-tensors' W8A8
+ * preset): the weights are int8 per output row exactly as in
+ * {@linkcode W8A32LinearLayer} (symmetric, or asymmetric with zero points),
+ * and at every `forward` each input row `x` is quantized with its own scale
+ * `s_x = f32(absmax(x) / 127)` (1 for an all-zero row), half to even, clamped
+ * to [−128, 127]. The products are exact integers,
+ * `acc = Σ q_x · (q_w − zp)`, and the result is
+ * `y = f32(f32(f32(acc) · s_x) · s_w)`, then `f32(y + bias)`: the order
+ * torchao's `_int_scaled_matmul` uses (the int32 result converted to f32,
+ * times the row scale, times the weight scale), which a GPU computes the
+ * same way. f32 in, f32 out; the tensors are those of the int8 layers
+ * (`int8_weights`, `scales`, `zero_points`, `bias`), so W8A8 checkpoints
+ * store nothing more.
+ *
+ * @example
+ * ```ts
+ * import { Tensor, W8A8LinearLayer } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * const layer = new W8A8LinearLayer(4, 1, { bias: false });
+ * layer.quantize(new Tensor(new Float32Array([1, -0.5, 0.25, 0]), [1, 4]));
+ * const y = await layer.forward(new Tensor(new Float32Array([1, 1, 2, -1]), [1, 4]));
+ * assert.ok(Math.abs((y.data[0] as number) - 1) < 0.02);
+ * ```
+ */
+export class W8A8LinearLayer extends Int8LinearLayer {
+  #kernel: { weight: Tensor; w: Int8Weight } | null = null;
+
+  /** `quant(x) @ Wᵀ · s_x · s_w + bias` for f32 input [..., in]; f32 result [..., out]. */
+  async forward(input: Tensor): Promise<Tensor> {
+    if (input.dtype !== "f32") {
+      throw new TypeError(
+        `W8A8LinearLayer takes f32 activations, got ${input.dtype} (convert with input.to("f32"))`,
+      );
+    }
+    const m = rowsOf(input, this.inFeatures, "W8A8LinearLayer");
+    const bias = this.bias ? this.bias.toF32Array() : null;
+    const y = await runW8A8(
+      input.data as Float32Array,
+      m,
+      this.#kernelWeight(),
+      bias,
+    );
+    return new Tensor(y, outShape(input, this.outFeatures));
+  }
+
+  // One Int8Weight object per set of tensors: its identity is the backend's
+  // cache key (GPU buffers), so it must stay the same across calls.
+  #kernelWeight(): Int8Weight {
+    const weight = this.int8Weights;
+    const scales = this.scales.data as Float32Array;
+    const zeroPoints = (this.zeroPoints?.data as Int8Array | undefined) ?? null;
+    const k = this.#kernel;
+    if (
+      k && k.weight === weight && k.w.scales === scales &&
+      k.w.zeroPoints === zeroPoints
+    ) return k.w;
+    if (k) void releaseLowBit(k.w);
+    const w: Int8Weight = {
+      q: weight.data as Int8Array,
+      scales,
+      zeroPoints,
+      n: this.outFeatures,
+      k: this.inFeatures,
+    };
+    this.#kernel = { weight, w };
+    return w;
+  }
+
+  /** Frees the backend's copy of the weights (GPU buffers). */
+  override dispose(): void {
+    if (this.#kernel) void releaseLowBit(this.#kernel.w);
+    this.#kernel = null;
+    super.dispose();
+  }
+}

@@ -1,0 +1,556 @@
+// TinyQ CPU kernels: WebAssembly SIMD128, built by `deno task build:wasm`
+// (clang --target=wasm32 -msimd128, memory imported and shared so that every
+// worker's instance sees the same weights).
+//
+// Layout contract with src/backend/_cpu_wasm_pool.ts:
+// - matrices are row-major; weight rows and activation rows have a padded
+//   stride `kp` (a multiple of 16) whose pad is zero, so no kernel needs a
+//   k tail;
+// - the output y is [m, n] with stride n; a call computes the output columns
+//   [j0, j1) for every row, so threads split the work by weight rows and
+//   never write the same element;
+// - no function uses the C stack or static data: all instances share one
+//   memory but each has its own stack pointer, which would otherwise collide.
+//
+// Numerics: sums are f32, in a lane-blocked order (not the reference's
+// sequential order); per output `y = f32(acc * scale) + bias` as in the
+// reference. Quantization is bit-identical to the reference: f32 division,
+// round half to even (f32x4.nearest), saturating narrow = clamp(-128, 127).
+
+#include <stddef.h>
+#include <stdint.h>
+#include <wasm_simd128.h>
+
+#define EXPORT(name) __attribute__((export_name(#name)))
+#define INLINE static inline __attribute__((always_inline))
+
+// K block of the matrix-matrix kernels: the converted weight tile (NB rows of
+// KC floats = 16 KiB) and four activation rows (8 KiB) stay in a 32 KiB L1.
+#define KC 512
+#define NB 8
+#ifndef GEMV_MAX_ROWS
+#define GEMV_MAX_ROWS 16
+#endif
+
+// ---------------------------------------------------------------- helpers
+
+// An optimisation barrier. Without it clang 14 fuses "sign-extend i16 lanes
+// to i32, convert to f32" into one i16 → f32 conversion, which wasm lacks,
+// and scalarises it (four extract/convert/replace per vector).
+INLINE v128_t opaque(v128_t v) {
+  __asm__("" : "+r"(v));
+  return v;
+}
+
+// i16 lanes [4·half, 4·half + 4) to f32.
+INLINE v128_t i16_to_f32(v128_t v, int half) {
+  v128_t w = half ? wasm_i32x4_extend_high_i16x8(v) : wasm_i32x4_extend_low_i16x8(v);
+  return wasm_f32x4_convert_i32x4(opaque(w));
+}
+
+INLINE float hsum(v128_t v) {
+  v = wasm_f32x4_add(v, wasm_i32x4_shuffle(v, v, 2, 3, 0, 1));
+  v = wasm_f32x4_add(v, wasm_i32x4_shuffle(v, v, 1, 0, 3, 2));
+  return wasm_f32x4_extract_lane(v, 0);
+}
+
+// f16 bits (one per u32 lane) to f32, exact for every input: normals and
+// subnormals by moving the bits into f32 position and multiplying by 2^112,
+// Inf/NaN by forcing the f32 exponent to all ones.
+INLINE v128_t f16_to_f32(v128_t h) {
+  v128_t sign = wasm_i32x4_shl(wasm_v128_and(h, wasm_i32x4_splat(0x8000)), 16);
+  v128_t em = wasm_v128_and(h, wasm_i32x4_splat(0x7fff));
+  v128_t shifted = wasm_i32x4_shl(em, 13);
+  v128_t finite = wasm_f32x4_mul(shifted, wasm_f32x4_splat(0x1p112f));
+  v128_t special = wasm_v128_or(shifted, wasm_i32x4_splat(0x7f800000));
+  v128_t is_special = wasm_i32x4_gt(em, wasm_i32x4_splat(0x7bff));
+  return wasm_v128_or(wasm_v128_bitselect(special, finite, is_special), sign);
+}
+
+// bf16 lanes 0-3 (4-7) to f32: the bits go to the high half of each lane,
+// one interleave with zero (cheaper than extend + shift).
+INLINE v128_t bf16_lo(v128_t v) {
+  return wasm_i16x8_shuffle(wasm_i16x8_splat(0), v, 0, 8, 1, 9, 2, 10, 3, 11);
+}
+
+INLINE v128_t bf16_hi(v128_t v) {
+  return wasm_i16x8_shuffle(wasm_i16x8_splat(0), v, 4, 12, 5, 13, 6, 14, 7, 15);
+}
+
+// f16 bits in the high half of each lane (see bf16_lo) to f32, for finite
+// values only (the quantizer has checked): exact, as f16_to_f32.
+INLINE v128_t finite_f16_to_f32(v128_t hi_bits) {
+  v128_t sign = wasm_v128_and(hi_bits, wasm_i32x4_splat((int32_t)0x80000000));
+  v128_t em = wasm_u32x4_shr(wasm_v128_and(hi_bits, wasm_i32x4_splat(0x7fff0000)), 3);
+  return wasm_v128_or(wasm_f32x4_mul(em, wasm_f32x4_splat(0x1p112f)), sign);
+}
+
+INLINE float f16_to_f32_scalar(uint32_t h) {
+  return wasm_f32x4_extract_lane(f16_to_f32(wasm_i32x4_splat((int32_t)h)), 0);
+}
+
+INLINE float bf16_to_f32_scalar(uint32_t h) {
+  return wasm_f32x4_extract_lane(wasm_i32x4_splat((int32_t)(h << 16)), 0);
+}
+
+// ------------------------------------------------------------ activations
+
+// Widens `rows` rows of `cols` f16 (kind 1) or bf16 (kind 2) values to f32
+// rows of stride `stride`, zero-filling the pad.
+EXPORT(widen_rows)
+void widen_rows(const uint16_t *src, int kind, int rows, int cols, float *dst,
+                int stride) {
+  for (int r = 0; r < rows; r++) {
+    const uint16_t *s = src + (size_t)r * cols;
+    float *d = dst + (size_t)r * stride;
+    int c = 0;
+    for (; c + 8 <= cols; c += 8) {
+      v128_t v = wasm_v128_load(s + c);
+      v128_t lo, hi;
+      if (kind == 1) {
+        lo = f16_to_f32(wasm_u32x4_extend_low_u16x8(v));
+        hi = f16_to_f32(wasm_u32x4_extend_high_u16x8(v));
+      } else {
+        lo = bf16_lo(v);
+        hi = bf16_hi(v);
+      }
+      wasm_v128_store(d + c, lo);
+      wasm_v128_store(d + c + 4, hi);
+    }
+    for (; c < cols; c++) {
+      d[c] = kind == 1 ? f16_to_f32_scalar(s[c]) : bf16_to_f32_scalar(s[c]);
+    }
+    for (; c < stride; c++) d[c] = 0.0f;
+  }
+}
+
+// ------------------------------------------------- int8 weights, one row
+
+// Σ over 16 columns of x · (q − zp) as one f32x4 of partial sums.
+INLINE v128_t dot16_i8(v128_t b, v128_t z, const float *x, int with_zp) {
+  v128_t lo = wasm_i16x8_extend_low_i8x16(b);
+  v128_t hi = wasm_i16x8_extend_high_i8x16(b);
+  if (with_zp) {
+    lo = wasm_i16x8_sub(lo, z);
+    hi = wasm_i16x8_sub(hi, z);
+  }
+  v128_t f0 = i16_to_f32(lo, 0), f1 = i16_to_f32(lo, 1);
+  v128_t f2 = i16_to_f32(hi, 0), f3 = i16_to_f32(hi, 1);
+  v128_t p01 = wasm_f32x4_add(wasm_f32x4_mul(f0, wasm_v128_load(x)),
+                              wasm_f32x4_mul(f1, wasm_v128_load(x + 4)));
+  v128_t p23 = wasm_f32x4_add(wasm_f32x4_mul(f2, wasm_v128_load(x + 8)),
+                              wasm_f32x4_mul(f3, wasm_v128_load(x + 12)));
+  return wasm_f32x4_add(p01, p23);
+}
+
+INLINE float finish(float acc, const float *scales, const float *bias, int j) {
+  float scaled = acc * scales[j];
+  return bias ? scaled + bias[j] : scaled;
+}
+
+// Matrix-vector product for one activation row: four weight rows per pass so
+// each activation load serves four rows; the weights stream once, as bytes.
+INLINE void gemv_i8_impl(const float *x, int kp, const int8_t *q,
+                         const int8_t *zp, const float *scales,
+                         const float *bias, float *y, int j0, int j1,
+                         int with_zp) {
+  int j = j0;
+  v128_t z0 = wasm_i16x8_splat(0), z1 = z0, z2 = z0, z3 = z0;
+  for (; j + 4 <= j1; j += 4) {
+    const int8_t *q0 = q + (size_t)j * kp;
+    const int8_t *q1 = q0 + kp, *q2 = q1 + kp, *q3 = q2 + kp;
+    if (with_zp) {
+      z0 = wasm_i16x8_splat(zp[j]);
+      z1 = wasm_i16x8_splat(zp[j + 1]);
+      z2 = wasm_i16x8_splat(zp[j + 2]);
+      z3 = wasm_i16x8_splat(zp[j + 3]);
+    }
+    v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+    for (int t = 0; t < kp; t += 16) {
+      a0 = wasm_f32x4_add(a0, dot16_i8(wasm_v128_load(q0 + t), z0, x + t, with_zp));
+      a1 = wasm_f32x4_add(a1, dot16_i8(wasm_v128_load(q1 + t), z1, x + t, with_zp));
+      a2 = wasm_f32x4_add(a2, dot16_i8(wasm_v128_load(q2 + t), z2, x + t, with_zp));
+      a3 = wasm_f32x4_add(a3, dot16_i8(wasm_v128_load(q3 + t), z3, x + t, with_zp));
+    }
+    y[j] = finish(hsum(a0), scales, bias, j);
+    y[j + 1] = finish(hsum(a1), scales, bias, j + 1);
+    y[j + 2] = finish(hsum(a2), scales, bias, j + 2);
+    y[j + 3] = finish(hsum(a3), scales, bias, j + 3);
+  }
+  for (; j < j1; j++) {
+    const int8_t *q0 = q + (size_t)j * kp;
+    if (with_zp) z0 = wasm_i16x8_splat(zp[j]);
+    v128_t a0 = wasm_f32x4_splat(0);
+    for (int t = 0; t < kp; t += 16) {
+      a0 = wasm_f32x4_add(a0, dot16_i8(wasm_v128_load(q0 + t), z0, x + t, with_zp));
+    }
+    y[j] = finish(hsum(a0), scales, bias, j);
+  }
+}
+
+// Matrix-vector products for MR = 2..4 activation rows at once: each weight
+// row is converted once, in registers, and used for every activation row.
+// Up to GEMV_MAX_ROWS rows (a pass over the weights per 4 rows) this beats
+// the tiled kernel below, whose per-tile conversion pays off only over many
+// rows (measured: m = 4, 12, 16 at 21-22 GFLOP/s against 14, 14, 21).
+INLINE void gemv_rows_i8_impl(int MR, const float *x, int kp, const int8_t *q,
+                              const int8_t *zp, const float *scales,
+                              const float *bias, float *y, int n, int j0,
+                              int j1, int with_zp) {
+  for (int j = j0; j < j1; j++) {
+    const int8_t *qr = q + (size_t)j * kp;
+    v128_t z = wasm_i16x8_splat(with_zp ? zp[j] : 0);
+    v128_t acc[4];
+    for (int i = 0; i < MR; i++) acc[i] = wasm_f32x4_splat(0);
+    for (int t = 0; t < kp; t += 16) {
+      v128_t b = wasm_v128_load(qr + t);
+      v128_t lo = wasm_i16x8_extend_low_i8x16(b);
+      v128_t hi = wasm_i16x8_extend_high_i8x16(b);
+      if (with_zp) {
+        lo = wasm_i16x8_sub(lo, z);
+        hi = wasm_i16x8_sub(hi, z);
+      }
+      v128_t f0 = i16_to_f32(lo, 0), f1 = i16_to_f32(lo, 1);
+      v128_t f2 = i16_to_f32(hi, 0), f3 = i16_to_f32(hi, 1);
+      for (int i = 0; i < MR; i++) {
+        const float *xi = x + (size_t)i * kp + t;
+        v128_t p01 = wasm_f32x4_add(wasm_f32x4_mul(f0, wasm_v128_load(xi)),
+                                    wasm_f32x4_mul(f1, wasm_v128_load(xi + 4)));
+        v128_t p23 = wasm_f32x4_add(wasm_f32x4_mul(f2, wasm_v128_load(xi + 8)),
+                                    wasm_f32x4_mul(f3, wasm_v128_load(xi + 12)));
+        acc[i] = wasm_f32x4_add(acc[i], wasm_f32x4_add(p01, p23));
+      }
+    }
+    for (int i = 0; i < MR; i++)
+      y[(size_t)i * n + j] = finish(hsum(acc[i]), scales, bias, j);
+  }
+}
+
+INLINE void gemv_rows_i8(int MR, const float *x, int kp, const int8_t *q,
+                         const int8_t *zp, const float *scales,
+                         const float *bias, float *y, int n, int j0, int j1) {
+  if (zp) gemv_rows_i8_impl(MR, x, kp, q, zp, scales, bias, y, n, j0, j1, 1);
+  else gemv_rows_i8_impl(MR, x, kp, q, zp, scales, bias, y, n, j0, j1, 0);
+}
+
+// ------------------------------------------------------ f32 weights, one row
+
+INLINE v128_t dot16_f32(const float *w, const float *x) {
+  v128_t p01 = wasm_f32x4_add(
+      wasm_f32x4_mul(wasm_v128_load(w), wasm_v128_load(x)),
+      wasm_f32x4_mul(wasm_v128_load(w + 4), wasm_v128_load(x + 4)));
+  v128_t p23 = wasm_f32x4_add(
+      wasm_f32x4_mul(wasm_v128_load(w + 8), wasm_v128_load(x + 8)),
+      wasm_f32x4_mul(wasm_v128_load(w + 12), wasm_v128_load(x + 12)));
+  return wasm_f32x4_add(p01, p23);
+}
+
+static void gemv_f32(const float *x, int kp, const float *w, const float *bias,
+                     float *y, int j0, int j1) {
+  int j = j0;
+  for (; j + 4 <= j1; j += 4) {
+    const float *w0 = w + (size_t)j * kp;
+    const float *w1 = w0 + kp, *w2 = w1 + kp, *w3 = w2 + kp;
+    v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+    for (int t = 0; t < kp; t += 16) {
+      a0 = wasm_f32x4_add(a0, dot16_f32(w0 + t, x + t));
+      a1 = wasm_f32x4_add(a1, dot16_f32(w1 + t, x + t));
+      a2 = wasm_f32x4_add(a2, dot16_f32(w2 + t, x + t));
+      a3 = wasm_f32x4_add(a3, dot16_f32(w3 + t, x + t));
+    }
+    float s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+    for (int r = 0; r < 4; r++) y[j + r] = bias ? s[r] + bias[j + r] : s[r];
+  }
+  for (; j < j1; j++) {
+    const float *w0 = w + (size_t)j * kp;
+    v128_t a0 = wasm_f32x4_splat(0);
+    for (int t = 0; t < kp; t += 16) a0 = wasm_f32x4_add(a0, dot16_f32(w0 + t, x + t));
+    float s = hsum(a0);
+    y[j] = bias ? s + bias[j] : s;
+  }
+}
+
+// --------------------------------------------------- matrix-matrix products
+
+// Register tile: MR activation rows × NR weight rows over kc columns, one
+// f32x4 accumulator per pair (MR·NR ≤ 8 keeps everything in 16 xmm
+// registers; 4×2 measured best against 2×4, 3×3, 4×3, 5×2, 6×2 and an
+// outer-product layout). `first` says whether y holds a partial sum.
+INLINE void micro(int MR, int NR, const float *x, int xs, const float *w,
+                  int ws, int kc, float *y, int n, int first) {
+  v128_t acc[4][2];
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++) acc[i][r] = wasm_f32x4_splat(0);
+  // Unrolled twice: V8 issues one instruction per wasm op here, so loop
+  // overhead shows (measured ~15% faster than no unrolling).
+#pragma clang loop unroll_count(2)
+  for (int t = 0; t < kc; t += 4) {
+    v128_t wv[2];
+    for (int r = 0; r < NR; r++) wv[r] = wasm_v128_load(w + (size_t)r * ws + t);
+    for (int i = 0; i < MR; i++) {
+      v128_t xv = wasm_v128_load(x + (size_t)i * xs + t);
+      for (int r = 0; r < NR; r++)
+        acc[i][r] = wasm_f32x4_add(acc[i][r], wasm_f32x4_mul(xv, wv[r]));
+    }
+  }
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++) {
+      float s = hsum(acc[i][r]);
+      float *out = y + (size_t)i * n + r;
+      *out = first ? s : *out + s;
+    }
+}
+
+// All activation rows against NB (or fewer) weight rows held as f32 with row
+// stride ws, over one K block of kc columns starting at column k0 of x.
+INLINE void tile_rows(const float *x, int m, int kp, int k0, const float *w,
+                      int ws, int nb, int kc, float *y, int n, int jt,
+                      int first) {
+  int i = 0;
+  for (; i + 4 <= m; i += 4) {
+    const float *xi = x + (size_t)i * kp + k0;
+    float *yi = y + (size_t)i * n + jt;
+    int r = 0;
+    for (; r + 2 <= nb; r += 2)
+      micro(4, 2, xi, kp, w + (size_t)r * ws, ws, kc, yi + r, n, first);
+    if (r < nb) micro(4, 1, xi, kp, w + (size_t)r * ws, ws, kc, yi + r, n, first);
+  }
+  for (; i < m; i++) {
+    const float *xi = x + (size_t)i * kp + k0;
+    float *yi = y + (size_t)i * n + jt;
+    int r = 0;
+    for (; r + 2 <= nb; r += 2)
+      micro(1, 2, xi, kp, w + (size_t)r * ws, ws, kc, yi + r, n, first);
+    if (r < nb) micro(1, 1, xi, kp, w + (size_t)r * ws, ws, kc, yi + r, n, first);
+  }
+}
+
+// Converts weight rows [jt, jt + nb), columns [k0, k0 + kc) to f32 (minus the
+// zero point, in exact integer arithmetic) into buf, row stride kc.
+INLINE void convert_tile(const int8_t *q, const int8_t *zp, int kp, int jt,
+                         int nb, int k0, int kc, float *buf, int with_zp) {
+  for (int r = 0; r < nb; r++) {
+    const int8_t *src = q + (size_t)(jt + r) * kp + k0;
+    float *dst = buf + (size_t)r * kc;
+    v128_t z = wasm_i16x8_splat(with_zp ? zp[jt + r] : 0);
+    for (int t = 0; t < kc; t += 16) {
+      v128_t b = wasm_v128_load(src + t);
+      v128_t lo = wasm_i16x8_extend_low_i8x16(b);
+      v128_t hi = wasm_i16x8_extend_high_i8x16(b);
+      if (with_zp) {
+        lo = wasm_i16x8_sub(lo, z);
+        hi = wasm_i16x8_sub(hi, z);
+      }
+      wasm_v128_store(dst + t, i16_to_f32(lo, 0));
+      wasm_v128_store(dst + t + 4, i16_to_f32(lo, 1));
+      wasm_v128_store(dst + t + 8, i16_to_f32(hi, 0));
+      wasm_v128_store(dst + t + 12, i16_to_f32(hi, 1));
+    }
+  }
+}
+
+INLINE void gemm_i8_impl(const float *x, int m, int kp, const int8_t *q,
+                         const int8_t *zp, const float *scales,
+                         const float *bias, float *y, int n, int j0, int j1,
+                         float *buf, int with_zp) {
+  for (int k0 = 0; k0 < kp; k0 += KC) {
+    int kc = kp - k0 < KC ? kp - k0 : KC;
+    for (int jt = j0; jt < j1; jt += NB) {
+      int nb = j1 - jt < NB ? j1 - jt : NB;
+      convert_tile(q, zp, kp, jt, nb, k0, kc, buf, with_zp);
+      tile_rows(x, m, kp, k0, buf, kc, nb, kc, y, n, jt, k0 == 0);
+    }
+  }
+  for (int i = 0; i < m; i++) {
+    float *yi = y + (size_t)i * n;
+    for (int j = j0; j < j1; j++) yi[j] = finish(yi[j], scales, bias, j);
+  }
+}
+
+// ---------------------------------------------------------------- exports
+
+// y[:, j0:j1] = x · (q − zp)ᵀ · scale + bias for x [m, kp] f32, q [n, kp]
+// int8; `zp` and `bias` may be 0 (null). `buf` is NB·KC floats of per-thread
+// scratch, used when m > 1.
+EXPORT(linear_i8)
+void linear_i8(const float *x, int m, int kp, const int8_t *q,
+               const int8_t *zp, const float *scales, const float *bias,
+               float *y, int n, int j0, int j1, float *buf) {
+  if (m == 1) {
+    if (zp) gemv_i8_impl(x, kp, q, zp, scales, bias, y, j0, j1, 1);
+    else gemv_i8_impl(x, kp, q, zp, scales, bias, y, j0, j1, 0);
+  } else if (m <= GEMV_MAX_ROWS) {
+    for (int i = 0; i < m; i += 4) {
+      const float *xi = x + (size_t)i * kp;
+      float *yi = y + (size_t)i * n;
+      switch (m - i < 4 ? m - i : 4) {
+        case 1: gemv_rows_i8(1, xi, kp, q, zp, scales, bias, yi, n, j0, j1); break;
+        case 2: gemv_rows_i8(2, xi, kp, q, zp, scales, bias, yi, n, j0, j1); break;
+        case 3: gemv_rows_i8(3, xi, kp, q, zp, scales, bias, yi, n, j0, j1); break;
+        default: gemv_rows_i8(4, xi, kp, q, zp, scales, bias, yi, n, j0, j1); break;
+      }
+    }
+  } else {
+    if (zp) gemm_i8_impl(x, m, kp, q, zp, scales, bias, y, n, j0, j1, buf, 1);
+    else gemm_i8_impl(x, m, kp, q, zp, scales, bias, y, n, j0, j1, buf, 0);
+  }
+}
+
+// y[:, j0:j1] = x · wᵀ + bias for x [m, kp] and w [n, kp], both f32.
+EXPORT(linear_f32)
+void linear_f32(const float *x, int m, int kp, const float *w,
+                const float *bias, float *y, int n, int j0, int j1) {
+  if (m == 1) {
+    gemv_f32(x, kp, w, bias, y, j0, j1);
+    return;
+  }
+  for (int k0 = 0; k0 < kp; k0 += KC) {
+    int kc = kp - k0 < KC ? kp - k0 : KC;
+    for (int jt = j0; jt < j1; jt += NB) {
+      int nb = j1 - jt < NB ? j1 - jt : NB;
+      tile_rows(x, m, kp, k0, w + (size_t)jt * kp + k0, kp, nb, kc, y, n, jt,
+                k0 == 0);
+    }
+  }
+  if (bias) {
+    for (int i = 0; i < m; i++) {
+      float *yi = y + (size_t)i * n;
+      for (int j = j0; j < j1; j++) yi[j] += bias[j];
+    }
+  }
+}
+
+// ------------------------------------------------------------ quantization
+
+// Quantizes one row of f32 values given its (nonzero) scale.
+// w / scale is finite and at most ~191 in magnitude (|w| ≤ absmax, and
+// scale = f32(absmax / 127) loses at most about a third of absmax/127 to
+// subnormal rounding), so after clamping to [-128, 127], adding 1.5·2^23
+// rounds to the nearest integer, ties to even, exactly as f32x4.nearest, and
+// leaves it in the low byte of the bits: cheaper than nearest + trunc_sat
+// (which V8 expands into several instructions for NaN and overflow).
+// Clamping before rounding is the same as after: the bounds are integers.
+INLINE v128_t quantize_f32x4(v128_t v, v128_t vs) {
+  v128_t q = wasm_f32x4_div(v, vs);
+  q = wasm_f32x4_pmax(wasm_f32x4_splat(-128.0f), q);
+  q = wasm_f32x4_pmin(wasm_f32x4_splat(127.0f), q);
+  q = wasm_f32x4_add(q, wasm_f32x4_splat(12582912.0f));
+  return wasm_v128_and(q, wasm_i32x4_splat(0xff));
+}
+
+INLINE void quantize_f32x16(v128_t a, v128_t b, v128_t c, v128_t d,
+                            v128_t vs, int8_t *dst) {
+  v128_t lo = wasm_u16x8_narrow_i32x4(quantize_f32x4(a, vs), quantize_f32x4(b, vs));
+  v128_t hi = wasm_u16x8_narrow_i32x4(quantize_f32x4(c, vs), quantize_f32x4(d, vs));
+  wasm_v128_store(dst, wasm_u8x16_narrow_i16x8(lo, hi));
+}
+
+INLINE int8_t quantize_scalar(float v, float scale) {
+  float r = wasm_f32x4_extract_lane(
+      wasm_f32x4_nearest(wasm_f32x4_splat(v / scale)), 0);
+  return (int8_t)(r > 127.0f ? 127 : r < -128.0f ? -128 : (int)r);
+}
+
+// Symmetric per-row int8 of `rows` rows of `cols` values (kind 0 f32, 1 f16,
+// 2 bf16): writes q and one scale per row. Returns -1, or the index of the
+// first row that holds NaN or ±Inf (rows before it are done, it and the rest
+// are not), so the caller can name the element.
+EXPORT(quantize_rows)
+int quantize_rows(const void *src, int kind, int rows, int cols, int8_t *q,
+                  float *scales) {
+  for (int r = 0; r < rows; r++) {
+    int8_t *dst = q + (size_t)r * cols;
+    float absmax;
+    int c = 0;
+    if (kind == 0) {
+      // Non-negative finite floats order as their bit patterns do.
+      const uint32_t *s = (const uint32_t *)src + (size_t)r * cols;
+      v128_t mx = wasm_i32x4_splat(0), bad = mx;
+      v128_t mask = wasm_i32x4_splat(0x7fffffff), inf = wasm_i32x4_splat(0x7f800000);
+      for (; c + 4 <= cols; c += 4) {
+        v128_t a = wasm_v128_and(wasm_v128_load(s + c), mask);
+        bad = wasm_v128_or(bad, wasm_u32x4_ge(a, inf));
+        mx = wasm_u32x4_max(mx, a);
+      }
+      uint32_t m = 0;
+      for (int l = 0; l < 4; l++) {
+        uint32_t v = (uint32_t)wasm_i32x4_extract_lane(mx, 0);
+        m = v > m ? v : m;
+        mx = wasm_i32x4_shuffle(mx, mx, 1, 2, 3, 0);
+      }
+      int any_bad = wasm_v128_any_true(bad);
+      for (; c < cols; c++) {
+        uint32_t a = s[c] & 0x7fffffff;
+        any_bad |= a >= 0x7f800000;
+        m = a > m ? a : m;
+      }
+      if (any_bad) return r;
+      absmax = wasm_f32x4_extract_lane(wasm_i32x4_splat((int32_t)m), 0);
+    } else {
+      const uint16_t *s = (const uint16_t *)src + (size_t)r * cols;
+      uint16_t special = kind == 1 ? 0x7c00 : 0x7f80;
+      v128_t mx = wasm_i16x8_splat(0), bad = mx;
+      v128_t mask = wasm_i16x8_splat(0x7fff), inf = wasm_i16x8_splat(special);
+      for (; c + 8 <= cols; c += 8) {
+        v128_t a = wasm_v128_and(wasm_v128_load(s + c), mask);
+        bad = wasm_v128_or(bad, wasm_u16x8_ge(a, inf));
+        mx = wasm_u16x8_max(mx, a);
+      }
+      uint32_t m = 0;
+      for (int l = 0; l < 8; l++) {
+        uint32_t v = wasm_u16x8_extract_lane(mx, 0);
+        m = v > m ? v : m;
+        mx = wasm_i16x8_shuffle(mx, mx, 1, 2, 3, 4, 5, 6, 7, 0);
+      }
+      int any_bad = wasm_v128_any_true(bad);
+      for (; c < cols; c++) {
+        uint32_t a = s[c] & 0x7fff;
+        any_bad |= a >= special;
+        m = a > m ? a : m;
+      }
+      if (any_bad) return r;
+      absmax = kind == 1 ? f16_to_f32_scalar(m) : bf16_to_f32_scalar(m);
+    }
+    float scale = absmax / 127.0f;
+    if (scale == 0.0f) {
+      scales[r] = 1.0f;
+      for (c = 0; c < cols; c++) dst[c] = 0;
+      continue;
+    }
+    scales[r] = scale;
+    v128_t vs = wasm_f32x4_splat(scale);
+    c = 0;
+    if (kind == 0) {
+      const float *s = (const float *)src + (size_t)r * cols;
+      for (; c + 16 <= cols; c += 16) {
+        quantize_f32x16(wasm_v128_load(s + c), wasm_v128_load(s + c + 4),
+                        wasm_v128_load(s + c + 8), wasm_v128_load(s + c + 12),
+                        vs, dst + c);
+      }
+      for (; c < cols; c++) dst[c] = quantize_scalar(s[c], scale);
+    } else {
+      const uint16_t *s = (const uint16_t *)src + (size_t)r * cols;
+      for (; c + 16 <= cols; c += 16) {
+        v128_t v0 = wasm_v128_load(s + c), v1 = wasm_v128_load(s + c + 8);
+        v128_t a, b, cc, d;
+        if (kind == 1) {
+          a = finite_f16_to_f32(bf16_lo(v0));
+          b = finite_f16_to_f32(bf16_hi(v0));
+          cc = finite_f16_to_f32(bf16_lo(v1));
+          d = finite_f16_to_f32(bf16_hi(v1));
+        } else {
+          a = bf16_lo(v0);
+          b = bf16_hi(v0);
+          cc = bf16_lo(v1);
+          d = bf16_hi(v1);
+        }
+        quantize_f32x16(a, b, cc, d, vs, dst + c);
+      }
+      for (; c < cols; c++) {
+        float v = kind == 1 ? f16_to_f32_scalar(s[c]) : bf16_to_f32_scalar(s[c]);
+        dst[c] = quantize_scalar(v, scale);
+      }
+    }
+  }
+  return -1;
+}

@@ -58,7 +58,12 @@ export interface Measurement {
   weightBytes: number;
 }
 
-/** Median wall time of `fn` in ms after `warmup` untimed calls. */
+/**
+ * Median wall time of `fn` in ms after `warmup` untimed calls. V8 first runs
+ * WebAssembly with its baseline compiler and swaps in optimized code after a
+ * budget of work per thread (about 3000 small or 10 decode calls, ~1.5× faster), so
+ * the warm-up is generous.
+ */
 export async function medianMs(
   fn: () => Promise<unknown>,
   iters: number,
@@ -139,7 +144,8 @@ export async function measureShape(
     fn: () => Promise<unknown>,
     it = iters,
   ) => {
-    out.push({ path, ms: await medianMs(fn, it), weightBytes: bytes });
+    const warmup = work > 1e9 ? 6 : 20;
+    out.push({ path, ms: await medianMs(fn, it, warmup), weightBytes: bytes });
   };
   useCpu(null);
   await time("Linear f32 (baseline)", 4 * n * k, () => linear.forward(x32));

@@ -7,6 +7,7 @@ import {
 } from "../src/backend/cpu_reference.ts";
 import { parseKernel, parseThreads } from "../src/backend/_cpu_config.ts";
 import { PARALLEL_MIN_MACS, wasmPool } from "../src/backend/_cpu_pool.ts";
+import { Arena, kernelsModule } from "../src/backend/_cpu_wasm.ts";
 import type { Activations, Int8Weight } from "../src/backend/backend.ts";
 import {
   f32ArrayToBf16,
@@ -589,4 +590,59 @@ Deno.test("quantizeRowsInt8() streams a matrix larger than one chunk", () => {
   f[599 * 1000 + 999] = 100;
   assertSameQuantization(f32ArrayToBf16(f), "bf16", 600, 1000);
   assertSameQuantization(f, "f32", 600, 1000);
+});
+
+Deno.test("weight copies stay within the cache budget: least recently used dropped, oversized ones transient", async () => {
+  const pool = wasmPool()!;
+  const saved = pool.budget;
+  const r = rng(11);
+  const k = 1000;
+  const ws = Array.from({ length: 4 }, () => int8Weight(40, k, r, false)); // ~40 KB each
+  const big = int8Weight(300, k, r, true); // ~300 KB
+  const x = randomF32(2 * k, r);
+  const check = async (w: Int8Weight) => {
+    const y = await ONE.linearInt8(x, "f32", 2, w, null);
+    const deq = (j: number, t: number) =>
+      (w.q[j * k + t]! - (w.zeroPoints?.[j] ?? 0)) * w.scales[j]!;
+    assertCloseToExact(y, x, 2, w.n, k, deq, null, `n=${w.n}`);
+  };
+  try {
+    pool.budget = 100_000;
+    const before = pool.stats.residentWeights;
+    for (const w of ws) await check(w);
+    assert.ok(
+      pool.stats.residentWeights - before <= 2,
+      "at most two 40 KB copies fit in 100 KB",
+    );
+    for (const w of ws) await check(w); // evicted ones are copied again
+    await check(big);
+    assert.ok(
+      pool.stats.residentWeights - before <= 2,
+      "the oversized weight was not kept",
+    );
+  } finally {
+    pool.budget = saved;
+    for (const w of [...ws, big]) ONE.release(w);
+  }
+});
+
+Deno.test("Arena reuses freed blocks, merges neighbours and grows on demand", () => {
+  const arena = new Arena(-1, kernelsModule()!);
+  const a = arena.alloc(100);
+  const b = arena.alloc(64);
+  const c = arena.alloc(1000);
+  assert.equal(a % 64, 0);
+  assert.equal(b, a + 128);
+  assert.equal(c, b + 64);
+  arena.free(a, 100);
+  assert.equal(arena.alloc(64), a, "first fit takes the freed hole");
+  arena.free(a, 64);
+  arena.free(b, 64);
+  assert.equal(arena.alloc(192), a, "the two holes merged into one");
+  const big = arena.alloc(3 << 20);
+  assert.ok(
+    big > c && arena.buffer.byteLength >= big + (3 << 20),
+    "the memory grew",
+  );
+  assert.equal(arena.alloc(2 ** 32), -1, "more than 4 GiB is refused");
 });

@@ -2,7 +2,7 @@
 // (clang --target=wasm32 -msimd128, memory imported and shared so that every
 // worker's instance sees the same weights).
 //
-// Layout contract with src/backend/_cpu_wasm_pool.ts:
+// Layout contract with src/backend/_cpu_pool.ts:
 // - matrices are row-major; weight rows and activation rows have a padded
 //   stride `kp` (a multiple of 16) whose pad is zero, so no kernel needs a
 //   k tail;
@@ -14,8 +14,17 @@
 //
 // Numerics: sums are f32, in a lane-blocked order (not the reference's
 // sequential order); per output `y = f32(acc * scale) + bias` as in the
-// reference. Quantization is bit-identical to the reference: f32 division,
-// round half to even (f32x4.nearest), saturating narrow = clamp(-128, 127).
+// reference; zero points are subtracted in exact integer arithmetic before
+// the conversion to f32. Quantization is bit-identical to the reference
+// (src/quant/quantize_rows.ts): f32 absmax and division, clamp to
+// [-128, 127], round half to even (see quantize_f32x4).
+//
+// Kernels: m = 1 streams the int8 weights once, four rows per pass
+// (gemv_i8_impl); m ≤ GEMV_MAX_ROWS converts each weight row once in
+// registers for up to four activation rows (gemv_rows_i8_impl); larger m
+// converts NB × KC weight tiles to f32 in a per-thread buffer and runs a
+// 4 × 2 register-tiled product over all activation rows (gemm_i8_impl). The
+// f32 weights take the same paths without the conversion.
 
 #include <stddef.h>
 #include <stdint.h>

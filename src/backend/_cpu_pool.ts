@@ -29,6 +29,31 @@ interface Resident {
   off: number;
   bytes: number;
   kp: number;
+  /** Not kept: larger than the whole cache budget, freed after its call. */
+  transient?: boolean;
+}
+
+const GiB = 2 ** 30;
+
+/**
+ * Bytes of weight copies kept between calls: a quarter of the machine's
+ * memory (when `--allow-sys` lets us ask), else 4 GiB. Beyond it the least
+ * recently used copies are dropped (and made again when used), so the copies
+ * cannot double a large model's footprint.
+ */
+function residentBudget(): number {
+  try {
+    const perm = Deno.permissions.querySync({
+      name: "sys",
+      kind: "systemMemoryInfo",
+    });
+    if (perm.state === "granted") {
+      return Math.max(GiB, Deno.systemMemoryInfo().total / 4);
+    }
+  } catch {
+    // not Deno, or no permission API: use the default
+  }
+  return 4 * GiB;
 }
 
 interface Slot {
@@ -57,10 +82,13 @@ class WasmPool {
   readonly #arenas: Arena[] = [];
   readonly #slots: Slot[] = [];
   readonly #resident = new WeakMap<object, Resident>();
+  // Least recently used first; the weights are held weakly.
+  readonly #lru = new Map<Resident, WeakRef<object>>();
+  #budget = residentBudget();
+  #residentBytes = 0;
   // A weight object that is collected without release() gives its copy back.
   readonly #finalizer = new FinalizationRegistry<Resident>((r) => {
-    this.stats.residentWeights--;
-    this.#exclusive(() => r.arena.free(r.off, r.bytes));
+    this.#exclusive(() => this.#drop(r));
   });
   #queue: Promise<unknown> = Promise.resolve();
   readonly stats: PoolStats = {
@@ -102,14 +130,64 @@ class WasmPool {
     return { arena, off };
   }
 
+  /** Bytes of weight copies kept between calls (settable for tests). */
+  get budget(): number {
+    return this.#budget;
+  }
+  set budget(bytes: number) {
+    this.#budget = bytes;
+  }
+
+  /** The weight's copy, made now unless kept from an earlier call. */
+  #lookup(w: object): Resident | null {
+    const r = this.#resident.get(w);
+    if (r) {
+      this.#lru.delete(r);
+      this.#lru.set(r, new WeakRef(w));
+    }
+    return r ?? null;
+  }
+
+  /** Room for a new copy: drops the least recently used ones over budget. */
+  #place(
+    bytes: number,
+  ): { arena: Arena; off: number; transient: boolean } | null {
+    const transient = bytes > this.#budget;
+    if (!transient) {
+      for (const [r, ref] of this.#lru) {
+        if (this.#residentBytes + bytes <= this.#budget) break;
+        const w = ref.deref();
+        if (w) {
+          this.#resident.delete(w);
+          this.#finalizer.unregister(w);
+        }
+        this.#drop(r);
+      }
+    }
+    const got = this.#alloc(bytes);
+    return got && { ...got, transient };
+  }
+
+  /** Forgets a kept copy; true if it was kept (then free its memory). */
+  #forget(r: Resident): boolean {
+    if (!this.#lru.delete(r)) return false;
+    this.#residentBytes -= r.bytes;
+    this.stats.residentWeights--;
+    return true;
+  }
+
+  #drop(r: Resident): void {
+    if (this.#forget(r)) r.arena.free(r.off, r.bytes);
+  }
+
   #residentInt8(w: Int8Weight): Resident | null {
-    const cached = this.#resident.get(w);
+    const cached = this.#lookup(w);
     if (cached) return cached;
     const { n, k } = w;
     const kp = paddedK(k);
     const qBytes = align(n * kp);
     const bytes = qBytes + align(4 * n) + (w.zeroPoints ? n : 0);
-    const got = this.#alloc(bytes);
+    const got = this.#place(bytes);
     if (!got) return null;
     const u8 = new Uint8Array(got.arena.buffer, got.off, bytes);
     copyRows(u8, new Uint8Array(w.q.buffer, w.q.byteOffset, n * k), n, k, kp);
@@ -121,12 +199,12 @@ class WasmPool {
   }
 
   #residentF32(w: F32Weight): Resident | null {
-    const cached = this.#resident.get(w);
+    const cached = this.#lookup(w);
     if (cached) return cached;
     const { n, k } = w;
     const kp = paddedK(k);
     const bytes = 4 * n * kp;
-    const got = this.#alloc(bytes);
+    const got = this.#place(bytes);
     if (!got) return null;
     copyRows(
       new Uint8Array(got.arena.buffer, got.off, bytes),
@@ -139,8 +217,11 @@ class WasmPool {
   }
 
   #keep(w: object, r: Resident): Resident {
+    if (r.transient) return r;
     this.#resident.set(w, r);
+    this.#lru.set(r, new WeakRef(w));
     this.#finalizer.register(w, r, w);
+    this.#residentBytes += r.bytes;
     this.stats.residentWeights++;
     return r;
   }
@@ -151,8 +232,8 @@ class WasmPool {
     if (!r) return;
     this.#resident.delete(w);
     this.#finalizer.unregister(w);
-    this.stats.residentWeights--;
-    this.#exclusive(() => r.arena.free(r.off, r.bytes));
+    // Counted as gone now; its memory is freed once the queued calls are done.
+    if (this.#forget(r)) this.#exclusive(() => r.arena.free(r.off, r.bytes));
   }
 
   /**
@@ -230,7 +311,9 @@ class WasmPool {
   ): Promise<Float32Array | null> {
     const { arena, kp } = r;
     const units = Math.ceil(n / SPLIT_ALIGN);
-    const t = m * n * k < PARALLEL_MIN_MACS ? 1 : Math.min(threads, units);
+    const t = m * n * k < PARALLEL_MIN_MACS
+      ? 1
+      : 1 + this.#ensureWorkers(Math.min(threads, units) - 1);
     const wide = xDtype !== "f32";
     const xBytes = align(4 * m * kp);
     const stageBytes = wide ? align(2 * m * k) : 0;
@@ -239,7 +322,10 @@ class WasmPool {
     const bytes = xBytes + stageBytes + yBytes + biasBytes +
       t * 4 * TILE_FLOATS;
     const got = this.#alloc(bytes, arena);
-    if (!got) return null;
+    if (!got) {
+      if (r.transient) arena.free(r.off, r.bytes);
+      return null;
+    }
     const base = got.off;
     try {
       const io: CallIo = {
@@ -276,6 +362,7 @@ class WasmPool {
       return new Float32Array(arena.buffer, io.y, m * n).slice();
     } finally {
       arena.free(base, bytes);
+      if (r.transient) arena.free(r.off, r.bytes);
     }
   }
 
@@ -295,7 +382,6 @@ class WasmPool {
     const waits: Promise<void>[] = [];
     if (t > 1) {
       this.stats.parallelCalls++;
-      this.#ensureWorkers(t - 1);
       for (let i = 1; i < t; i++) {
         waits.push(
           this.#post(
@@ -320,11 +406,25 @@ class WasmPool {
     for (const res of results) if (res.status === "rejected") throw res.reason;
   }
 
-  #ensureWorkers(count: number): void {
-    for (let i = 0; i < this.#slots.length; i++) {
-      if (this.#slots[i]!.dead) this.#slots[i] = this.#startWorker();
+  /**
+   * Starts workers until `count` run; returns how many do (fewer where this
+   * runtime cannot start one: the call then uses fewer threads).
+   */
+  #ensureWorkers(count: number): number {
+    if (count <= 0) return 0;
+    try {
+      for (let i = 0; i < this.#slots.length; i++) {
+        if (this.#slots[i]!.dead) this.#slots[i] = this.#startWorker();
+      }
+      while (this.#slots.length < count) this.#slots.push(this.#startWorker());
+    } catch {
+      this.#slots.splice(
+        0,
+        this.#slots.length,
+        ...this.#slots.filter((s) => !s.dead),
+      );
     }
-    while (this.#slots.length < count) this.#slots.push(this.#startWorker());
+    return Math.min(count, this.#slots.length);
   }
 
   #startWorker(): Slot {

@@ -124,11 +124,6 @@ export class Arena {
     return this.memory.buffer as SharedArrayBuffer;
   }
 
-  /** Bytes handed out and not freed, plus free holes below the top. */
-  get used(): number {
-    return this.#top;
-  }
-
   /** Reserves `bytes`; returns the offset, or -1 when 4 GiB would not do. */
   alloc(bytes: number): number {
     const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);

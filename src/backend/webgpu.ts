@@ -63,6 +63,11 @@ export async function probeWebGpu(): Promise<WebGpuProbe> {
       description: "navigator.gpu is missing",
     };
   }
+  // On a headless Linux box Mesa's Wayland probe prints "XDG_RUNTIME_DIR is
+  // invalid or not set" to stderr; a placeholder during the request keeps
+  // the CLI's output clean, and the variable is unset again afterwards.
+  const silence = envUnset("XDG_RUNTIME_DIR");
+  if (silence) Deno.env.set("XDG_RUNTIME_DIR", "/nonexistent");
   try {
     const adapter = await gpu.requestAdapter({
       powerPreference: "high-performance",
@@ -86,6 +91,16 @@ export async function probeWebGpu(): Promise<WebGpuProbe> {
       isFallback: false,
       description: `requestAdapter() failed: ${e}`,
     };
+  } finally {
+    if (silence) Deno.env.delete("XDG_RUNTIME_DIR");
+  }
+}
+
+function envUnset(name: string): boolean {
+  try {
+    return !Deno.env.get(name);
+  } catch {
+    return false; // no --allow-env: leave the environment alone
   }
 }
 

@@ -43,11 +43,14 @@ import { SafetensorsFile, type TensorInfo } from "./safetensors.ts";
 import type {
   CheckpointFormat,
   DecodedLinear,
+  FormatLayer,
+  FormatWarning,
   QuantizationSummary,
   TensorSpec,
 } from "./formats/format.ts";
 import { TINYQ_VERSION, tinyqFormat } from "./formats/tinyq.ts";
 import { FORMATS } from "./formats/registry.ts";
+import { EXPORT_METADATA_KEY } from "./formats/_export.ts";
 import { CheckpointError } from "./_checkpoint_error.ts";
 import {
   chooseFamily,
@@ -241,6 +244,10 @@ export class Checkpoint {
   #byName: Map<string, CheckpointEntry>;
   #choice: FamilyChoice;
   #layers: LayerInfo[] | null = null;
+  // Tensor name → quantized module it belongs to (quanto's `P.weight._data`
+  // belongs to `P`, not to a module `P.weight`).
+  #owners = new Map<string, string>();
+  #shapes: ReadonlyMap<string, [number, number]>;
 
   private constructor(
     layout: Layout,
@@ -249,6 +256,7 @@ export class Checkpoint {
     quantization:
       | { summary: QuantizationSummary; format: CheckpointFormat }
       | null,
+    shapes: ReadonlyMap<string, [number, number]> = new Map(),
   ) {
     this.path = layout.input;
     this.kind = layout.kind;
@@ -264,6 +272,20 @@ export class Checkpoint {
     this.#byName = new Map(entries.map((e) => [e.name, e]));
     this.quantization = quantization?.summary ?? null;
     this.format = quantization?.format ?? null;
+    this.#shapes = shapes;
+    for (const p of this.quantization?.modules ?? []) {
+      for (const n of [...this.format!.storedNames(p), `${p}.bias`]) {
+        if (this.#byName.has(n)) this.#owners.set(n, p);
+      }
+    }
+  }
+
+  /** The module a tensor belongs to and its name there. */
+  #split(name: string): [path: string, local: string] {
+    const owner = this.#owners.get(name);
+    if (owner !== undefined) return [owner, name.slice(owner.length + 1)];
+    const dot = name.lastIndexOf(".");
+    return [dot < 0 ? "" : name.slice(0, dot), name.slice(dot + 1)];
   }
 
   /**
@@ -333,18 +355,35 @@ export class Checkpoint {
         format: CheckpointFormat;
       } | null = null;
       const firstFile = files.get(layout.shardNames[0]!)!;
+      const tensors = new Map(entries.map((e) => [e.name, e.info]));
       for (const format of formats) {
+        const texts: Record<string, string> = {};
+        for (const name of format.detectFiles ?? []) {
+          const text = await readBeside(layout, name);
+          if (text !== null) texts[name] = text;
+        }
         try {
-          const summary = format.detect(firstFile.metadata, layout.config);
+          const summary = format.detect(firstFile.metadata, layout.config, {
+            tensors,
+            files: texts,
+          });
           if (summary) {
             quantization = { summary, format };
             break;
           }
         } catch (e) {
-          throw new CheckpointError(firstFile.path, (e as Error).message);
+          throw new CheckpointError(
+            Object.keys(texts).length > 0
+              ? join(layout.dir, Object.keys(texts)[0]!)
+              : firstFile.path,
+            (e as Error).message,
+          );
         }
       }
-      return new Checkpoint(layout, files, entries, quantization);
+      const shapes = quantization
+        ? await quantizedShapes(quantization, tensors, files, seen)
+        : new Map();
+      return new Checkpoint(layout, files, entries, quantization, shapes);
     } catch (e) {
       for (const f of files.values()) f.close();
       throw e;
@@ -397,11 +436,10 @@ export class Checkpoint {
       Map<string, { dtype: DType; shape: readonly number[] }>
     >();
     for (const e of this.#entries) {
-      const dot = e.name.lastIndexOf(".");
-      const path = dot < 0 ? "" : e.name.slice(0, dot);
+      const [path, local] = this.#split(e.name);
       let m = modules.get(path);
       if (!m) modules.set(path, m = new Map());
-      m.set(e.name.slice(dot + 1), e.info);
+      m.set(local, e.info);
     }
     const parents = new Set<string>();
     for (const path of modules.keys()) {
@@ -416,7 +454,7 @@ export class Checkpoint {
     const layers: LayerInfo[] = [];
     for (const [path, tensors] of modules) {
       if (quantized.has(path)) {
-        const q = tensors.get("int8_weights");
+        const q = this.#shapes.get(path);
         layers.push({
           path,
           linear: false,
@@ -425,9 +463,7 @@ export class Checkpoint {
           reason: `quantized (${this.format!.name} ${
             this.quantization!.method
           })`,
-          ...(q && q.shape.length === 2
-            ? { outFeatures: q.shape[0], inFeatures: q.shape[1] }
-            : {}),
+          ...(q ? { outFeatures: q[0], inFeatures: q[1] } : {}),
         });
         continue;
       }
@@ -507,9 +543,8 @@ export class Checkpoint {
     const excluded = excludeMatcher(exclude);
     const byPath = new Map(this.layers().map((l) => [l.path, l]));
     return this.#entries.map((e): TensorPlan => {
-      const dot = e.name.lastIndexOf(".");
-      const local = e.name.slice(dot + 1);
-      const layer = byPath.get(dot < 0 ? "" : e.name.slice(0, dot))!;
+      const [path, local] = this.#split(e.name);
+      const layer = byPath.get(path)!;
       if (layer.quantized) {
         return { name: e.name, action: "quantized", reason: layer.reason };
       }
@@ -572,9 +607,7 @@ export class Checkpoint {
     };
     const done = new Set<string>();
     for (const e of this.#entries) {
-      const dot = e.name.lastIndexOf(".");
-      const path = dot < 0 ? "" : e.name.slice(0, dot);
-      const local = e.name.slice(dot + 1);
+      const [path, local] = this.#split(e.name);
       const layer = byPath.get(path)!;
       if ((layer.linear || layer.quantized) && path !== "") {
         if (done.has(path)) continue;

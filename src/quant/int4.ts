@@ -18,7 +18,7 @@
  */
 
 import type { Int4Weight } from "../backend/cpu_lowbit.ts";
-import { bf16ArrayToF32, type FloatDType, type TypedArray } from "../dtype.ts";
+import type { FloatDType, TypedArray } from "../dtype.ts";
 import { NonFiniteWeightError } from "./quantize_rows.ts";
 import { roundHalfToEven } from "./round.ts";
 
@@ -122,18 +122,57 @@ export function quantizeInt4(
   const packed = new Uint8Array(rows * cols / 2);
   const scales = new Float32Array(rows * groups);
   const zeroPoints = asymmetric ? new Uint8Array(rows * groups) : null;
+  // One f32 row at a time, reused (bf16 widened through its bit pattern).
+  // The range comes from the bit patterns: for finite IEEE floats, a larger
+  // magnitude has a larger `bits & 0x7fffffff`, and NaN/±Inf sit above
+  // 0x7f800000, so integer maxima (no unpredictable branches) give absmax,
+  // max and −min, and reveal a non-finite value.
+  const buf = new Float32Array(cols);
+  const bufBits = new Int32Array(buf.buffer);
+  const one = new Float32Array(1);
+  const oneBits = new Int32Array(one.buffer);
+  const fromBits = (b: number): number => {
+    oneBits[0] = b;
+    return one[0]!;
+  };
   for (let r = 0; r < rows; r++) {
-    const row = rowAsF32(data, dtype, r * cols, cols);
+    const base = r * cols;
+    if (dtype === "bf16") {
+      const src = data as Uint16Array;
+      for (let c = 0; c < cols; c++) bufBits[c] = src[base + c]! << 16;
+    } else {
+      buf.set(
+        (data as Float32Array | Float16Array).subarray(base, base + cols),
+      );
+    }
     for (let g = 0; g < groups; g++) {
       const c0 = g * groupSize;
-      let min = 0, max = 0; // 0 included: the widened range (see @module)
-      for (let c = c0; c < c0 + groupSize; c++) {
-        const v = row[c]!;
-        if (!Number.isFinite(v)) throw new NonFiniteWeightError(name, r, c, v);
-        if (v < min) min = v;
-        if (v > max) max = v;
+      const c1 = c0 + groupSize;
+      // 0 included: the widened range (see @module).
+      let pos = 0, neg = 0;
+      if (asymmetric) {
+        for (let c = c0; c < c1; c++) {
+          const b = bufBits[c]!;
+          const sign = b >> 31;
+          const m = b & 0x7fffffff;
+          pos = Math.max(pos, m & ~sign);
+          neg = Math.max(neg, m & sign);
+        }
+      } else {
+        for (let c = c0; c < c1; c++) {
+          pos = Math.max(pos, bufBits[c]! & 0x7fffffff);
+        }
       }
-      let scale: number, zp: number, lo: number, hi: number;
+      if (Math.max(pos, neg) >= 0x7f800000) {
+        for (let c = c0; c < c1; c++) {
+          const v = buf[c]!;
+          if (!Number.isFinite(v)) {
+            throw new NonFiniteWeightError(name, r, c, v);
+          }
+        }
+      }
+      const max = fromBits(pos), min = -fromBits(neg);
+      let scale: number, offset: number, hi: number;
       if (asymmetric) {
         scale = Math.fround(Math.fround(max - min) / 15);
         if (scale === Infinity) {
@@ -142,30 +181,37 @@ export function quantizeInt4(
           );
         }
         if (scale === 0) scale = 1;
-        zp = roundHalfToEven(Math.fround(-min / scale));
+        let zp = roundHalfToEven(Math.fround(-min / scale));
         zp = zp > 15 ? 15 : zp < 0 ? 0 : zp;
         zeroPoints![r * groups + g] = zp;
-        lo = 0;
+        offset = zp;
         hi = 15;
       } else {
-        scale = Math.fround(Math.max(max, -min) / 7) || 1;
-        zp = 8; // storage offset: codes are q + 8
-        lo = -8;
-        hi = 7;
+        scale = Math.fround(max / 7) || 1; // max is absmax here
+        offset = 8; // clamp(q, −8, 7) + 8 = clamp(q + 8, 0, 15)
+        hi = 15;
       }
       scales[r * groups + g] = scale;
-      for (let c = c0; c < c0 + groupSize; c++) {
-        let q = roundHalfToEven(Math.fround(row[c]! / scale));
-        if (asymmetric) q += zp;
-        q = q > hi ? hi : q < lo ? lo : q;
-        const code = asymmetric ? q : q + 8;
-        const e = r * cols + c;
-        packed[e >> 1]! |= code << ((e & 1) * 4);
+      // Pairs never straddle a group: groupSize and c0 are even. The
+      // quotients are small, so MAGIC rounds them half to even.
+      let j = (base + c0) >> 1;
+      for (let c = c0; c < c1; c += 2, j++) {
+        let a = Math.fround(buf[c]! / scale);
+        a = (a + MAGIC) - MAGIC + offset;
+        a = a > hi ? hi : a < 0 ? 0 : a;
+        let b = Math.fround(buf[c + 1]! / scale);
+        b = (b + MAGIC) - MAGIC + offset;
+        b = b > hi ? hi : b < 0 ? 0 : b;
+        packed[j] = a | (b << 4);
       }
     }
   }
   return { packed, scales, zeroPoints, n: rows, k: cols, groupSize };
 }
+
+// 1.5·2⁵²: (x + MAGIC) − MAGIC rounds |x| < 2⁵¹ to an integer, ties to even
+// (as quant/round.ts, inlined so the hot loop stays flat).
+const MAGIC = 6755399441055744;
 
 /**
  * Packs 4-bit codes (0–15), two per byte: element 2j in the low nibble of
@@ -244,16 +290,4 @@ export function dequantizeInt4(w: Int4Weight): Float32Array {
     out[e] = (code - (zeroPoints ? zeroPoints[sg]! : 8)) * scales[sg]!;
   }
   return out;
-}
-
-function rowAsF32(
-  data: TypedArray,
-  dtype: FloatDType,
-  start: number,
-  cols: number,
-): ArrayLike<number> {
-  const view = data.subarray(start, start + cols);
-  return dtype === "bf16"
-    ? bf16ArrayToF32(view as Uint16Array)
-    : (view as Float32Array | Float16Array);
 }

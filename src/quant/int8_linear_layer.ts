@@ -7,8 +7,8 @@
 import { type FloatDType, isFloatDType } from "../dtype.ts";
 import { Module } from "../module.ts";
 import { Tensor } from "../tensor.ts";
-import { linearQAsymmetricPerChannel } from "./math.ts";
 import { quantizeRowsInt8 } from "./quantize_rows.ts";
+import { quantizeRowsInt8Asymmetric } from "./quantize_rows_asymmetric.ts";
 import { releaseInt8Weight } from "./forward.ts";
 
 /** Options of the quantized layers' constructors (TinyQ's `bias`, `dtype`). */
@@ -154,10 +154,16 @@ export abstract class Int8LinearLayer extends Module {
       );
     }
     if (options.asymmetric) {
-      const r = linearQAsymmetricPerChannel(weights, { axis: 0, name });
-      this.int8Weights = r.quantized;
-      this.scales = r.scale as Tensor;
-      this.zeroPoints = r.zeroPoint as Tensor;
+      const r = quantizeRowsInt8Asymmetric(
+        weights.data,
+        weights.dtype,
+        this.outFeatures,
+        this.inFeatures,
+        name,
+      );
+      this.int8Weights = new Tensor(r.q, [this.outFeatures, this.inFeatures]);
+      this.scales = new Tensor(r.scales, [this.outFeatures]);
+      this.zeroPoints = new Tensor(r.zeroPoints, [this.outFeatures], "i8");
       return;
     }
     const { q, scales } = quantizeRowsInt8(

@@ -175,12 +175,23 @@ export function checkInt8Symmetric(
   format: string,
   s: QuantizationSummary,
 ): void {
-  if (s.bits !== 8 || !s.symmetric || s.granularity !== "per-channel") {
+  if (
+    s.bits !== 8 || !s.symmetric || s.granularity !== "per-channel" ||
+    (s.groupSize ?? null) !== null
+  ) {
     throw new TypeError(
       `--format ${format} writes 8-bit symmetric per-channel weights; this checkpoint is ` +
         `${s.bits}-bit ${
           s.symmetric ? "symmetric" : "asymmetric"
-        } ${s.granularity}`,
+        } ${s.groupSize ? `group-wise (group size ${s.groupSize})` : s.granularity}`,
+    );
+  }
+  if (s.activations) {
+    // The weights would be right, but the file would describe a weight-only
+    // model and the engine would run it as one.
+    throw new TypeError(
+      `--format ${format} writes weight-only int8 (W8A16); --method ${s.method} ` +
+        `also quantizes activations (${s.activations}), which it cannot record: use --method w8a16`,
     );
   }
 }

@@ -28,11 +28,14 @@
  * @module
  */
 
-import type { DType } from "../../dtype.ts";
+import { type DType, isFloatDType } from "../../dtype.ts";
 import type { Tensor } from "../../tensor.ts";
 import type {
   CheckpointFormat,
   DecodedLinear,
+  DetectContext,
+  FormatLayer,
+  FormatWarning,
   QuantizationSummary,
   QuantizedRowsRecord,
   TensorSpec,
@@ -340,24 +343,6 @@ export function compressedTensorsModules(names: Iterable<string>): string[] {
   return pathsWithSuffix(names, ".weight_packed");
 }
 
-/** The shape of one quantized Linear, for {@linkcode marlinShapeWarnings}. */
-export interface LinearShape {
-  /** Dotted module path. */
-  readonly path: string;
-  /** Output features (rows). */
-  readonly outFeatures: number;
-  /** Input features (columns). */
-  readonly inFeatures: number;
-}
-
-/** Something about a layer that may stop vLLM from serving the export. */
-export interface ServingWarning {
-  /** Dotted module path. */
-  readonly path: string;
-  /** One line saying what and why. */
-  readonly message: string;
-}
-
 /**
  * The quantized layers whose shape vLLM's Marlin kernel (which runs int8
  * weight-only `pack-quantized` layers) refuses: it needs out % 64 == 0 and
@@ -377,9 +362,9 @@ export interface ServingWarning {
  * ```
  */
 export function marlinShapeWarnings(
-  layers: Iterable<LinearShape>,
-): ServingWarning[] {
-  const out: ServingWarning[] = [];
+  layers: Iterable<FormatLayer>,
+): FormatWarning[] {
+  const out: FormatWarning[] = [];
   for (const l of layers) {
     const bad = [
       ...(l.outFeatures % 64 !== 0
@@ -428,10 +413,10 @@ const FUSED_GROUPS: readonly (readonly string[])[] = [
 export function vllmModuleWarnings(
   modules: readonly string[],
   excluded: readonly string[],
-): ServingWarning[] {
-  const out: ServingWarning[] = [];
+): FormatWarning[] {
+  const out: FormatWarning[] = [];
   for (const m of modules) {
-    if (m === "lm_head" || m.endsWith(".lm_head")) {
+    if (isLmHead(m)) {
       out.push({
         path: m,
         message:
@@ -566,8 +551,10 @@ export const compressedTensorsFormat: CheckpointFormat = {
     return {};
   },
 
-  detect(metadata, config): QuantizationSummary | null {
-    return detectCompressedTensors(metadata, config);
+  detect(metadata, config, context): QuantizationSummary | null {
+    const summary = detectCompressedTensors(metadata, config);
+    if (!summary || !context || summary.library === "tinyq") return summary;
+    return withTensors(summary, context);
   },
 
   storedNames(path: string): string[] {
@@ -627,4 +614,46 @@ export const compressedTensorsFormat: CheckpointFormat = {
       inFeatures: inF,
     };
   },
+
+  async linearShape(path, read): Promise<[number, number]> {
+    const name = `${path}.weight_shape`;
+    return shapeValues(await required(read, name, path), name);
+  },
+
+  keepFloat(layer: FormatLayer): string | null {
+    return isLmHead(layer.path)
+      ? "vLLM loads lm_head unquantized and has no parameter for lm_head.weight_packed"
+      : null;
+  },
+
+  warnings(summary, layers): FormatWarning[] {
+    return [
+      ...vllmModuleWarnings(summary.modules, summary.excluded),
+      ...marlinShapeWarnings(layers),
+    ];
+  },
 };
+
+function isLmHead(path: string): boolean {
+  return path === "lm_head" || path.endsWith(".lm_head");
+}
+
+/**
+ * A checkpoint another tool wrote: its quantized modules are the paths that
+ * hold `weight_packed`, and its weights' dtype is that of the stored scales.
+ */
+function withTensors(
+  summary: QuantizationSummary,
+  context: DetectContext,
+): QuantizationSummary {
+  const modules = compressedTensorsModules(context.tensors.keys());
+  const dtypes = new Set(
+    modules.map((m) => context.tensors.get(`${m}.weight_scale`)?.dtype),
+  );
+  const only = dtypes.size === 1 ? [...dtypes][0] : undefined;
+  return {
+    ...summary,
+    modules,
+    ...(only && isFloatDType(only) ? { weightDtype: only } : {}),
+  };
+}

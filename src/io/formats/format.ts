@@ -10,6 +10,7 @@
 
 import type { DType } from "../../dtype.ts";
 import type { Tensor } from "../../tensor.ts";
+import type { Int4Weight } from "../../backend/cpu_lowbit.ts";
 
 /** The description of one output tensor, known before any data is computed. */
 export interface TensorSpec {
@@ -40,6 +41,53 @@ export interface QuantizedRowsRecord {
   readonly q: Int8Array;
   /** One f32 scale per row of the block. */
   readonly scales: Float32Array;
+  /** Dtype of the float weight it came from. */
+  readonly sourceDtype: DType;
+  /** One zero point per row of the block (asymmetric int8), or null/absent. */
+  readonly zeroPoints?: Int8Array | null;
+}
+
+/** How the weights of a quantized Linear are stored. */
+export interface WeightScheme {
+  /** Bits per weight value: 8 (per-channel) or 4 (group-wise). */
+  readonly bits: 4 | 8;
+  /** Inputs per group (4-bit), or null for one scale per output row. */
+  readonly groupSize: number | null;
+  /** No zero points. */
+  readonly symmetric: boolean;
+}
+
+/** The int8 per-channel symmetric scheme: what a format stores when none is named. */
+export const INT8_SYMMETRIC: WeightScheme = Object.freeze({
+  bits: 8,
+  groupSize: null,
+  symmetric: true,
+});
+
+/**
+ * A block of output rows of a group-wise 4-bit Linear at `path`: rows
+ * `[rowStart, rowStart + rows)` of the [out, in] weight, in Linear
+ * orientation, packed as in {@linkcode Int4Weight}.
+ */
+export interface Int4RowsRecord {
+  /** Dotted module path. */
+  readonly path: string;
+  /** Output features (all rows of the layer). */
+  readonly outFeatures: number;
+  /** Input features (columns). */
+  readonly inFeatures: number;
+  /** First row of this block. */
+  readonly rowStart: number;
+  /** Rows in this block. */
+  readonly rows: number;
+  /** Codes, two per byte (element 2j low nibble), [rows, inFeatures / 2]. */
+  readonly packed: Uint8Array;
+  /** One f32 scale per group, [rows, inFeatures / groupSize]. */
+  readonly scales: Float32Array;
+  /** One zero point (0–15) per group when asymmetric, else null. */
+  readonly zeroPoints: Uint8Array | null;
+  /** Inputs per group. */
+  readonly groupSize: number;
   /** Dtype of the float weight it came from. */
   readonly sourceDtype: DType;
 }
@@ -80,6 +128,10 @@ export interface QuantizationSummary {
   readonly transposed: readonly string[];
   /** Dtype of the original Linear weights when they all share one. */
   readonly weightDtype?: DType;
+  /** Inputs per group of group-wise (4-bit) weights; null/absent for per-channel. */
+  readonly groupSize?: number | null;
+  /** What happens to activations at forward time (`"int8 dynamic per-token"` for W8A8). */
+  readonly activations?: string;
 }
 
 /**
@@ -97,6 +149,7 @@ export interface CheckpointFormat {
     outFeatures: number,
     inFeatures: number,
     sourceDtype: DType,
+    scheme?: WeightScheme,
   ): TensorSpec[];
   /**
    * The next bytes of each tensor of {@linkcode CheckpointFormat.linearTensors}
@@ -104,17 +157,31 @@ export interface CheckpointFormat {
    * must produce exactly each tensor's size.
    */
   encodeLinear(record: QuantizedRowsRecord): Uint8Array[];
+  /**
+   * As {@linkcode CheckpointFormat.encodeLinear}, for 4-bit group-wise
+   * weights; a format without it does not store them.
+   */
+  encodeInt4Linear?(record: Int4RowsRecord): Uint8Array[];
+  /** The schemes this format stores, or absent for int8 symmetric only. */
+  supports?(scheme: WeightScheme): boolean;
   /** Entries added to every shard's `__metadata__`. */
   fileMetadata(summary: QuantizationSummary): Record<string, string>;
   /** The `quantization_config` block of `config.json`. */
   configBlock(summary: QuantizationSummary): Record<string, unknown>;
   /** Files written beside the shards (name → text), e.g. a quantization map. */
   extraFiles(summary: QuantizationSummary): Record<string, string>;
-  /** The summary if this format wrote the checkpoint, else null. */
+  /**
+   * The summary if this format wrote the checkpoint, else null. `context`
+   * (given by `Checkpoint.open`) adds the tensor headers and the text of
+   * {@linkcode CheckpointFormat.detectFiles}, for formats that need them.
+   */
   detect(
     metadata: Readonly<Record<string, string>> | null,
     config: Readonly<Record<string, unknown>> | null,
+    context?: DetectContext,
   ): QuantizationSummary | null;
+  /** Files beside the shards that `detect` reads (`quanto_qmap.json`). */
+  readonly detectFiles?: readonly string[];
   /** The names of the stored tensors of a quantized Linear at `path`. */
   storedNames(path: string): string[];
   /**
@@ -125,4 +192,71 @@ export interface CheckpointFormat {
     path: string,
     read: (name: string) => Promise<Tensor | null>,
   ): Promise<DecodedLinear>;
+  /** Reads a 4-bit group-wise Linear back (formats that store them). */
+  decodeInt4Linear?(
+    path: string,
+    read: (name: string) => Promise<Tensor | null>,
+  ): Promise<Int4Weight>;
+  /**
+   * [out, in] of the quantized Linear at `path`, for a format whose first
+   * stored tensor does not have that shape; `read` loads a small tensor.
+   * Absent: the shape of the first of `storedNames` the checkpoint holds.
+   */
+  linearShape?(
+    path: string,
+    read: (name: string) => Promise<Tensor | null>,
+  ): Promise<[number, number]>;
+  /**
+   * Why the Linear `layer` must stay in float in this format (its loaders
+   * could not read it quantized), or null. Absent: every Linear can be held.
+   */
+  keepFloat?(layer: FormatLayer): string | null;
+  /**
+   * What may stop the engines that load this format from serving the
+   * checkpoint `summary` describes; `layers` gives the quantized layers'
+   * shapes. Absent: nothing to warn about.
+   */
+  warnings?(
+    summary: QuantizationSummary,
+    layers: readonly FormatLayer[],
+  ): FormatWarning[];
+  /**
+   * The output `config.json` adjusted for this format's loaders (its
+   * `quantization_config` already set). Absent: unchanged.
+   */
+  updateConfig?(
+    config: Readonly<Record<string, unknown>>,
+    summary: QuantizationSummary,
+  ): Record<string, unknown>;
+}
+
+/** What a reader knows of a checkpoint beyond metadata and config. */
+export interface DetectContext {
+  /** Every tensor: name → dtype and shape, from the headers. */
+  readonly tensors: ReadonlyMap<
+    string,
+    { readonly dtype: DType; readonly shape: readonly number[] }
+  >;
+  /** The text of each of the format's `detectFiles` found beside the shards. */
+  readonly files: Readonly<Record<string, string>>;
+}
+
+/** A Linear layer as a format sees it: path and Linear-orientation shape. */
+export interface FormatLayer {
+  /** Dotted module path. */
+  readonly path: string;
+  /** Output features (rows). */
+  readonly outFeatures: number;
+  /** Input features (columns). */
+  readonly inFeatures: number;
+  /** Weight stored [in, out] in the float checkpoint (GPT-2 Conv1D). */
+  readonly transposed?: boolean;
+}
+
+/** Something about a layer that may stop an engine from loading a format. */
+export interface FormatWarning {
+  /** Dotted module path. */
+  readonly path: string;
+  /** One line saying what and why. */
+  readonly message: string;
 }

@@ -27,11 +27,13 @@
  * @module
  */
 
-import type { DType } from "../../dtype.ts";
+import { type DType, isFloatDType } from "../../dtype.ts";
 import type { Tensor } from "../../tensor.ts";
 import type {
   CheckpointFormat,
   DecodedLinear,
+  DetectContext,
+  FormatLayer,
   QuantizationSummary,
   QuantizedRowsRecord,
   TensorSpec,
@@ -253,8 +255,15 @@ export const quantoFormat: CheckpointFormat = {
     return { [QUANTO_QMAP_NAME]: JSON.stringify(quantoQmap(summary), null, 4) };
   },
 
-  detect(metadata): QuantizationSummary | null {
-    return detectQuanto(metadata, null);
+  detectFiles: [QUANTO_QMAP_NAME],
+
+  detect(metadata, _config, context): QuantizationSummary | null {
+    const summary = detectQuanto(
+      metadata,
+      context?.files[QUANTO_QMAP_NAME] ?? null,
+    );
+    if (!summary || !context || summary.library === "tinyq") return summary;
+    return withTensors(summary, context);
   },
 
   storedNames(path: string): string[] {
@@ -294,4 +303,47 @@ export const quantoFormat: CheckpointFormat = {
       inFeatures: inF,
     };
   },
+
+  keepFloat(layer: FormatLayer): string | null {
+    return layer.transposed
+      ? "GPT-2 Conv1D layer: optimum-quanto quantizes only torch.nn.Linear, so requantize could not load it quantized"
+      : null;
+  },
+
+  updateConfig(config, summary): Record<string, unknown> {
+    // quanto's save_pretrained unties a quantized output embedding, and its
+    // from_pretrained ties lm_head to the input embedding unless told not to.
+    if (
+      config.tie_word_embeddings === false ||
+      !summary.modules.some((m) => m === "lm_head" || m.endsWith(".lm_head"))
+    ) {
+      return { ...config };
+    }
+    return { ...config, tie_word_embeddings: false };
+  },
 };
+
+/**
+ * A checkpoint quanto wrote: every module of its map must hold
+ * `weight._data`, and its weights' dtype is that of the stored scales.
+ */
+function withTensors(
+  summary: QuantizationSummary,
+  context: DetectContext,
+): QuantizationSummary {
+  for (const m of summary.modules) {
+    if (!context.tensors.has(`${m}.weight._data`)) {
+      throw new TypeError(
+        `${QUANTO_QMAP_NAME} maps "${m}" to qint8, but the checkpoint has no "${m}.weight._data"`,
+      );
+    }
+  }
+  const dtypes = new Set(
+    summary.modules.map((m) => context.tensors.get(`${m}.weight._scale`)?.dtype),
+  );
+  const only = dtypes.size === 1 ? [...dtypes][0] : undefined;
+  return {
+    ...summary,
+    ...(only && isFloatDType(only) ? { weightDtype: only } : {}),
+  };
+}

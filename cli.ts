@@ -28,15 +28,17 @@ import { quantizeCommand } from "./src/cli/quantize.ts";
 export type { CliIO } from "./src/cli/_io.ts";
 
 const HELP =
-  `tinyq ${TINYQ_VERSION} — 8-bit weight quantization of safetensors checkpoints
+  `tinyq ${TINYQ_VERSION} — 8-bit and 4-bit weight quantization of safetensors checkpoints
 
 Usage: tinyq <command> [options]
 
 Commands:
-  quantize <input> --out <path>      quantize the Linear layers to int8 (W8A16 or W8A32)
+  quantize <input> --out <path>      quantize the Linear layers: int8 (W8A16, W8A32,
+                                     W8A8) or 4-bit groups (W4A16)
   inspect <input>                    tensors, what would be quantized and why, backend
   dequantize <input> --out <path>    back to a plain float checkpoint
   eval <original> <quantized>        weight and output error per layer, and a verdict
+  eval <original>                    every scheme side by side: bits, size, error
   demo                               the whole job on a built-in tiny Llama
 
 Run 'tinyq <command> --help' for a command's options.

@@ -55,3 +55,6 @@ export {
 } from "./src/demo/demo_checkpoint.ts";
 export * from "./src/backend/webgpu.ts";
 export * from "./src/io/formats/registry.ts";
+export * from "./src/io/formats/compressed_tensors.ts";
+export * from "./src/io/formats/quanto.ts";
+export * from "./src/quant/quantize_rows_asymmetric.ts";

@@ -109,13 +109,24 @@ export interface RunResult {
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 
-/** Runs `tinyq quantize input --out out --json` (under `time -v` if given). */
+/** Runs `tinyq quantize input --out out --json …extra` (under `time -v` if given). */
 export async function quantizeWithCli(
   input: string,
   out: string,
   timeBin: string | null,
+  extra: readonly string[] = [],
 ): Promise<RunResult> {
-  const args = ["run", "-A", CLI, "quantize", input, "--out", out, "--json"];
+  const args = [
+    "run",
+    "-A",
+    CLI,
+    "quantize",
+    input,
+    "--out",
+    out,
+    "--json",
+    ...extra,
+  ];
   const cmd = timeBin
     ? new Deno.Command(timeBin, {
       args: ["-v", Deno.execPath(), ...args],

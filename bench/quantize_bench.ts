@@ -10,8 +10,11 @@
  *    prints each peak RSS against the bound 300 MB + 4 × largest tensor.
  *
  * Run: `deno run -A bench/quantize_bench.ts [--size 1] [--runs 5]
- * [--rss-sizes 0.25,1,4] [--dir /tmp]` (sizes in GiB; `--rss-sizes ""` skips
- * part 2). Needs about 1.7 × the largest size free in `--dir`.
+ * [--rss-sizes 0.25,1,4] [--dir /tmp] [--methods w8a16,w4a16]` (sizes in
+ * GiB; `--rss-sizes ""` skips part 2; each `--methods` entry is a
+ * `--method` value, optionally with flags: `w4a16:-g32:--asymmetric`; the
+ * methods' runs alternate, so their medians compare side by side). Needs
+ * about 1.7 × the largest size free in `--dir`.
  *
  * Under `deno bench` (`deno task bench`) it only registers a quick in-process
  * bench of a 256 MiB checkpoint; the figures above come from running it.
@@ -29,6 +32,7 @@ import {
   LARGEST_TENSOR,
   median,
   quantizeWithCli,
+  type RunResult,
   timeBinary,
 } from "./_bench_util.ts";
 
@@ -40,8 +44,13 @@ async function script(): Promise<void> {
       runs: { type: "string", default: "5" },
       "rss-sizes": { type: "string", default: "0.25,1,4" },
       dir: { type: "string", default: Deno.env.get("TMPDIR") ?? "/tmp" },
+      methods: { type: "string", default: "w8a16" },
     },
     strict: true,
+  });
+  const methods = values.methods.split(",").map((m) => {
+    const [method, ...flags] = m.split(":");
+    return { label: m, args: ["--method", method!, ...flags] };
   });
   const size = Number(values.size);
   const runs = Number(values.runs);
@@ -72,34 +81,49 @@ async function script(): Promise<void> {
     const input = join(root, "model");
     const out = join(root, "out");
     const made = await generate(input, size, 2);
-    await quantizeWithCli(input, out, null); // page cache, JIT caches
-    await Deno.remove(out, { recursive: true });
-    const results = [];
-    for (let i = 0; i < runs; i++) {
-      results.push(await quantizeWithCli(input, out, null));
+    for (const m of methods) {
+      await quantizeWithCli(input, out, null, m.args); // page cache, JIT caches
       await Deno.remove(out, { recursive: true });
     }
-    const mbps = results.map((r) => r.inputBytes / 1e6 / r.seconds);
-    const wall = results.map((r) => r.inputBytes / 1e6 / r.wall);
-    console.log(
-      `\ntinyq quantize, ${
-        (made.bytes / GiB).toFixed(2)
-      } GiB bf16, ${runs} runs:`,
-    );
-    console.log(
-      `  runs: ${mbps.map((x) => x.toFixed(0)).join(", ")} MB/s`,
-    );
-    console.log(
-      `  median ${
-        median(mbps).toFixed(0)
-      } MB/s of input, as the command times it ` +
-        `(target >= 400 MB/s)`,
-    );
-    console.log(
-      `  median ${
-        median(wall).toFixed(0)
-      } MB/s with process start-up (deno run)`,
-    );
+    const results = methods.map(() => [] as RunResult[]);
+    for (let i = 0; i < runs; i++) {
+      for (const [k, m] of methods.entries()) {
+        results[k]!.push(await quantizeWithCli(input, out, null, m.args));
+        await Deno.remove(out, { recursive: true });
+      }
+    }
+    const medians: number[] = [];
+    for (const [k, m] of methods.entries()) {
+      const mbps = results[k]!.map((r) => r.inputBytes / 1e6 / r.seconds);
+      const wall = results[k]!.map((r) => r.inputBytes / 1e6 / r.wall);
+      medians.push(median(mbps));
+      console.log(
+        `\ntinyq quantize --method ${m.args.slice(1).join(" ")}, ${
+          (made.bytes / GiB).toFixed(2)
+        } GiB bf16, ${runs} runs:`,
+      );
+      console.log(
+        `  runs: ${mbps.map((x) => x.toFixed(0)).join(", ")} MB/s`,
+      );
+      console.log(
+        `  median ${
+          median(mbps).toFixed(0)
+        } MB/s of input, as the command times it ` +
+          `(target >= 400 MB/s)`,
+      );
+      console.log(
+        `  median ${
+          median(wall).toFixed(0)
+        } MB/s with process start-up (deno run)`,
+      );
+    }
+    for (let k = 1; k < methods.length; k++) {
+      console.log(
+        `${methods[k]!.label} / ${methods[0]!.label}: ${
+          (medians[k]! / medians[0]!).toFixed(2)
+        }× the speed (medians of alternating runs)`,
+      );
+    }
     await Deno.remove(input, { recursive: true });
 
     if (rssSizes.length > 0) {

@@ -1,62 +1,214 @@
 /**
- * WebGPU against the CPU backends on decode (M = 1) and prefill (M = 128)
- * shapes of an int8 Linear, M × K × N.
+ * WebGPU against the CPU kernels on decode (M = 1) and prefill (M = 128)
+ * shapes of a quantized Linear, M × K × N: int8 weights with f32/f16
+ * activations (W8A32/W8A16), W8A8 (int8 activations quantized per token on
+ * the GPU) and W4A16 (group-wise int4 weights).
  *
  * `deno run -A bench/webgpu_bench.ts` prints a table: median time per call,
- * GFLOP/s (2·M·K·N per call) and effective weight GB/s (int8 weights + f32
- * scales per call). A WebGPU call includes uploading x and reading y back,
- * which Deno's `mapAsync` polling rounds up to ~10 ms, so the table also gives
- * the kernels' own GPU time (timestamp queries) and the rates it implies.
- * `deno bench -A bench/webgpu_bench.ts` times the same calls.
+ * GFLOP/s (2·M·K·N per call) and effective weight GB/s (every weight byte the
+ * kernel reads: codes, scales, zero points, per call). A WebGPU call includes
+ * uploading x and reading y back, which Deno's `mapAsync` polling rounds up to
+ * ~10 ms, so the table also gives the kernels' own GPU time (timestamp
+ * queries; for W8A8 it includes the activation quantization) and the rates
+ * it implies. `deno bench -A bench/webgpu_bench.ts` times the same calls.
  * `TINYQ_BENCH_FAST=1` leaves out the slow plain-JS reference on prefill.
  *
  * @module
  */
 
-import type { Backend, Int8Weight } from "../src/backend/backend.ts";
+import type { Int8Weight } from "../src/backend/backend.ts";
 import type { WebGpuBackend } from "../src/backend/webgpu.ts";
 import { CpuBackend } from "../src/backend/cpu.ts";
+import {
+  type Int4Weight,
+  linearInt4,
+  linearW8A8,
+} from "../src/backend/cpu_lowbit.ts";
 import { createWebGpuBackend, probeWebGpu } from "../src/backend/webgpu.ts";
-import type { FloatDType } from "../src/dtype.ts";
 
+const DECODE = "decode 1×4096×4096";
+const PREFILL = "prefill 128×4096×4096";
 const SHAPES: [string, number, number, number][] = [
-  ["decode 1×4096×4096", 1, 4096, 4096],
+  [DECODE, 1, 4096, 4096],
   ["decode 1×4096×14336", 1, 4096, 14336],
-  ["prefill 128×4096×4096", 128, 4096, 4096],
+  [PREFILL, 128, 4096, 4096],
 ];
 
+function lcg(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) >>> 24;
+}
+
+function int8Weight(n: number, k: number, zp: boolean): Int8Weight {
+  const r = lcg(1);
+  return {
+    q: Int8Array.from({ length: n * k }, r),
+    scales: new Float32Array(n).fill(0.01),
+    zeroPoints: zp ? Int8Array.from({ length: n }, (_, j) => j % 9 - 4) : null,
+    n,
+    k,
+  };
+}
+
+function int4Weight(
+  n: number,
+  k: number,
+  g: number,
+  asym: boolean,
+): Int4Weight {
+  const r = lcg(2);
+  return {
+    packed: Uint8Array.from({ length: n * k / 2 }, r),
+    scales: new Float32Array(n * k / g).fill(0.01),
+    zeroPoints: asym
+      ? Uint8Array.from({ length: n * k / g }, (_, i) => i % 16)
+      : null,
+    n,
+    k,
+    groupSize: g,
+  };
+}
+
+const bytes8 = (w: Int8Weight) =>
+  w.q.byteLength + w.scales.byteLength + (w.zeroPoints?.byteLength ?? 0);
+const bytes4 = (w: Int4Weight) =>
+  w.packed.byteLength + w.scales.byteLength + (w.zeroPoints?.byteLength ?? 0);
+
+function x32(m: number, k: number): Float32Array {
+  return Float32Array.from({ length: m * k }, (_, i) => Math.sin(i) * 2);
+}
+
+/** One line of the table: a kernel on a shape. */
+interface Row {
+  shape: string;
+  m: number;
+  k: number;
+  n: number;
+  label: string;
+  weightBytes: number;
+  fn: () => Promise<unknown> | unknown;
+  gpu?: WebGpuBackend;
+}
+
 const probe = await probeWebGpu();
-const runs: [string, Backend, FloatDType][] = [];
-if (probe.adapter) {
-  const gpu = await createWebGpuBackend(probe.adapter, "bench", {
-    timing: true,
-  });
-  runs.push(["webgpu f32", gpu, "f32"], ["webgpu f16", gpu, "f16"]);
-} else {
+const gpu = probe.adapter
+  ? await createWebGpuBackend(probe.adapter, "bench", { timing: true })
+  : null;
+if (!gpu) {
   console.warn(`webgpu_bench: no WebGPU adapter (${probe.description})`);
 }
 const cpu = new CpuBackend("bench");
 const reference = new CpuBackend("bench", { kernel: "reference" });
-runs.push(["cpu f32", cpu, "f32"], ["cpu reference f32", reference, "f32"]);
 const fast = Deno.env.get("TINYQ_BENCH_FAST") === "1";
 
-function weight(n: number, k: number): Int8Weight {
-  const q = new Int8Array(n * k);
-  let s = 1;
-  for (let i = 0; i < q.length; i++) {
-    q[i] = (s = (s * 1103515245 + 12345) >>> 0) >>> 24;
+const rows: Row[] = [];
+for (const [shape, m, k, n] of SHAPES) {
+  const base = { shape, m, k, n };
+  const w = int8Weight(n, k, false);
+  const xf = x32(m, k), xh = Float16Array.from(xf);
+  const b8 = bytes8(w);
+  if (gpu) {
+    rows.push(
+      {
+        ...base,
+        label: "webgpu W8A32",
+        weightBytes: b8,
+        gpu,
+        fn: () => gpu.linearInt8(xf, "f32", m, w, null),
+      },
+      {
+        ...base,
+        label: "webgpu W8A16",
+        weightBytes: b8,
+        gpu,
+        fn: () => gpu.linearInt8(xh, "f16", m, w, null),
+      },
+    );
   }
-  const scales = new Float32Array(n).fill(0.01);
-  return { q, scales, zeroPoints: null, n, k };
+  rows.push({
+    ...base,
+    label: "cpu W8A32",
+    weightBytes: b8,
+    fn: () => cpu.linearInt8(xf, "f32", m, w, null),
+  });
+  if (!(fast && m > 1)) {
+    rows.push({
+      ...base,
+      label: "cpu ref W8A32",
+      weightBytes: b8,
+      fn: () => reference.linearInt8(xf, "f32", m, w, null),
+    });
+  }
+  if (shape !== DECODE && shape !== PREFILL) continue;
+  // The low-bit schemes, each on the GPU and on the fast CPU kernels.
+  const w8z = int8Weight(n, k, true);
+  const w4 = int4Weight(n, k, 128, false);
+  const w4a = int4Weight(n, k, 128, true);
+  const w4g32 = int4Weight(n, k, 32, false);
+  const lowBit: [string, number, (b: WebGpuBackend | null) => unknown][] = [
+    [
+      "W8A8",
+      b8,
+      (b) => b ? b.linearW8A8(xf, m, w, null) : linearW8A8(xf, m, w, null),
+    ],
+    [
+      "W8A8 zp",
+      bytes8(w8z),
+      (b) => b ? b.linearW8A8(xf, m, w8z, null) : linearW8A8(xf, m, w8z, null),
+    ],
+    [
+      "W4A16 g128",
+      bytes4(w4),
+      (b) =>
+        b ? b.linearInt4(xh, "f16", m, w4, null) : linearInt4(xf, m, w4, null),
+    ],
+    [
+      "W4A16 g128 zp",
+      bytes4(w4a),
+      (b) =>
+        b
+          ? b.linearInt4(xh, "f16", m, w4a, null)
+          : linearInt4(xf, m, w4a, null),
+    ],
+    [
+      "W4A16 g32",
+      bytes4(w4g32),
+      (b) =>
+        b
+          ? b.linearInt4(xh, "f16", m, w4g32, null)
+          : linearInt4(xf, m, w4g32, null),
+    ],
+  ];
+  for (const [name, weightBytes, call] of lowBit) {
+    if (gpu) {
+      rows.push({
+        ...base,
+        label: `webgpu ${name}`,
+        weightBytes,
+        gpu,
+        fn: () => call(gpu),
+      });
+    }
+    rows.push({
+      ...base,
+      label: `cpu ${name}`,
+      weightBytes,
+      fn: () => call(null),
+    });
+  }
 }
 
-function activations(
-  m: number,
-  k: number,
-  dtype: FloatDType,
-): Float32Array | Float16Array {
-  const x = Float32Array.from({ length: m * k }, (_, i) => Math.sin(i) * 2);
-  return dtype === "f16" ? Float16Array.from(x) : x;
+for (const r of rows) {
+  Deno.bench({
+    name: `${r.label} ${r.shape}`,
+    group: r.shape,
+    baseline: r.label === "cpu W8A32",
+    n: r.m > 1 ? 3 : 20,
+    warmup: 1,
+    async fn() {
+      await r.fn();
+    },
+  });
 }
 
 function median(values: number[]): number {
@@ -64,66 +216,38 @@ function median(values: number[]): number {
   return sorted[sorted.length >> 1]!;
 }
 
-function skip(label: string, m: number): boolean {
-  return fast && m > 1 && label.startsWith("cpu reference");
-}
-
-const weights = SHAPES.map(([, , k, n]) => weight(n, k));
-
-for (const [si, [name, m, k]] of SHAPES.entries()) {
-  for (const [label, backend, dtype] of runs) {
-    if (skip(label, m)) continue;
-    const x = activations(m, k, dtype);
-    const w = weights[si]!;
-    Deno.bench({
-      name: `${label} ${name}`,
-      group: name,
-      baseline: label === "cpu f32",
-      n: m > 1 ? 3 : 20,
-      warmup: 1,
-      async fn() {
-        await backend.linearInt8(x, dtype, m, w, null);
-      },
-    });
-  }
-}
-
 if (import.meta.main) {
-  console.log(`adapter: ${probe.description}; cpu: ${cpu.info.reason}`);
   console.log(
-    "shape                  backend            call ms  GFLOP/s    GB/s | kernel ms  GFLOP/s    GB/s",
+    `adapter: ${probe.description}; cpu: ${cpu.info.reason}; W4A16 f16 ` +
+      "activations on the GPU, f32 on the CPU kernels",
   );
-  for (const [si, [name, m, k, n]] of SHAPES.entries()) {
-    for (const [label, backend, dtype] of runs) {
-      if (skip(label, m)) continue;
-      const x = activations(m, k, dtype);
-      const w = weights[si]!;
-      await backend.linearInt8(x, dtype, m, w, null); // upload, compile
-      const times: number[] = [], kernel: number[] = [];
-      const start = performance.now();
-      while (
-        times.length < 15 &&
-        (times.length < 3 || performance.now() - start < 2000)
-      ) {
-        const t = performance.now();
-        await backend.linearInt8(x, dtype, m, w, null);
-        times.push(performance.now() - t);
-        kernel.push((backend as Partial<WebGpuBackend>).kernelMs ?? NaN);
-      }
-      const rates = (ms: number) =>
-        Number.isNaN(ms)
-          ? ""
-          : `${ms.toFixed(2).padStart(10)}${
-            ((2 * m * k * n) / ms / 1e6).toFixed(2).padStart(9)
-          }${((n * k + 4 * n) / ms / 1e6).toFixed(2).padStart(8)}`;
-      console.log(
-        `${name.padEnd(23)}${label.padEnd(18)}${rates(median(times))} |${
-          rates(median(kernel))
-        }`,
-      );
+  console.log(
+    "shape                  kernel                  call ms  GFLOP/s    GB/s | kernel ms  GFLOP/s    GB/s",
+  );
+  for (const r of rows) {
+    await r.fn(); // upload, compile
+    const times: number[] = [], kernel: number[] = [];
+    const start = performance.now();
+    while (
+      times.length < 15 &&
+      (times.length < 3 || performance.now() - start < 2000)
+    ) {
+      const t = performance.now();
+      await r.fn();
+      times.push(performance.now() - t);
+      kernel.push(r.gpu?.kernelMs ?? NaN);
     }
+    const rates = (ms: number) =>
+      Number.isNaN(ms)
+        ? ""
+        : `${ms.toFixed(2).padStart(10)}${
+          ((2 * r.m * r.k * r.n) / ms / 1e6).toFixed(2).padStart(9)
+        }${(r.weightBytes / ms / 1e6).toFixed(2).padStart(8)}`;
+    console.log(
+      `${r.shape.padEnd(23)}${r.label.padEnd(21)}${rates(median(times))} |${
+        rates(median(kernel))
+      }`,
+    );
   }
-  for (const [, backend] of runs) {
-    if ("destroy" in backend) (backend as { destroy(): void }).destroy();
-  }
+  gpu?.destroy();
 }

@@ -69,6 +69,38 @@ export const DTYPE_SIZE: Readonly<Record<DType, number>> = {
   f8_e8m0: 1,
 };
 
+/** A typed-array class: `new C(length)` or a view `new C(buffer, byteOffset, length)`. */
+export interface TypedArrayConstructor {
+  /** Allocates `length` zeroed elements. */
+  new (length: number): TypedArray;
+  /** Views `length` elements of `buffer` from `byteOffset`. */
+  new (buffer: ArrayBuffer, byteOffset: number, length: number): TypedArray;
+  /** The class name, for messages. */
+  readonly name: string;
+}
+
+/** The typed array each dtype is stored in (bf16 as raw bits, bool and f8 as bytes). */
+export const DTYPE_ARRAY: Readonly<Record<DType, TypedArrayConstructor>> = {
+  f64: Float64Array,
+  f32: Float32Array,
+  f16: Float16Array,
+  bf16: Uint16Array,
+  i64: BigInt64Array,
+  i32: Int32Array,
+  i16: Int16Array,
+  i8: Int8Array,
+  u64: BigUint64Array,
+  u32: Uint32Array,
+  u16: Uint16Array,
+  u8: Uint8Array,
+  bool: Uint8Array,
+  f8_e4m3: Uint8Array,
+  f8_e5m2: Uint8Array,
+  f8_e4m3fnuz: Uint8Array,
+  f8_e5m2fnuz: Uint8Array,
+  f8_e8m0: Uint8Array,
+};
+
 /** Returns true when `dtype` is one of the float activation types. */
 export function isFloatDType(dtype: string): dtype is FloatDType {
   return dtype === "f32" || dtype === "f16" || dtype === "bf16";

@@ -6,6 +6,7 @@
 
 import {
   type DType,
+  DTYPE_ARRAY,
   DTYPE_SIZE,
   f32ToFloatArray,
   floatArrayToF32,
@@ -26,27 +27,6 @@ const ARRAY_DTYPE = new Map<unknown, DType>([
   [Uint16Array, "u16"],
   [Uint8Array, "u8"],
 ]);
-
-const DTYPE_ARRAY: Readonly<Record<DType, new (n: number) => TypedArray>> = {
-  f64: Float64Array,
-  f32: Float32Array,
-  f16: Float16Array,
-  bf16: Uint16Array,
-  i64: BigInt64Array,
-  i32: Int32Array,
-  i16: Int16Array,
-  i8: Int8Array,
-  u64: BigUint64Array,
-  u32: Uint32Array,
-  u16: Uint16Array,
-  u8: Uint8Array,
-  bool: Uint8Array,
-  f8_e4m3: Uint8Array,
-  f8_e5m2: Uint8Array,
-  f8_e4m3fnuz: Uint8Array,
-  f8_e5m2fnuz: Uint8Array,
-  f8_e8m0: Uint8Array,
-};
 
 /**
  * Returns the number of elements of a shape (1 for a scalar shape `[]`).

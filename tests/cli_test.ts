@@ -31,7 +31,10 @@ async function run(args: string[], terminal = false) {
 Deno.test("--help of tinyq and of each command prints usage and exits 0", async () => {
   let r = await run(["--help"]);
   assert.equal(r.code, 0);
-  assert.match(r.stdout, /^tinyq \d+\.\d+\.\d+ — 8-bit weight quantization/);
+  assert.match(
+    r.stdout,
+    /^tinyq \d+\.\d+\.\d+ — 8-bit and 4-bit weight quantization/,
+  );
   for (const c of ["quantize", "inspect", "dequantize", "eval", "demo"]) {
     r = await run([c, "--help"]);
     assert.equal(r.code, 0, c);
@@ -73,7 +76,7 @@ Deno.test("usage errors exit 2 with one exact line", async () => {
     ],
     [
       ["quantize", "m", "--out", "o", "--method", "w4"],
-      'tinyq quantize: unknown --method "w4"; expected w8a16 or w8a32 (see tinyq quantize --help)',
+      'tinyq quantize: unknown --method "w4"; expected w8a16, w8a32, w8a8 or w4a16 (see tinyq quantize --help)',
     ],
     [
       ["quantize", "m", "--out", "o", "--max-shard-size", "lots"],
@@ -98,8 +101,8 @@ Deno.test("usage errors exit 2 with one exact line", async () => {
       'tinyq dequantize: unknown --dtype "f8"; expected f32, f16 or bf16 (see tinyq dequantize --help)',
     ],
     [
-      ["eval", "a"],
-      "tinyq eval: missing <original> and <quantized> checkpoints (see tinyq eval --help)",
+      ["eval"],
+      "tinyq eval: missing <original> checkpoint (and a <quantized> one to compare with it) (see tinyq eval --help)",
     ],
     [
       ["eval", "a", "b", "--backend", "gpu"],
@@ -315,7 +318,7 @@ Deno.test("inspect lists tensors with what quantize would do and why, and the ba
     r = await run(["inspect", join(dir, "q")]);
     assert.match(
       r.stdout,
-      /\nquantization: tinyq \d+\.\d+\.\d+, w8a16, 8-bit per-channel symmetric, 8 modules quantized, 0 excluded, original weights bf16\n/,
+      /\nquantization: tinyq \d+\.\d+\.\d+, w8a16, 8-bit per-channel symmetric, activations f16\/bf16, 8 modules quantized, 0 excluded, original weights bf16\n/,
     );
     assert.match(
       r.stdout,
@@ -513,7 +516,7 @@ Deno.test("deno task demo quantizes the built-in model, prints the summary, the 
     assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
     assert.match(
       out,
-      /^demo: generated .*tiny-llama \(39 tensors, 7\.49 MiB, 2 shards\)\n/,
+      /^demo: generated .*tiny-llama \(39 tensors, 8\.00 MiB, 2 shards\)\n/,
     );
     assert.match(
       out,
@@ -524,6 +527,28 @@ Deno.test("deno task demo quantizes the built-in model, prints the summary, the 
       /\nbackend: cpu \(CPU kernels requested \(TINYQ_BACKEND=cpu\).*\)\n/,
     );
     assert.match(out, /\nverdict: PASS: 28 layers/);
+    // Then every scheme side by side, one row each, after the summary.
+    const table = out.slice(out.indexOf("\nscheme "));
+    assert.ok(out.indexOf("\nscheme ") > out.indexOf("verdict: PASS"));
+    for (
+      const s of [
+        "original",
+        "w8a32",
+        "w8a16",
+        "w8a16-asym",
+        "w8a8",
+        "w4a16-g128",
+        "w4a16-g128-asym",
+        "w4a16-g32",
+        "w4a16-g32-asym",
+      ]
+    ) {
+      assert.match(table, new RegExp(`\\n${s} +\\S+`), s);
+    }
+    assert.match(
+      table,
+      /\nw4a16-g128 +bf16\/f16 +4\.25 +3\.60 +\d+\.\d +\d+\.\d /,
+    );
     const left = [];
     for await (const e of Deno.readDir(tmp)) left.push(e.name);
     assert.deepEqual(left, [], "the demo removes its temporary folder");

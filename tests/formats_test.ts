@@ -7,7 +7,10 @@
 // Golden files from the real libraries: compressed-tensors and optimum-quanto
 // are PyPI-only (no Debian package: `apt-cache search compressed-tensors`,
 // `apt-cache search quanto` find nothing) and PyPI is not reachable here, so
-// the expectations below are derived by hand from the libraries' sources.
+// the expectations below are derived by hand from the libraries' sources;
+// formats_golden_test.ts checks against values their own functions computed
+// (tools/make_export_fixtures.py), and formats_cli_test.ts runs the formats
+// through the CLI.
 
 import assert from "node:assert/strict";
 import fc from "fast-check";

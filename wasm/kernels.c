@@ -563,3 +563,515 @@ int quantize_rows(const void *src, int kind, int rows, int cols, int8_t *q,
   }
   return -1;
 }
+
+// ------------------------------------------------ W8A8: int8 × int8 → int32
+
+// The int32 view of y, which the W8A8 matrix-matrix kernel uses to carry
+// exact partial sums between K blocks before the f32 epilogue; may_alias
+// tells the compiler that these accesses and the float ones touch the same
+// memory.
+typedef int32_t __attribute__((may_alias)) alias_i32;
+
+INLINE int32_t hsum_i32(v128_t v) {
+  v = wasm_i32x4_add(v, wasm_i32x4_shuffle(v, v, 2, 3, 0, 1));
+  v = wasm_i32x4_add(v, wasm_i32x4_shuffle(v, v, 1, 0, 3, 2));
+  return wasm_i32x4_extract_lane(v, 0);
+}
+
+// y = f32(f32(f32(acc) · s_x) · s_w), then f32(y + bias): the order of
+// referenceLinearW8A8. acc = Σ qx·q − zp·Σqx is exact in 64 bits; the one
+// conversion to f32 rounds to nearest even, as Math.fround of the exact sum.
+INLINE float finish_w8a8(int32_t dot, const int8_t *zp, int32_t xsum,
+                         float sx, const float *scales, const float *bias,
+                         int j) {
+  int64_t acc = (int64_t)dot - (zp ? (int64_t)zp[j] * xsum : 0);
+  float v = ((float)acc * sx) * scales[j];
+  return bias ? v + bias[j] : v;
+}
+
+// Σ over 16 columns of qx · q as i32x4 partial sums: the weights widened to
+// i16, the activations already i16, i32x4.dot_i16x8_s (pmaddwd) exact.
+INLINE v128_t dot16_i8i16(v128_t b, const int16_t *xq) {
+  v128_t lo = wasm_i16x8_extend_low_i8x16(b);
+  v128_t hi = wasm_i16x8_extend_high_i8x16(b);
+  return wasm_i32x4_add(wasm_i32x4_dot_i16x8(lo, wasm_v128_load(xq)),
+                        wasm_i32x4_dot_i16x8(hi, wasm_v128_load(xq + 8)));
+}
+
+// Up to MR activation rows against weight rows [j0, j1), each weight row
+// widened once per 16 columns and used for every activation row (MR = 4,
+// j stepping by one), or, for one activation row, four weight rows per pass
+// so that each activation load serves four rows.
+INLINE void gemv_w8a8_impl(int MR, const int16_t *xq, const float *xs,
+                           const int32_t *xsum, int kp, const int8_t *q,
+                           const int8_t *zp, const float *scales,
+                           const float *bias, float *y, int n, int j0,
+                           int j1) {
+  int j = j0;
+  if (MR == 1) {
+    for (; j + 4 <= j1; j += 4) {
+      const int8_t *q0 = q + (size_t)j * kp;
+      const int8_t *q1 = q0 + kp, *q2 = q1 + kp, *q3 = q2 + kp;
+      v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+      for (int t = 0; t < kp; t += 16) {
+        a0 = wasm_i32x4_add(a0, dot16_i8i16(wasm_v128_load(q0 + t), xq + t));
+        a1 = wasm_i32x4_add(a1, dot16_i8i16(wasm_v128_load(q1 + t), xq + t));
+        a2 = wasm_i32x4_add(a2, dot16_i8i16(wasm_v128_load(q2 + t), xq + t));
+        a3 = wasm_i32x4_add(a3, dot16_i8i16(wasm_v128_load(q3 + t), xq + t));
+      }
+      y[j] = finish_w8a8(hsum_i32(a0), zp, xsum[0], xs[0], scales, bias, j);
+      y[j + 1] = finish_w8a8(hsum_i32(a1), zp, xsum[0], xs[0], scales, bias, j + 1);
+      y[j + 2] = finish_w8a8(hsum_i32(a2), zp, xsum[0], xs[0], scales, bias, j + 2);
+      y[j + 3] = finish_w8a8(hsum_i32(a3), zp, xsum[0], xs[0], scales, bias, j + 3);
+    }
+  }
+  for (; j < j1; j++) {
+    const int8_t *qr = q + (size_t)j * kp;
+    v128_t acc[4];
+    for (int i = 0; i < MR; i++) acc[i] = wasm_i32x4_splat(0);
+    for (int t = 0; t < kp; t += 16) {
+      v128_t b = wasm_v128_load(qr + t);
+      v128_t lo = wasm_i16x8_extend_low_i8x16(b);
+      v128_t hi = wasm_i16x8_extend_high_i8x16(b);
+      for (int i = 0; i < MR; i++) {
+        const int16_t *xi = xq + (size_t)i * kp + t;
+        acc[i] = wasm_i32x4_add(
+            acc[i], wasm_i32x4_add(wasm_i32x4_dot_i16x8(lo, wasm_v128_load(xi)),
+                                   wasm_i32x4_dot_i16x8(hi, wasm_v128_load(xi + 8))));
+      }
+    }
+    for (int i = 0; i < MR; i++)
+      y[(size_t)i * n + j] =
+          finish_w8a8(hsum_i32(acc[i]), zp, xsum[i], xs[i], scales, bias, j);
+  }
+}
+
+// Register tile of the W8A8 matrix-matrix product: MR activation rows × NR
+// weight rows over kc columns, int32 sums added into the int32 view of y.
+INLINE void micro_w8a8(int MR, int NR, const int16_t *x, int xs,
+                       const int8_t *w, int ws, int kc, alias_i32 *y, int n,
+                       int first) {
+  v128_t acc[4][2];
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++) acc[i][r] = wasm_i32x4_splat(0);
+  for (int t = 0; t < kc; t += 16) {
+    v128_t lo[2], hi[2];
+    for (int r = 0; r < NR; r++) {
+      v128_t b = wasm_v128_load(w + (size_t)r * ws + t);
+      lo[r] = wasm_i16x8_extend_low_i8x16(b);
+      hi[r] = wasm_i16x8_extend_high_i8x16(b);
+    }
+    for (int i = 0; i < MR; i++) {
+      v128_t x0 = wasm_v128_load(x + (size_t)i * xs + t);
+      v128_t x1 = wasm_v128_load(x + (size_t)i * xs + t + 8);
+      for (int r = 0; r < NR; r++)
+        acc[i][r] = wasm_i32x4_add(
+            acc[i][r], wasm_i32x4_add(wasm_i32x4_dot_i16x8(lo[r], x0),
+                                      wasm_i32x4_dot_i16x8(hi[r], x1)));
+    }
+  }
+  for (int i = 0; i < MR; i++)
+    for (int r = 0; r < NR; r++) {
+      int32_t s = hsum_i32(acc[i][r]);
+      alias_i32 *out = y + (size_t)i * n + r;
+      *out = first ? s : *out + s;
+    }
+}
+
+// Matrix-matrix W8A8: K blocks of KC columns; in each, every activation row
+// meets NB weight rows (read as int8 from L1, widened in registers: the
+// widening is cheap next to the dot products, so no converted tile). The
+// exact int32 partial sums live in y until the epilogue.
+INLINE void gemm_w8a8(const int16_t *xq, const float *xs, const int32_t *xsum,
+                      int m, int kp, const int8_t *q, const int8_t *zp,
+                      const float *scales, const float *bias, float *y, int n,
+                      int j0, int j1) {
+  alias_i32 *yi = (alias_i32 *)y;
+  for (int k0 = 0; k0 < kp; k0 += KC) {
+    int kc = kp - k0 < KC ? kp - k0 : KC;
+    int first = k0 == 0;
+    for (int jt = j0; jt < j1; jt += NB) {
+      int nb = j1 - jt < NB ? j1 - jt : NB;
+      const int8_t *w = q + (size_t)jt * kp + k0;
+      int i = 0;
+      for (; i + 4 <= m; i += 4) {
+        const int16_t *x = xq + (size_t)i * kp + k0;
+        alias_i32 *out = yi + (size_t)i * n + jt;
+        int r = 0;
+        for (; r + 2 <= nb; r += 2)
+          micro_w8a8(4, 2, x, kp, w + (size_t)r * kp, kp, kc, out + r, n, first);
+        if (r < nb)
+          micro_w8a8(4, 1, x, kp, w + (size_t)r * kp, kp, kc, out + r, n, first);
+      }
+      for (; i < m; i++) {
+        const int16_t *x = xq + (size_t)i * kp + k0;
+        alias_i32 *out = yi + (size_t)i * n + jt;
+        int r = 0;
+        for (; r + 2 <= nb; r += 2)
+          micro_w8a8(1, 2, x, kp, w + (size_t)r * kp, kp, kc, out + r, n, first);
+        if (r < nb)
+          micro_w8a8(1, 1, x, kp, w + (size_t)r * kp, kp, kc, out + r, n, first);
+      }
+    }
+  }
+  for (int i = 0; i < m; i++) {
+    alias_i32 *src = yi + (size_t)i * n;
+    float *dst = y + (size_t)i * n;
+    for (int j = j0; j < j1; j++)
+      dst[j] = finish_w8a8(src[j], zp, xsum[i], xs[i], scales, bias, j);
+  }
+}
+
+// y[:, j0:j1] of W8A8 for activations already quantized by quantize_tokens
+// (xq i16 [m, kp], scales xs [m], sums xsum [m]) and int8 weights q [n, kp]
+// (zp, bias may be 0). Exact while |Σ qx·q| < 2³¹: k ≤ 65536 (the caller's
+// limit).
+EXPORT(linear_w8a8)
+void linear_w8a8(const int16_t *xq, const float *xs, const int32_t *xsum,
+                 int m, int kp, const int8_t *q, const int8_t *zp,
+                 const float *scales, const float *bias, float *y, int n,
+                 int j0, int j1) {
+  if (m > GEMV_MAX_ROWS) {
+    gemm_w8a8(xq, xs, xsum, m, kp, q, zp, scales, bias, y, n, j0, j1);
+    return;
+  }
+  for (int i = 0; i < m; i += 4) {
+    const int16_t *xi = xq + (size_t)i * kp;
+    float *yi = y + (size_t)i * n;
+    switch (m - i < 4 ? m - i : 4) {
+      case 1: gemv_w8a8_impl(1, xi, xs + i, xsum + i, kp, q, zp, scales, bias, yi, n, j0, j1); break;
+      case 2: gemv_w8a8_impl(2, xi, xs + i, xsum + i, kp, q, zp, scales, bias, yi, n, j0, j1); break;
+      case 3: gemv_w8a8_impl(3, xi, xs + i, xsum + i, kp, q, zp, scales, bias, yi, n, j0, j1); break;
+      default: gemv_w8a8_impl(4, xi, xs + i, xsum + i, kp, q, zp, scales, bias, yi, n, j0, j1); break;
+    }
+  }
+}
+
+// Quantizes activations per token exactly as quantizeActivationsPerToken:
+// s = f32(absmax(row) / 127) (1 when 0), q = clamp(roundHalfToEven(f32(x / s)),
+// −128, 127); a row holding NaN or ±Inf gets s = NaN and zeros. x is f32
+// [m, k]; q goes to i16 rows of stride kp (pad zeroed), with the scale and
+// the exact Σq of each row (for zero points).
+EXPORT(quantize_tokens)
+void quantize_tokens(const float *x, int m, int k, int kp, int16_t *xq,
+                     float *xs, int32_t *xsum) {
+  const v128_t magic = wasm_f32x4_splat(12582912.0f);
+  const v128_t magic_bits = wasm_i32x4_splat(0x4b400000);
+  for (int i = 0; i < m; i++) {
+    const float *src = x + (size_t)i * k;
+    const uint32_t *bits = (const uint32_t *)src;
+    int16_t *dst = xq + (size_t)i * kp;
+    v128_t mx = wasm_i32x4_splat(0);
+    v128_t mask = wasm_i32x4_splat(0x7fffffff);
+    int c = 0;
+    for (; c + 4 <= k; c += 4)
+      mx = wasm_u32x4_max(mx, wasm_v128_and(wasm_v128_load(bits + c), mask));
+    mx = wasm_u32x4_max(mx, wasm_i32x4_shuffle(mx, mx, 2, 3, 0, 1));
+    mx = wasm_u32x4_max(mx, wasm_i32x4_shuffle(mx, mx, 1, 0, 3, 2));
+    uint32_t amax = (uint32_t)wasm_i32x4_extract_lane(mx, 0);
+    for (; c < k; c++) {
+      uint32_t a = bits[c] & 0x7fffffff;
+      amax = a > amax ? a : amax;
+    }
+    if (amax >= 0x7f800000) {  // NaN or ±Inf somewhere in the row
+      xs[i] = __builtin_nanf("");
+      xsum[i] = 0;
+      for (c = 0; c < kp; c++) dst[c] = 0;
+      continue;
+    }
+    float s = wasm_f32x4_extract_lane(wasm_i32x4_splat((int32_t)amax), 0) / 127.0f;
+    if (s == 0.0f) s = 1.0f;
+    xs[i] = s;
+    v128_t vs = wasm_f32x4_splat(s);
+    v128_t sum = wasm_i32x4_splat(0);
+    c = 0;
+    // Clamped, |x / s| ≤ 128, and adding 1.5·2²³ rounds it to an integer,
+    // ties to even, leaving 0x4b400000 + q in the bits (see quantize_f32x4).
+    for (; c + 8 <= k; c += 8) {
+      v128_t q0, q1;
+      for (int h = 0; h < 2; h++) {
+        v128_t v = wasm_f32x4_div(wasm_v128_load(src + c + 4 * h), vs);
+        v = wasm_f32x4_pmax(wasm_f32x4_splat(-128.0f), v);
+        v = wasm_f32x4_pmin(wasm_f32x4_splat(127.0f), v);
+        v = wasm_i32x4_sub(wasm_f32x4_add(v, magic), magic_bits);
+        if (h == 0) q0 = v;
+        else q1 = v;
+      }
+      sum = wasm_i32x4_add(sum, wasm_i32x4_add(q0, q1));
+      wasm_v128_store(dst + c, wasm_i16x8_narrow_i32x4(q0, q1));
+    }
+    int32_t total = hsum_i32(sum);
+    for (; c < k; c++) {
+      int8_t q = quantize_scalar(src[c], s);
+      dst[c] = q;
+      total += q;
+    }
+    for (; c < kp; c++) dst[c] = 0;
+    xsum[i] = total;
+  }
+}
+
+// ---------------------------------------- W4A16: group-wise 4-bit weights
+//
+// Layout: packed [n, k/2] bytes (element 2e in the low nibble of byte e,
+// 2e + 1 in the high one; codes unsigned, zero point 8 when symmetric),
+// scales f32 [n, k/gs], zero points u8 [n, k/gs] or none; k is a multiple of
+// the group size gs (32, 64, 128), so rows need no padding. Per 16 bytes (32
+// elements) the nibbles are split with one and / one shift, the zero point
+// subtracted in i8, and each run of four codes moved by one i8x16.swizzle
+// into the top byte of four i32 lanes (V8 emits a single pshufb for a
+// constant index vector), where i32 → f32 conversion gives (code − zp)·2²⁴
+// exactly. So the low nibbles give the even elements and the high ones the
+// odd elements: prepare_int4_x stores each 32-column block of x as its 16
+// even then 16 odd columns, and every kernel reads x in that order.
+
+// Lanes 4s..4s+3 of v (i8 values) as f32, times 2^24 unless `exact`.
+INLINE v128_t nib_f32(v128_t v, int s, int exact) {
+  int8_t o = (int8_t)(4 * s), z = -128;
+  v128_t t = wasm_i8x16_swizzle(
+      v, wasm_i8x16_make(z, z, z, o, z, z, z, (int8_t)(o + 1), z, z, z,
+                         (int8_t)(o + 2), z, z, z, (int8_t)(o + 3)));
+  if (exact) t = wasm_i32x4_shr(t, 24);
+  // No opaque() needed: clang cannot see through the swizzle, so nothing
+  // here looks like a narrow integer to convert (and the barrier costs ~5%).
+  return wasm_f32x4_convert_i32x4(t);
+}
+
+// The low and high nibbles of 16 bytes, minus the zero point, as i8 lanes.
+INLINE void nibbles(v128_t b, v128_t z, v128_t *lo, v128_t *hi) {
+  v128_t m = wasm_i8x16_splat(15);
+  *lo = wasm_i8x16_sub(wasm_v128_and(b, m), z);
+  *hi = wasm_i8x16_sub(wasm_v128_and(wasm_u16x8_shr(b, 4), m), z);
+}
+
+// Σ over one 32-column block of x · (code − zp) (·2^24 unless exact), as
+// f32x4 partial sums; xp is the block of x in even/odd order.
+INLINE v128_t dot32_i4(v128_t b, v128_t z, const float *xp, int exact) {
+  v128_t lo, hi;
+  nibbles(b, z, &lo, &hi);
+  v128_t p0 = wasm_f32x4_add(
+      wasm_f32x4_mul(nib_f32(lo, 0, exact), wasm_v128_load(xp)),
+      wasm_f32x4_mul(nib_f32(lo, 1, exact), wasm_v128_load(xp + 4)));
+  v128_t p1 = wasm_f32x4_add(
+      wasm_f32x4_mul(nib_f32(lo, 2, exact), wasm_v128_load(xp + 8)),
+      wasm_f32x4_mul(nib_f32(lo, 3, exact), wasm_v128_load(xp + 12)));
+  v128_t p2 = wasm_f32x4_add(
+      wasm_f32x4_mul(nib_f32(hi, 0, exact), wasm_v128_load(xp + 16)),
+      wasm_f32x4_mul(nib_f32(hi, 1, exact), wasm_v128_load(xp + 20)));
+  v128_t p3 = wasm_f32x4_add(
+      wasm_f32x4_mul(nib_f32(hi, 2, exact), wasm_v128_load(xp + 24)),
+      wasm_f32x4_mul(nib_f32(hi, 3, exact), wasm_v128_load(xp + 28)));
+  return wasm_f32x4_add(wasm_f32x4_add(p0, p1), wasm_f32x4_add(p2, p3));
+}
+
+INLINE v128_t zero_point(const uint8_t *zp, size_t at) {
+  return wasm_i8x16_splat(zp ? (int8_t)zp[at] : 8);
+}
+
+// One activation row (decode): four weight rows per pass share each x load;
+// per group, f32 partial sums of x · (code − zp) scaled once, as in
+// referenceLinearInt4. Without `exact` the codes carry a factor 2^24 (one
+// shift fewer per four weights), removed exactly per group; the caller
+// chooses `exact` when |x| could overflow with it (see prepare_int4_x).
+INLINE void gemv_i4_impl(const float *x, int k, const uint8_t *w,
+                         const uint8_t *zp, const float *scales, int gs,
+                         const float *bias, float *y, int j0, int j1,
+                         int exact) {
+  const int groups = k / gs, kb = k / 2;
+  const v128_t unit = wasm_f32x4_splat(exact ? 1.0f : 0x1p-24f);
+  int j = j0;
+  for (; j + 4 <= j1; j += 4) {
+    const uint8_t *w0 = w + (size_t)j * kb;
+    const uint8_t *w1 = w0 + kb, *w2 = w1 + kb, *w3 = w2 + kb;
+    const size_t s0 = (size_t)j * groups;
+    v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+    for (int g = 0; g < groups; g++) {
+      v128_t z0 = zero_point(zp, s0 + g), z1 = zero_point(zp, s0 + groups + g);
+      v128_t z2 = zero_point(zp, s0 + 2 * groups + g);
+      v128_t z3 = zero_point(zp, s0 + 3 * groups + g);
+      v128_t p0 = wasm_f32x4_splat(0), p1 = p0, p2 = p0, p3 = p0;
+      for (int t = g * gs; t < (g + 1) * gs; t += 32) {
+        p0 = wasm_f32x4_add(p0, dot32_i4(wasm_v128_load(w0 + (t >> 1)), z0, x + t, exact));
+        p1 = wasm_f32x4_add(p1, dot32_i4(wasm_v128_load(w1 + (t >> 1)), z1, x + t, exact));
+        p2 = wasm_f32x4_add(p2, dot32_i4(wasm_v128_load(w2 + (t >> 1)), z2, x + t, exact));
+        p3 = wasm_f32x4_add(p3, dot32_i4(wasm_v128_load(w3 + (t >> 1)), z3, x + t, exact));
+      }
+      a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(wasm_f32x4_mul(p0, unit),
+                                             wasm_f32x4_splat(scales[s0 + g])));
+      a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(wasm_f32x4_mul(p1, unit),
+                                             wasm_f32x4_splat(scales[s0 + groups + g])));
+      a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(wasm_f32x4_mul(p2, unit),
+                                             wasm_f32x4_splat(scales[s0 + 2 * groups + g])));
+      a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(wasm_f32x4_mul(p3, unit),
+                                             wasm_f32x4_splat(scales[s0 + 3 * groups + g])));
+    }
+    float s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+    for (int r = 0; r < 4; r++) y[j + r] = bias ? s[r] + bias[j + r] : s[r];
+  }
+  for (; j < j1; j++) {
+    const uint8_t *w0 = w + (size_t)j * kb;
+    const size_t s0 = (size_t)j * groups;
+    v128_t a0 = wasm_f32x4_splat(0);
+    for (int g = 0; g < groups; g++) {
+      v128_t z0 = zero_point(zp, s0 + g);
+      v128_t p0 = wasm_f32x4_splat(0);
+      for (int t = g * gs; t < (g + 1) * gs; t += 32)
+        p0 = wasm_f32x4_add(p0, dot32_i4(wasm_v128_load(w0 + (t >> 1)), z0, x + t, exact));
+      a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(wasm_f32x4_mul(p0, unit),
+                                             wasm_f32x4_splat(scales[s0 + g])));
+    }
+    float s = hsum(a0);
+    y[j] = bias ? s + bias[j] : s;
+  }
+}
+
+// The eight f32x4 of one 32-column block of weight row, dequantized:
+// (code − zp) · scale, in the even/odd order of x.
+INLINE void dequant32_i4(v128_t b, v128_t z, v128_t sc, v128_t out[8]) {
+  v128_t lo, hi;
+  nibbles(b, z, &lo, &hi);
+  for (int s = 0; s < 4; s++) {
+    out[s] = wasm_f32x4_mul(nib_f32(lo, s, 1), sc);
+    out[4 + s] = wasm_f32x4_mul(nib_f32(hi, s, 1), sc);
+  }
+}
+
+// MR = 2..4 activation rows: each weight block is dequantized once, in
+// registers, and used for every row.
+INLINE void gemv_rows_i4(int MR, const float *x, int k, const uint8_t *w,
+                         const uint8_t *zp, const float *scales, int gs,
+                         const float *bias, float *y, int n, int j0, int j1) {
+  const int groups = k / gs, kb = k / 2;
+  for (int j = j0; j < j1; j++) {
+    const uint8_t *wr = w + (size_t)j * kb;
+    v128_t acc[4];
+    for (int i = 0; i < MR; i++) acc[i] = wasm_f32x4_splat(0);
+    for (int g = 0; g < groups; g++) {
+      v128_t z = zero_point(zp, (size_t)j * groups + g);
+      v128_t sc = wasm_f32x4_splat(scales[(size_t)j * groups + g]);
+      for (int t = g * gs; t < (g + 1) * gs; t += 32) {
+        v128_t wv[8];
+        dequant32_i4(wasm_v128_load(wr + (t >> 1)), z, sc, wv);
+        for (int i = 0; i < MR; i++) {
+          const float *xi = x + (size_t)i * k + t;
+          v128_t p0 = wasm_f32x4_add(wasm_f32x4_mul(wv[0], wasm_v128_load(xi)),
+                                     wasm_f32x4_mul(wv[1], wasm_v128_load(xi + 4)));
+          v128_t p1 = wasm_f32x4_add(wasm_f32x4_mul(wv[2], wasm_v128_load(xi + 8)),
+                                     wasm_f32x4_mul(wv[3], wasm_v128_load(xi + 12)));
+          v128_t p2 = wasm_f32x4_add(wasm_f32x4_mul(wv[4], wasm_v128_load(xi + 16)),
+                                     wasm_f32x4_mul(wv[5], wasm_v128_load(xi + 20)));
+          v128_t p3 = wasm_f32x4_add(wasm_f32x4_mul(wv[6], wasm_v128_load(xi + 24)),
+                                     wasm_f32x4_mul(wv[7], wasm_v128_load(xi + 28)));
+          acc[i] = wasm_f32x4_add(acc[i], wasm_f32x4_add(wasm_f32x4_add(p0, p1),
+                                                         wasm_f32x4_add(p2, p3)));
+        }
+      }
+    }
+    for (int i = 0; i < MR; i++) {
+      float s = hsum(acc[i]);
+      y[(size_t)i * n + j] = bias ? s + bias[j] : s;
+    }
+  }
+}
+
+// Dequantizes weight rows [jt, jt + nb), columns [k0, k0 + kc) (whole
+// groups, in the even/odd order) into buf, row stride kc.
+INLINE void convert_tile_i4(const uint8_t *w, const uint8_t *zp,
+                            const float *scales, int k, int gs, int jt, int nb,
+                            int k0, int kc, float *buf) {
+  const int groups = k / gs;
+  for (int r = 0; r < nb; r++) {
+    const size_t row = (size_t)(jt + r);
+    const uint8_t *src = w + row * (k / 2);
+    float *dst = buf + (size_t)r * kc;
+    for (int t = 0; t < kc; t += 32) {
+      int g = (k0 + t) / gs;
+      v128_t wv[8];
+      dequant32_i4(wasm_v128_load(src + ((k0 + t) >> 1)), zero_point(zp, row * groups + g),
+                   wasm_f32x4_splat(scales[row * groups + g]), wv);
+      for (int s = 0; s < 8; s++) wasm_v128_store(dst + t + 4 * s, wv[s]);
+    }
+  }
+}
+
+// y[:, j0:j1] = x · dequant(w)ᵀ + bias for x [m, k] f32 in the even/odd
+// order of prepare_int4_x. `exact` as returned by prepare_int4_x; buf is
+// NB·KC floats of per-thread scratch, used when m > GEMV_MAX_ROWS.
+EXPORT(linear_i4)
+void linear_i4(const float *x, int m, int k, const uint8_t *w,
+               const uint8_t *zp, const float *scales, int gs,
+               const float *bias, float *y, int n, int j0, int j1, float *buf,
+               int exact) {
+  if (m == 1) {
+    if (exact) gemv_i4_impl(x, k, w, zp, scales, gs, bias, y, j0, j1, 1);
+    else gemv_i4_impl(x, k, w, zp, scales, gs, bias, y, j0, j1, 0);
+  } else if (m <= GEMV_MAX_ROWS) {
+    for (int i = 0; i < m; i += 4) {
+      const float *xi = x + (size_t)i * k;
+      float *yi = y + (size_t)i * n;
+      switch (m - i < 4 ? m - i : 4) {
+        case 1: gemv_rows_i4(1, xi, k, w, zp, scales, gs, bias, yi, n, j0, j1); break;
+        case 2: gemv_rows_i4(2, xi, k, w, zp, scales, gs, bias, yi, n, j0, j1); break;
+        case 3: gemv_rows_i4(3, xi, k, w, zp, scales, gs, bias, yi, n, j0, j1); break;
+        default: gemv_rows_i4(4, xi, k, w, zp, scales, gs, bias, yi, n, j0, j1); break;
+      }
+    }
+  } else {
+    for (int k0 = 0; k0 < k; k0 += KC) {
+      int kc = k - k0 < KC ? k - k0 : KC;
+      for (int jt = j0; jt < j1; jt += NB) {
+        int nb = j1 - jt < NB ? j1 - jt : NB;
+        convert_tile_i4(w, zp, scales, k, gs, jt, nb, k0, kc, buf);
+        tile_rows(x, m, k, k0, buf, kc, nb, kc, y, n, jt, k0 == 0);
+      }
+    }
+    if (bias) {
+      for (int i = 0; i < m; i++) {
+        float *yi = y + (size_t)i * n;
+        for (int j = j0; j < j1; j++) yi[j] += bias[j];
+      }
+    }
+  }
+}
+
+// Eight values of a row of f32 (kind 0), f16 (1) or bf16 (2) as two f32x4.
+INLINE void load8(const void *src, int kind, size_t at, v128_t *a, v128_t *b) {
+  if (kind == 0) {
+    *a = wasm_v128_load((const float *)src + at);
+    *b = wasm_v128_load((const float *)src + at + 4);
+  } else {
+    v128_t v = wasm_v128_load((const uint16_t *)src + at);
+    if (kind == 1) {
+      *a = f16_to_f32(wasm_u32x4_extend_low_u16x8(v));
+      *b = f16_to_f32(wasm_u32x4_extend_high_u16x8(v));
+    } else {
+      *a = bf16_lo(v);
+      *b = bf16_hi(v);
+    }
+  }
+}
+
+// Activations for linear_i4: `m` rows of `k` (a multiple of 32) values of
+// kind 0 (f32), 1 (f16) or 2 (bf16) to f32, each 32-column block stored as
+// its 16 even then 16 odd columns. Returns 1 when the fast, 2^24-scaled
+// decode path is safe: every |x| ≤ 2^90, so no sum of x · (code − zp) · 2^24
+// over a group can overflow where the reference's does not; else 0 (large
+// values, ±Inf or NaN), and linear_i4 must run with exact = 1.
+EXPORT(prepare_int4_x)
+int prepare_int4_x(const void *src, int kind, int m, int k, float *dst) {
+  v128_t mx = wasm_i32x4_splat(0);
+  const v128_t mask = wasm_i32x4_splat(0x7fffffff);
+  for (size_t e = 0; e < (size_t)m * k; e += 32) {
+    v128_t v[8];
+    for (int h = 0; h < 4; h++) load8(src, kind, e + 8 * h, &v[2 * h], &v[2 * h + 1]);
+    for (int h = 0; h < 8; h++) mx = wasm_u32x4_max(mx, wasm_v128_and(v[h], mask));
+    for (int h = 0; h < 4; h++) {
+      wasm_v128_store(dst + e + 4 * h, wasm_i32x4_shuffle(v[2 * h], v[2 * h + 1], 0, 2, 4, 6));
+      wasm_v128_store(dst + e + 16 + 4 * h,
+                      wasm_i32x4_shuffle(v[2 * h], v[2 * h + 1], 1, 3, 5, 7));
+    }
+  }
+  mx = wasm_u32x4_max(mx, wasm_i32x4_shuffle(mx, mx, 2, 3, 0, 1));
+  mx = wasm_u32x4_max(mx, wasm_i32x4_shuffle(mx, mx, 1, 0, 3, 2));
+  return (uint32_t)wasm_i32x4_extract_lane(mx, 0) <= 0x6c800000u;  // 2^90
+}

@@ -15,6 +15,7 @@
 import { Worker } from "node:worker_threads";
 import type { FloatDType } from "../dtype.ts";
 import type { Activations, F32Weight, Int8Weight } from "./backend.ts";
+import type { Int4Weight } from "./cpu_lowbit.ts";
 import { Arena, kernelsModule, paddedK, TILE_FLOATS } from "./_cpu_wasm.ts";
 import { WORKER_SOURCE } from "./_cpu_worker.ts";
 
@@ -63,7 +64,7 @@ interface Slot {
   dead: boolean;
 }
 
-type KernelName = "linear_i8" | "linear_f32";
+type KernelName = "linear_i8" | "linear_f32" | "linear_w8a8" | "linear_i4";
 
 /** Counters for tests and benchmarks. */
 export interface PoolStats {
@@ -216,6 +217,24 @@ class WasmPool {
     return this.#keep(w, { ...got, bytes, kp });
   }
 
+  // Packed codes [n, k/2] (k is a multiple of 32: no row padding), then the
+  // scales [n, k/group], then the zero points if any.
+  #residentInt4(w: Int4Weight): Resident | null {
+    const cached = this.#lookup(w);
+    if (cached) return cached;
+    const { n, k } = w;
+    const g = n * (k / w.groupSize);
+    const wBytes = align(n * k / 2);
+    const bytes = wBytes + align(4 * g) + (w.zeroPoints ? g : 0);
+    const got = this.#place(bytes);
+    if (!got) return null;
+    const u8 = new Uint8Array(got.arena.buffer, got.off, bytes);
+    u8.set(w.packed.subarray(0, n * k / 2));
+    u8.set(bytesOf(w.scales.subarray(0, g)), wBytes);
+    if (w.zeroPoints) u8.set(w.zeroPoints.subarray(0, g), wBytes + align(4 * g));
+    return this.#keep(w, { ...got, bytes, kp: k });
+  }
+
   #keep(w: object, r: Resident): Resident {
     if (r.transient) return r;
     this.#resident.set(w, r);
@@ -252,28 +271,32 @@ class WasmPool {
       const r = this.#residentInt8(w);
       if (!r) return null;
       const { n } = w;
-      const qBytes = align(n * r.kp);
-      const scales = r.off + qBytes;
+      const scales = r.off + align(n * r.kp);
       const zp = w.zeroPoints ? scales + align(4 * n) : 0;
-      return this.#call(x, xDtype, m, w.k, n, r, bias, threads, "linear_i8", (
-        io,
-        j0,
-        j1,
-        t,
-      ) => [
-        io.x,
+      return this.#call(
         m,
-        r.kp,
-        r.off,
-        zp,
-        scales,
-        io.bias,
-        io.y,
+        w.k,
         n,
-        j0,
-        j1,
-        io.tiles + t * 4 * TILE_FLOATS,
-      ]);
+        r,
+        bias,
+        threads,
+        "linear_i8",
+        floatRows(x, xDtype, m, w.k, r.kp),
+        (io, j0, j1, t) => [
+          io.x,
+          m,
+          r.kp,
+          r.off,
+          zp,
+          scales,
+          io.bias,
+          io.y,
+          n,
+          j0,
+          j1,
+          io.tiles + t * 4 * TILE_FLOATS,
+        ],
+      );
     });
   }
 
@@ -289,17 +312,150 @@ class WasmPool {
       const r = this.#residentF32(w);
       if (!r) return null;
       const { n } = w;
-      return this.#call(x, "f32", m, w.k, n, r, bias, threads, "linear_f32", (
-        io,
-        j0,
-        j1,
-      ) => [io.x, m, r.kp, r.off, io.bias, io.y, n, j0, j1]);
+      return this.#call(
+        m,
+        w.k,
+        n,
+        r,
+        bias,
+        threads,
+        "linear_f32",
+        floatRows(x, "f32", m, w.k, r.kp),
+        (io, j0, j1) => [io.x, m, r.kp, r.off, io.bias, io.y, n, j0, j1],
+      );
+    });
+  }
+
+  /**
+   * `linearW8A8` on the kernels (the activations quantized per token here,
+   * then exact int32 dot products), or null as above. Needs k ≤ 65536.
+   */
+  linearW8A8(
+    x: Float32Array,
+    m: number,
+    w: Int8Weight,
+    bias: Float32Array | null,
+    threads: number,
+  ): Promise<Float32Array | null> {
+    return this.#exclusive(() => {
+      const r = this.#residentInt8(w);
+      if (!r) return null;
+      const { n, k } = w;
+      const { kp } = r;
+      const scales = r.off + align(n * kp);
+      const zp = w.zeroPoints ? scales + align(4 * n) : 0;
+      // io.x holds the codes (i16 [m, kp]), then s_x [m], then Σq_x [m].
+      const xqBytes = align(2 * m * kp);
+      const plan: ActivationPlan = {
+        bytes: xqBytes + 2 * align(4 * m),
+        stageBytes: align(4 * m * k),
+        fill(arena, io) {
+          new Float32Array(arena.buffer, io.stage, m * k).set(
+            x.subarray(0, m * k),
+          );
+          arena.exports.quantize_tokens(
+            io.stage,
+            m,
+            k,
+            kp,
+            io.x,
+            io.x + xqBytes,
+            io.x + xqBytes + align(4 * m),
+          );
+          return 0;
+        },
+      };
+      return this.#call(
+        m,
+        k,
+        n,
+        r,
+        bias,
+        threads,
+        "linear_w8a8",
+        plan,
+        (io, j0, j1) => [
+          io.x,
+          io.x + xqBytes,
+          io.x + xqBytes + align(4 * m),
+          m,
+          kp,
+          r.off,
+          zp,
+          scales,
+          io.bias,
+          io.y,
+          n,
+          j0,
+          j1,
+        ],
+      );
+    });
+  }
+
+  /** `linearInt4` on the kernels, or null as above. */
+  linearInt4(
+    x: Activations,
+    xDtype: FloatDType,
+    m: number,
+    w: Int4Weight,
+    bias: Float32Array | null,
+    threads: number,
+  ): Promise<Float32Array | null> {
+    return this.#exclusive(() => {
+      const r = this.#residentInt4(w);
+      if (!r) return null;
+      const { n, k, groupSize } = w;
+      const g = n * (k / groupSize);
+      const scales = r.off + align(n * k / 2);
+      const zp = w.zeroPoints ? scales + align(4 * g) : 0;
+      const size = xDtype === "f32" ? 4 : 2;
+      const plan: ActivationPlan = {
+        bytes: align(4 * m * k),
+        stageBytes: align(size * m * k),
+        fill(arena, io) {
+          new Uint8Array(arena.buffer, io.stage, size * m * k).set(
+            new Uint8Array(x.buffer, x.byteOffset, size * m * k),
+          );
+          return arena.exports.prepare_int4_x(
+            io.stage,
+            KINDS[xDtype],
+            m,
+            k,
+            io.x,
+          );
+        },
+      };
+      return this.#call(
+        m,
+        k,
+        n,
+        r,
+        bias,
+        threads,
+        "linear_i4",
+        plan,
+        (io, j0, j1, t, fast) => [
+          io.x,
+          m,
+          k,
+          r.off,
+          zp,
+          scales,
+          groupSize,
+          io.bias,
+          io.y,
+          n,
+          j0,
+          j1,
+          io.tiles + t * 4 * TILE_FLOATS,
+          fast ? 0 : 1,
+        ],
+      );
     });
   }
 
   async #call(
-    x: Activations,
-    xDtype: FloatDType,
     m: number,
     k: number,
     n: number,
@@ -307,16 +463,22 @@ class WasmPool {
     bias: Float32Array | null,
     threads: number,
     fn: KernelName,
-    argsOf: (io: CallIo, j0: number, j1: number, t: number) => number[],
+    plan: ActivationPlan,
+    argsOf: (
+      io: CallIo,
+      j0: number,
+      j1: number,
+      t: number,
+      filled: number,
+    ) => number[],
   ): Promise<Float32Array | null> {
-    const { arena, kp } = r;
+    const { arena } = r;
     const units = Math.ceil(n / SPLIT_ALIGN);
     const t = m * n * k < PARALLEL_MIN_MACS
       ? 1
       : 1 + this.#ensureWorkers(Math.min(threads, units) - 1);
-    const wide = xDtype !== "f32";
-    const xBytes = align(4 * m * kp);
-    const stageBytes = wide ? align(2 * m * k) : 0;
+    const xBytes = align(plan.bytes);
+    const stageBytes = align(plan.stageBytes);
     const yBytes = align(4 * m * n);
     const biasBytes = bias ? align(4 * n) : 0;
     const bytes = xBytes + stageBytes + yBytes + biasBytes +
@@ -330,35 +492,22 @@ class WasmPool {
     try {
       const io: CallIo = {
         x: base,
+        stage: base + xBytes,
         y: base + xBytes + stageBytes,
         bias: bias ? base + xBytes + stageBytes + yBytes : 0,
         tiles: base + xBytes + stageBytes + yBytes + biasBytes,
       };
-      const buf = arena.buffer;
-      if (wide) {
-        const stage = base + xBytes;
-        new Uint16Array(buf, stage, m * k).set(
-          new Uint16Array(x.buffer, x.byteOffset, m * k),
-        );
-        arena.exports.widen_rows(
-          stage,
-          xDtype === "f16" ? 1 : 2,
-          m,
-          k,
-          base,
-          kp,
-        );
-      } else {
-        copyRows(
-          new Uint8Array(buf, base, 4 * m * kp),
-          bytesOf((x as Float32Array).subarray(0, m * k)),
-          m,
-          4 * k,
-          4 * kp,
-        );
+      const filled = plan.fill(arena, io);
+      if (bias) {
+        new Float32Array(arena.buffer, io.bias, n).set(bias.subarray(0, n));
       }
-      if (bias) new Float32Array(buf, io.bias, n).set(bias.subarray(0, n));
-      await this.#run(arena, fn, t, n, (j0, j1, th) => argsOf(io, j0, j1, th));
+      await this.#run(
+        arena,
+        fn,
+        t,
+        n,
+        (j0, j1, th) => argsOf(io, j0, j1, th, filled),
+      );
       return new Float32Array(arena.buffer, io.y, m * n).slice();
     } finally {
       arena.free(base, bytes);
@@ -480,11 +629,64 @@ class WasmPool {
   }
 }
 
+/** Where a call's buffers lie in the arena (byte offsets; bias 0: none). */
 interface CallIo {
+  /** The activations as the kernel reads them. */
   x: number;
+  /** A raw copy of the caller's activations, for a conversion into `x`. */
+  stage: number;
   y: number;
   bias: number;
+  /** Per-thread scratch, 4 · TILE_FLOATS bytes each. */
   tiles: number;
+}
+
+/** A call's activations: their size in the arena and how they get there. */
+interface ActivationPlan {
+  /** Bytes at `io.x`. */
+  bytes: number;
+  /** Bytes at `io.stage`. */
+  stageBytes: number;
+  /** Fills `io.x` on the calling thread; returns what `argsOf` gets as `filled`. */
+  fill(arena: Arena, io: CallIo): number;
+}
+
+/** Kernel codes of the activation dtypes. */
+const KINDS: Record<FloatDType, number> = { f32: 0, f16: 1, bf16: 2 };
+
+/**
+ * Float activations as f32 rows of stride `kp` (pad zeroed): copied, or
+ * staged and widened in the kernels.
+ */
+function floatRows(
+  x: Activations,
+  xDtype: FloatDType,
+  m: number,
+  k: number,
+  kp: number,
+): ActivationPlan {
+  const wide = xDtype !== "f32";
+  return {
+    bytes: 4 * m * kp,
+    stageBytes: wide ? 2 * m * k : 0,
+    fill(arena, io) {
+      if (wide) {
+        new Uint16Array(arena.buffer, io.stage, m * k).set(
+          new Uint16Array(x.buffer, x.byteOffset, m * k),
+        );
+        arena.exports.widen_rows(io.stage, KINDS[xDtype], m, k, io.x, kp);
+      } else {
+        copyRows(
+          new Uint8Array(arena.buffer, io.x, 4 * m * kp),
+          bytesOf((x as Float32Array).subarray(0, m * k)),
+          m,
+          4 * k,
+          4 * kp,
+        );
+      }
+      return 0;
+    },
+  };
 }
 
 function align(bytes: number): number {

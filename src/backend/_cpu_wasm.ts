@@ -50,9 +50,56 @@ export interface KernelExports {
     q: number,
     scales: number,
   ): number;
+  quantize_tokens(
+    x: number,
+    m: number,
+    k: number,
+    kp: number,
+    xq: number,
+    xs: number,
+    xsum: number,
+  ): void;
+  linear_w8a8(
+    xq: number,
+    xs: number,
+    xsum: number,
+    m: number,
+    kp: number,
+    q: number,
+    zp: number,
+    scales: number,
+    bias: number,
+    y: number,
+    n: number,
+    j0: number,
+    j1: number,
+  ): void;
+  prepare_int4_x(
+    src: number,
+    kind: number,
+    m: number,
+    k: number,
+    dst: number,
+  ): number;
+  linear_i4(
+    x: number,
+    m: number,
+    k: number,
+    w: number,
+    zp: number,
+    scales: number,
+    groupSize: number,
+    bias: number,
+    y: number,
+    n: number,
+    j0: number,
+    j1: number,
+    buf: number,
+    exact: number,
+  ): void;
 }
 
-/** Floats of per-thread scratch `linear_i8` needs for m > 1 (NB · KC). */
+/** Floats of per-thread scratch `linear_i8` and `linear_i4` need for m > 1 (NB · KC). */
 export const TILE_FLOATS = 8 * 512;
 
 /** Activation and weight rows are padded to a multiple of this many values. */

@@ -31,6 +31,13 @@ import type {
 } from "./backend.ts";
 import { referenceLinearF32, referenceLinearInt8 } from "./cpu_reference.ts";
 import {
+  type Int4Weight,
+  linearInt4,
+  linearW8A8,
+  referenceLinearInt4,
+  referenceLinearW8A8,
+} from "./cpu_lowbit.ts";
+import {
   type CpuKernel,
   defaultKernel,
   defaultThreads,
@@ -136,11 +143,103 @@ export class CpuBackend implements Backend {
     return y ?? referenceLinearF32(x, m, w, bias);
   }
 
+  /**
+   * W8A8: each row of `x` (f32 [m, k]) quantized to int8 with its own scale
+   * (as {@linkcode quantizeActivationsPerToken}), exact int32 dot products
+   * with the int8 weight (i16 SIMD, `i32x4.dot_i16x8_s`), then
+   * `y = f32(f32(f32(acc) · s_x) · s_w)` (+ bias): the values of
+   * {@linkcode referenceLinearW8A8}, bit for bit, on every path. Beyond
+   * k = 65536 (where int32 sums could overflow) it runs the exact JS kernel.
+   *
+   * @example Bit-identical to the reference
+   * ```ts
+   * import { CpuBackend, referenceLinearW8A8 } from "@tinyq/tinyq";
+   * import assert from "node:assert/strict";
+   * const cpu = new CpuBackend("example", { threads: 1 });
+   * const w = {
+   *   q: new Int8Array([3, -5, 7, 1]),
+   *   scales: new Float32Array([0.1, 0.2]),
+   *   zeroPoints: null,
+   *   n: 2,
+   *   k: 2,
+   * };
+   * const x = new Float32Array([0.5, -2]);
+   * const y = await cpu.linearW8A8(x, 1, w, null);
+   * assert.deepEqual(y, referenceLinearW8A8(x, 1, w, null));
+   * cpu.release(w);
+   * ```
+   */
+  async linearW8A8(
+    x: Float32Array,
+    m: number,
+    w: Int8Weight,
+    bias: Float32Array | null,
+  ): Promise<Float32Array> {
+    checkShapes(x.length, m, w.n, w.k, bias, "linearW8A8");
+    checkInt8(w, "linearW8A8");
+    if (this.kernel === "reference") return referenceLinearW8A8(x, m, w, bias);
+    const pool = this.kernel === "wasm" && w.k <= W8A8_MAX_K && m * w.n > 0
+      ? wasmPool()
+      : null;
+    const y = pool && await pool.linearW8A8(x, m, w, bias, this.threads);
+    return y ?? linearW8A8(x, m, w, bias);
+  }
+
+  /**
+   * W4A16: `x` ([m, k] in `xDtype`: a Float32Array, Float16Array or the
+   * bf16 bits in a Uint16Array) times a group-wise 4-bit weight, the nibbles
+   * unpacked in SIMD registers (never a dequantized copy), f32 sums scaled
+   * once per group; result f32 [m, n], within f32 rounding of
+   * {@linkcode referenceLinearInt4}.
+   *
+   * @example
+   * ```ts
+   * import { CpuBackend } from "@tinyq/tinyq";
+   * import assert from "node:assert/strict";
+   * const cpu = new CpuBackend("example", { threads: 1 });
+   * // 32 inputs, one group; codes 9 (= +1, symmetric) everywhere, scale 0.5.
+   * const w = {
+   *   packed: new Uint8Array(16).fill(0x99),
+   *   scales: new Float32Array([0.5]),
+   *   zeroPoints: null,
+   *   n: 1,
+   *   k: 32,
+   *   groupSize: 32,
+   * };
+   * const y = await cpu.linearInt4(new Float16Array(32).fill(1), "f16", 1, w, null);
+   * assert.equal(y[0], 16);
+   * cpu.release(w);
+   * ```
+   */
+  async linearInt4(
+    x: Activations,
+    xDtype: FloatDType,
+    m: number,
+    w: Int4Weight,
+    bias: Float32Array | null,
+  ): Promise<Float32Array> {
+    checkActivations(x, xDtype, "linearInt4");
+    checkShapes(x.length, m, w.n, w.k, bias, "linearInt4");
+    checkInt4(w);
+    if (this.kernel === "reference") {
+      return referenceLinearInt4(floatArrayToF32(x, xDtype), m, w, bias);
+    }
+    const pool = this.kernel === "wasm" && m * w.n * w.k > 0
+      ? wasmPool()
+      : null;
+    const y = pool &&
+      await pool.linearInt4(x, xDtype, m, w, bias, this.threads);
+    return y ?? linearInt4(floatArrayToF32(x, xDtype), m, w, bias);
+  }
+
   /** Frees the copy of a weight the kernels keep (it is made again if used). */
-  release(w: Int8Weight | F32Weight): void {
+  release(w: Int8Weight | F32Weight | Int4Weight): void {
     wasmPool()?.release(w);
   }
 }
+
+/** W8A8 sums in int32: exact while |Σ qx·q| < 2³¹, so for k ≤ 2¹⁶. */
+const W8A8_MAX_K = 65536;
 
 function checkShapes(
   xLength: number,
@@ -169,14 +268,54 @@ function checkShapes(
   }
 }
 
-function checkInt8(w: Int8Weight): void {
+function checkInt8(w: Int8Weight, op = "linearInt8"): void {
   if (
     w.q.length < w.n * w.k || w.scales.length < w.n ||
     (w.zeroPoints !== null && w.zeroPoints.length < w.n)
   ) {
     throw new RangeError(
-      `linearInt8: weight [${w.n}, ${w.k}] has ${w.q.length} values, ${w.scales.length} scales` +
+      `${op}: weight [${w.n}, ${w.k}] has ${w.q.length} values, ${w.scales.length} scales` +
         (w.zeroPoints ? `, ${w.zeroPoints.length} zero points` : ""),
+    );
+  }
+}
+
+function checkInt4(w: Int4Weight): void {
+  const { n, k, groupSize } = w;
+  if (
+    !(groupSize === 32 || groupSize === 64 || groupSize === 128) ||
+    k % groupSize !== 0
+  ) {
+    throw new RangeError(
+      `linearInt4: k = ${k} must be a multiple of the group size (32, 64 or 128), got group size ${groupSize}`,
+    );
+  }
+  const groups = n * (k / groupSize);
+  if (
+    w.packed.length !== n * k / 2 || w.scales.length !== groups ||
+    (w.zeroPoints !== null && w.zeroPoints.length !== groups)
+  ) {
+    throw new RangeError(
+      `linearInt4: weight [${n}, ${k}] in groups of ${groupSize} needs ${
+        n * k / 2
+      } bytes and ${groups} scales${
+        w.zeroPoints ? " and zero points" : ""
+      }, got ${w.packed.length} bytes, ${w.scales.length} scales` +
+        (w.zeroPoints ? `, ${w.zeroPoints.length} zero points` : ""),
+    );
+  }
+}
+
+const ARRAY_OF: Record<
+  FloatDType,
+  Float32ArrayConstructor | Float16ArrayConstructor | Uint16ArrayConstructor
+> = { f32: Float32Array, f16: Float16Array, bf16: Uint16Array };
+
+function checkActivations(x: Activations, dtype: FloatDType, op: string) {
+  const want = ARRAY_OF[dtype];
+  if (!want || !(x instanceof want)) {
+    throw new TypeError(
+      `${op}: ${dtype} activations must be a ${want?.name ?? "float array"}, got ${x.constructor.name}`,
     );
   }
 }

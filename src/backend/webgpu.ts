@@ -1,13 +1,15 @@
 /**
- * The WebGPU backend: int8 and f32 Linear kernels (kernels/*.wgsl) run through
- * `navigator.gpu`, with weights uploaded once and kept on the GPU.
+ * The WebGPU backend: int8, f32, W8A8 and int4 Linear kernels (kernels/*.wgsl)
+ * run through `navigator.gpu`, with weights uploaded once and kept on the GPU.
  *
- * A kernel is a GEMV (M ≤ 8, decode) or a tiled GEMM (prefill) with two small
- * loader files prepended: one reads activations (f32, native f16, f16 packed in
- * u32, bf16 bits) and one reads weights (int8 via `unpack4xI8` or shifts, f32),
- * so each combination is one cached pipeline. Weights larger than a storage
- * binding are split into row chunks, one dispatch each; calls whose activations
- * or outputs exceed a binding run in blocks of rows.
+ * A kernel is a GEMV (M ≤ 8, decode) or a tiled GEMM (prefill) with small
+ * files prepended: one reads activations (f32, native f16, f16 packed in u32,
+ * bf16 bits) and one reads weights (int8 via `unpack4xI8` or shifts, int4,
+ * f32), or for W8A8 an int8 dot product (`dot4I8Packed` or shifts) after a
+ * kernel that quantizes the activations; each combination is one cached
+ * pipeline. Weights larger than a storage binding are split into row chunks,
+ * one dispatch each; calls whose activations or outputs exceed a binding run
+ * in blocks of rows.
  *
  * @module
  */
@@ -31,6 +33,15 @@ import xBf16 from "../../kernels/load_x_bf16.wgsl" with { type: "text" };
 import wI8Dot4 from "../../kernels/load_w_i8_dot4.wgsl" with { type: "text" };
 import wI8Shift from "../../kernels/load_w_i8_shift.wgsl" with { type: "text" };
 import wF32 from "../../kernels/load_w_f32.wgsl" with { type: "text" };
+import wI4 from "../../kernels/load_w_i4.wgsl" with { type: "text" };
+import gemvInt4 from "../../kernels/gemv_int4.wgsl" with { type: "text" };
+import quantizeX from "../../kernels/quantize_x_i8.wgsl" with { type: "text" };
+import dotI8Dot4 from "../../kernels/dot_i8_dot4.wgsl" with { type: "text" };
+import dotI8Shift from "../../kernels/dot_i8_shift.wgsl" with { type: "text" };
+import w8a8Output from "../../kernels/w8a8_output.wgsl" with { type: "text" };
+import gemvW8A8 from "../../kernels/gemv_w8a8.wgsl" with { type: "text" };
+import gemmW8A8 from "../../kernels/gemm_w8a8.wgsl" with { type: "text" };
+import type { Int4Weight } from "./cpu_lowbit.ts";
 
 /** What probing `navigator.gpu` found. */
 export interface WebGpuProbe {
@@ -132,6 +143,31 @@ export interface WebGpuBackend extends Backend {
    * device with "timestamp-query".
    */
   readonly kernelMs: number;
+  /**
+   * W8A8: each row of `x` (f32 [m, k]) is quantized to int8 on the GPU with
+   * its own scale, multiplied by the int8 weight exactly in int32
+   * (`dot4I8Packed` where available), and rescaled in f32 — the same values
+   * as `referenceLinearW8A8`, bit for bit. Needs k ≤ 65536.
+   */
+  linearW8A8(
+    x: Float32Array,
+    m: number,
+    w: Int8Weight,
+    bias: Float32Array | null,
+  ): Promise<Float32Array>;
+  /**
+   * W4A16: `x` ([m, k] in `xDtype`) times a group-wise int4 weight, the
+   * nibbles unpacked in registers, f32 sums; result f32 [m, n].
+   */
+  linearInt4(
+    x: Activations,
+    xDtype: FloatDType,
+    m: number,
+    w: Int4Weight,
+    bias: Float32Array | null,
+  ): Promise<Float32Array>;
+  /** Frees the GPU buffers of a weight of any kind. */
+  release(w: Int8Weight | F32Weight | Int4Weight): void;
   /** Frees every GPU resource; later calls reject. */
   destroy(): void;
 }
@@ -142,15 +178,30 @@ const TILE = 64; // gemm tile edge
 const BLOCK = 16; // K is padded to 16 so that every load is 128 bits
 const MAX_GROUPS = 65535;
 const POOL_BYTES = 256 * 2 ** 20; // idle buffers kept for reuse, at most
+const ONE = 0x3f800000; // 1.0 as f32 bits, a uniform the compiler cannot fold
+const W8A8_MAX_K = 65536; // int32 sums of int8 products stay exact up to here
 const U = GPUBufferUsage;
 const X_LOADERS = { f32: xF32, f16: xF16Packed, bf16: xBf16 };
+// Per-chunk weight buffers are bound here, in order (int4: codes, scales, zps).
+const W_BINDINGS = [1, 6, 7];
 
-type Weight = Int8Weight | F32Weight;
+type Weight = Int8Weight | F32Weight | Int4Weight;
+type RowArray = Int8Array | Uint8Array | Float32Array;
 interface Resident {
-  chunks: { buffer: GPUBuffer; row0: number; rows: number }[];
+  chunks: { buffers: GPUBuffer[]; row0: number; rows: number }[];
   rowp: GPUBuffer; // (scale, zero point) per output row
   zeros: GPUBuffer; // the bias when there is none
   bytes: number;
+}
+/** One kernel of a call, dispatched per weight chunk or once per row block. */
+interface Pass {
+  parts: string[];
+  grid: "gemv" | "gemm" | "rows";
+}
+interface Pipeline {
+  pipeline: GPUComputePipeline;
+  bindings: number[]; // what the code declares: exactly what "auto" expects
+  name: string;
 }
 interface Config {
   shaderF16: boolean;
@@ -170,8 +221,15 @@ function assemble(parts: string[]): string {
     .join("\n");
 }
 
+/** The matrix product pass: a GEMV for a few activation rows, else a GEMM. */
+function matmul(mb: number, gemvParts: string[], gemmParts: string[]): Pass {
+  return mb <= GEMV_MAX_M
+    ? { parts: gemvParts, grid: "gemv" }
+    : { parts: gemmParts, grid: "gemm" };
+}
+
 /** Copies `rows` rows of `k` values into rows of `kPad`, zero-padded. */
-function padRows<T extends Activations | Int8Array>(
+function padRows<T extends Activations | RowArray>(
   src: T,
   rows: number,
   k: number,
@@ -184,6 +242,70 @@ function padRows<T extends Activations | Int8Array>(
     out.set(src.subarray(r * k, r * k + len) as never, r * kPad);
   }
   return out;
+}
+
+/**
+ * What of a weight goes to the GPU, checked: arrays of `len` values per row,
+ * padded to `padLen` (chunked by rows together, bound at W_BINDINGS), and the
+ * (scale, zero point) of each output row.
+ */
+function gpuLayout(w: Weight): {
+  what: string;
+  arrays: [RowArray, number, number][];
+  rowp: (j: number) => [number, number];
+} {
+  const { n, k } = w;
+  if ("packed" in w) {
+    const { groupSize: g, packed, scales, zeroPoints: zp } = w;
+    const what = `${n}×${k} int4 weight (group size ${g})`;
+    if (!(g === 32 || g === 64 || g === 128) || k % g !== 0) {
+      throw new RangeError(
+        `The ${what}: k must be a multiple of the group size, 32, 64 or 128`,
+      );
+    }
+    const groups = k / g;
+    if (
+      packed.length !== (n * k) / 2 || scales.length !== n * groups ||
+      (zp && zp.length !== n * groups)
+    ) {
+      throw new RangeError(
+        `The ${what} has ${packed.length} bytes, ${scales.length} scales, ${
+          zp?.length ?? 0
+        } zero points`,
+      );
+    }
+    const zps = zp ?? new Uint8Array(n * groups).fill(8);
+    return {
+      what,
+      arrays: [[packed, k / 2, k / 2], [scales, groups, groups], [
+        zps,
+        groups,
+        groups,
+      ]],
+      rowp: () => [1, 0],
+    };
+  }
+  const int8 = "q" in w;
+  const src = int8 ? w.q : w.data;
+  const what = `${n}×${k} ${int8 ? "int8" : "f32"} weight`;
+  const zp = int8 ? w.zeroPoints : null;
+  if (
+    src.length !== n * k ||
+    (int8 && (w.scales.length !== n || (zp && zp.length !== n)))
+  ) {
+    throw new RangeError(
+      `The ${what} has ${src.length} values${
+        int8
+          ? `, ${w.scales.length} scales, ${zp?.length ?? 0} zero points`
+          : ""
+      }`,
+    );
+  }
+  return {
+    what,
+    arrays: [[src, k, roundUp(k, BLOCK)]],
+    rowp: (j) => int8 ? [w.scales[j]!, zp ? zp[j]! : 0] : [1, 0],
+  };
 }
 
 class GpuBackend implements WebGpuBackend {
@@ -199,7 +321,7 @@ class GpuBackend implements WebGpuBackend {
     { ready: Promise<Resident>; res?: Resident }
   >();
   #residentBytes = 0;
-  #pipelines = new Map<string, Promise<GPUComputePipeline>>();
+  #pipelines = new Map<string, Promise<Pipeline>>();
   #pool = new Map<string, GPUBuffer[]>();
   #pooled = 0;
   #timer: { set: GPUQuerySet; resolve: GPUBuffer } | null = null;
@@ -237,39 +359,80 @@ class GpuBackend implements WebGpuBackend {
     w: Int8Weight,
     bias: Float32Array | null,
   ): Promise<Float32Array> {
-    const want = { f32: Float32Array, f16: Float16Array, bf16: Uint16Array };
-    if (!(x instanceof want[xDtype])) {
-      throw new TypeError(
-        `${xDtype} activations must be a ${
-          want[xDtype].name
-        }, got ${x.constructor.name}`,
-      );
-    }
-    const xl = xDtype === "f16" && this.shaderF16 ? xF16 : X_LOADERS[xDtype];
-    return await this.#linear(
-      x,
-      xl,
-      m,
-      w,
-      this.dot4 ? wI8Dot4 : wI8Shift,
-      bias,
-    );
+    const parts = [this.#xLoader(x, xDtype), this.dot4 ? wI8Dot4 : wI8Shift];
+    return await this.#linear(x, m, w, bias, (mb) => [
+      matmul(mb, [...parts, gemv], [...parts, gemm]),
+    ]);
   }
 
-  linearF32(
+  async linearF32(
     x: Float32Array,
     m: number,
     w: F32Weight,
     bias: Float32Array | null,
   ): Promise<Float32Array> {
-    return this.#linear(x, xF32, m, w, wF32, bias);
+    return await this.#linear(x, m, w, bias, (mb) => [
+      matmul(mb, [xF32, wF32, gemv], [xF32, wF32, gemm]),
+    ]);
+  }
+
+  async linearW8A8(
+    x: Float32Array,
+    m: number,
+    w: Int8Weight,
+    bias: Float32Array | null,
+  ): Promise<Float32Array> {
+    this.#xLoader(x, "f32"); // checks that x is a Float32Array
+    if (w.k > W8A8_MAX_K) {
+      throw new RangeError(
+        `W8A8 on WebGPU sums int8 products in int32, exact for k ≤ ${W8A8_MAX_K}; this weight has k = ${w.k}`,
+      );
+    }
+    const parts = [this.dot4 ? dotI8Dot4 : dotI8Shift, w8a8Output];
+    // Scratch between the passes: the codes of x (binding 8) and (s_x, Σq_x) (9).
+    const scratch = (mb: number, kPad: number): [number, number][] => [
+      [8, mb * kPad],
+      [9, 8 * mb],
+    ];
+    return await this.#linear(x, m, w, bias, (mb) => [
+      { parts: [quantizeX], grid: "rows" },
+      matmul(mb, [...parts, gemvW8A8], [...parts, gemmW8A8]),
+    ], scratch);
+  }
+
+  async linearInt4(
+    x: Activations,
+    xDtype: FloatDType,
+    m: number,
+    w: Int4Weight,
+    bias: Float32Array | null,
+  ): Promise<Float32Array> {
+    const xl = this.#xLoader(x, xDtype);
+    // #linear uploads (and so checks) the weight before it builds the passes.
+    const group = `const W_GROUP = ${w.groupSize}u;`;
+    return await this.#linear(x, m, w, bias, (mb) => [
+      matmul(mb, [xl, group, gemvInt4], [xl, group, wI4, gemm]),
+    ]);
+  }
+
+  /** The loader for activations of `dtype`, after checking their array type. */
+  #xLoader(x: Activations, dtype: FloatDType): string {
+    const want = { f32: Float32Array, f16: Float16Array, bf16: Uint16Array };
+    if (!(x instanceof want[dtype])) {
+      throw new TypeError(
+        `${dtype} activations must be a ${
+          want[dtype].name
+        }, got ${x.constructor.name}`,
+      );
+    }
+    return dtype === "f16" && this.shaderF16 ? xF16 : X_LOADERS[dtype];
   }
 
   release(w: Weight): void {
     const r = this.#resident.get(w);
     this.#resident.delete(w);
     const free = (res: Resident) => {
-      for (const c of res.chunks) c.buffer.destroy();
+      for (const c of res.chunks) for (const b of c.buffers) b.destroy();
       res.rowp.destroy();
       res.zeros.destroy();
       this.#residentBytes -= res.bytes;
@@ -285,11 +448,11 @@ class GpuBackend implements WebGpuBackend {
 
   async #linear(
     x: Activations,
-    xl: string,
     m: number,
     w: Weight,
-    wl: string,
     bias: Float32Array | null,
+    passes: (mb: number) => Pass[],
+    scratch = (_mb: number, _kPad: number): [number, number][] => [],
   ): Promise<Float32Array> {
     if (this.#lost) throw new Error(this.#lost);
     const { n, k } = w;
@@ -308,7 +471,7 @@ class GpuBackend implements WebGpuBackend {
       m,
       Math.floor(this.#maxBinding / (4 * n)),
       Math.floor(this.#maxBinding / (kPad * x.BYTES_PER_ELEMENT)),
-      MAX_GROUPS * TILE,
+      MAX_GROUPS, // quantize_x_i8 runs one workgroup per row
     );
     if (block < 1 && m > 0) {
       throw new RangeError(
@@ -322,9 +485,20 @@ class GpuBackend implements WebGpuBackend {
     for (let i0 = 0; i0 < m; i0 += block) {
       const mb = Math.min(block, m - i0);
       const xs = padRows(x.subarray(i0 * k, (i0 + mb) * k), mb, k, kPad);
-      const kernel = mb <= GEMV_MAX_M ? gemv : gemm;
-      const pipeline = await this.#pipeline([xl, wl, kernel]);
-      const out = await this.#dispatch(pipeline, kernel, xs, mb, res, w, bias);
+      const ps = passes(mb);
+      const pipelines = await Promise.all(
+        ps.map((p) => this.#pipeline(p.parts)),
+      );
+      const out = await this.#dispatch(
+        ps,
+        pipelines,
+        xs,
+        mb,
+        res,
+        w,
+        bias,
+        scratch(mb, kPad),
+      );
       y.set(out.y, i0 * n);
       ns += out.ns;
     }
@@ -332,17 +506,21 @@ class GpuBackend implements WebGpuBackend {
     return y;
   }
 
-  #pipeline(parts: string[]): Promise<GPUComputePipeline> {
+  #pipeline(parts: string[]): Promise<Pipeline> {
     const key = parts.join("\0");
     let p = this.#pipelines.get(key);
     if (!p) {
       const code = assemble(parts);
+      const name = parts.map((s) => /^\/\/ (\w+)\.wgsl/.exec(s)?.[1])
+        .filter(Boolean).join(" + ");
+      const bindings = [
+        ...code.replace(/\/\/.*$/gm, "").matchAll(/@binding\((\d+)\)/g),
+      ].map((b) => Number(b[1]));
       p = this.device.createComputePipelineAsync({
         layout: "auto",
         compute: { module: this.device.createShaderModule({ code }) },
-      }).catch((e) => {
+      }).then((pipeline) => ({ pipeline, bindings, name }), (e) => {
         this.#pipelines.delete(key);
-        const name = parts.map((s) => s.slice(3, s.indexOf(":"))).join(" + ");
         throw this.#error(`Cannot compile WebGPU kernel ${name}`, e.message);
       });
       this.#pipelines.set(key, p);
@@ -365,28 +543,14 @@ class GpuBackend implements WebGpuBackend {
   }
 
   async #makeResident(w: Weight): Promise<Resident> {
-    const { n, k } = w;
-    const int8 = "q" in w;
-    const src = int8 ? w.q : w.data;
-    const what = `${n}×${k} ${int8 ? "int8" : "f32"} weight`;
-    const zp = int8 ? w.zeroPoints : null;
-    if (
-      src.length !== n * k ||
-      (int8 && (w.scales.length !== n || (zp && zp.length !== n)))
-    ) {
-      throw new RangeError(
-        `The ${what} has ${src.length} values${
-          int8
-            ? `, ${w.scales.length} scales, ${zp?.length ?? 0} zero points`
-            : ""
-        }`,
-      );
-    }
-    const kPad = roundUp(k, BLOCK);
-    const rowBytes = kPad * src.BYTES_PER_ELEMENT;
+    const { n } = w;
+    const { what, arrays, rowp: rowParams } = gpuLayout(w);
+    const rowBytes = (a: (typeof arrays)[number]) =>
+      a[2] * a[0].BYTES_PER_ELEMENT;
+    const allRowBytes = arrays.reduce((sum, a) => sum + rowBytes(a), 0);
     // Weight rows per binding (and dispatch), whole gemm tiles where possible.
     let per = Math.min(
-      Math.floor(this.#maxBinding / rowBytes),
+      Math.floor(this.#maxBinding / Math.max(...arrays.map(rowBytes))),
       MAX_GROUPS * GEMV_ROWS,
     );
     if (per >= TILE) per -= per % TILE;
@@ -410,23 +574,27 @@ class GpuBackend implements WebGpuBackend {
       const chunks = [];
       for (let row0 = 0; row0 < n; row0 += per) {
         const rows = Math.min(per, n - row0);
-        const buffer = create(rows * rowBytes, `${what} rows ${row0}+${rows}`);
-        const view = new (src.constructor as Int8ArrayConstructor)(
-          buffer.getMappedRange(),
-        );
-        padRows(src.subarray(row0 * k, (row0 + rows) * k), rows, k, kPad, view);
-        buffer.unmap();
-        chunks.push({ buffer, row0, rows });
+        const buffers = arrays.map(([src, len, padLen]) => {
+          const size = roundUp(rows * padLen * src.BYTES_PER_ELEMENT, 4);
+          const buffer = create(size, `${what} rows ${row0}+${rows}`);
+          const view = new (src.constructor as Int8ArrayConstructor)(
+            buffer.getMappedRange(),
+            0,
+            rows * padLen,
+          );
+          const part = src.subarray(row0 * len, (row0 + rows) * len);
+          padRows(part, rows, len, padLen, view);
+          buffer.unmap();
+          return buffer;
+        });
+        chunks.push({ buffers, row0, rows });
       }
       const rowp = create(8 * n, `${what} scales`);
       const rp = new Float32Array(rowp.getMappedRange());
-      for (let j = 0; j < n; j++) {
-        rp[2 * j] = int8 ? w.scales[j]! : 1;
-        rp[2 * j + 1] = zp ? zp[j]! : 0;
-      }
+      for (let j = 0; j < n; j++) rp.set(rowParams(j), 2 * j);
       rowp.unmap();
       const zeros = create(4 * n, `${what} zero bias`, false);
-      res = { chunks, rowp, zeros, bytes: n * (rowBytes + 12) };
+      res = { chunks, rowp, zeros, bytes: n * (allRowBytes + 12) };
     } catch (e) {
       failure = e;
     }
@@ -434,7 +602,7 @@ class GpuBackend implements WebGpuBackend {
     if (oom || !res) {
       for (const b of made) b.destroy();
       throw this.#error(
-        `Cannot upload the ${what} (${mib(n * rowBytes)}) to the GPU`,
+        `Cannot upload the ${what} (${mib(n * allRowBytes)}) to the GPU`,
         oom?.message ?? failure,
       );
     }
@@ -468,13 +636,14 @@ class GpuBackend implements WebGpuBackend {
   }
 
   async #dispatch(
-    pipeline: GPUComputePipeline,
-    kernel: string,
+    passes: Pass[],
+    pipelines: Pipeline[],
     xs: Activations,
     mb: number,
     res: Resident,
     w: Weight,
     bias: Float32Array | null,
+    scratch: [number, number][],
   ): Promise<{ y: Float32Array; ns: number }> {
     const d = this.device;
     const { n, k } = w;
@@ -497,12 +666,14 @@ class GpuBackend implements WebGpuBackend {
       const bBuf = bias ? take(4 * n, U.STORAGE | U.COPY_DST) : res.zeros;
       const pBuf = take(align * res.chunks.length, U.UNIFORM | U.COPY_DST);
       readBuf = take(readBytes, U.MAP_READ | U.COPY_DST);
+      const shared = new Map([[0, xBuf], [2, res.rowp], [3, bBuf], [4, yBuf]]);
+      for (const [b, size] of scratch) shared.set(b, take(size, U.STORAGE));
       d.queue.writeBuffer(xBuf, 0, xs as ArrayBufferView<ArrayBuffer>);
       if (bias) d.queue.writeBuffer(bBuf, 0, bias as Float32Array<ArrayBuffer>);
       const params = new Uint32Array((align / 4) * res.chunks.length);
       const kb = roundUp(k, BLOCK) / BLOCK;
       res.chunks.forEach((c, s) => {
-        params.set([n, kb, c.row0, c.rows, mb], (s * align) / 4);
+        params.set([n, kb, c.row0, c.rows, mb, ONE], (s * align) / 4);
       });
       d.queue.writeBuffer(pBuf, 0, params);
       const enc = d.createCommandEncoder();
@@ -518,25 +689,31 @@ class GpuBackend implements WebGpuBackend {
           }
           : {},
       );
-      pass.setPipeline(pipeline);
-      res.chunks.forEach((c, s) => {
-        const bound = [xBuf, c.buffer, res.rowp, bBuf, yBuf, pBuf];
-        const entries = bound.map((buffer, binding) => ({
-          binding,
-          resource: binding === 5
-            ? { buffer, offset: s * align, size: 32 }
-            : { buffer },
-        }));
+      passes.forEach(({ grid }, i) => {
+        const { pipeline, bindings } = pipelines[i]!;
         const layout = pipeline.getBindGroupLayout(0);
-        pass.setBindGroup(0, d.createBindGroup({ layout, entries }));
-        if (kernel === gemv) {
-          pass.dispatchWorkgroups(Math.ceil(c.rows / GEMV_ROWS), mb);
-        } else {
-          pass.dispatchWorkgroups(
-            Math.ceil(c.rows / TILE),
-            Math.ceil(mb / TILE),
-          );
-        }
+        pass.setPipeline(pipeline);
+        (grid === "rows" ? res.chunks.slice(0, 1) : res.chunks).forEach(
+          (c, s) => {
+            const entries = bindings.map((binding) => ({
+              binding,
+              resource: binding === 5
+                ? { buffer: pBuf, offset: s * align, size: 32 }
+                : {
+                  buffer: W_BINDINGS.includes(binding)
+                    ? c.buffers[W_BINDINGS.indexOf(binding)]!
+                    : shared.get(binding)!,
+                },
+            }));
+            pass.setBindGroup(0, d.createBindGroup({ layout, entries }));
+            const [gx, gy] = grid === "rows"
+              ? [mb, 1]
+              : grid === "gemv"
+              ? [Math.ceil(c.rows / GEMV_ROWS), mb]
+              : [Math.ceil(c.rows / TILE), Math.ceil(mb / TILE)];
+            pass.dispatchWorkgroups(gx, gy);
+          },
+        );
       });
       pass.end();
       enc.copyBufferToBuffer(yBuf, 0, readBuf, 0, yBytes);
@@ -560,7 +737,8 @@ class GpuBackend implements WebGpuBackend {
     const failure = oom?.message ?? invalid?.message ?? mapped;
     if (failure) {
       for (const b of taken) b.destroy();
-      const what = `WebGPU ${kernel.slice(3, 7)} of ${mb}×${k} by ${n}×${k}`;
+      const kernel = pipelines.at(-1)!.name.split(" + ").at(-1);
+      const what = `WebGPU ${kernel} of ${mb}×${k} by ${n}×${k}`;
       throw this.#error(`${what} failed`, failure);
     }
     const bytes = readBuf!.getMappedRange(0, readBytes);

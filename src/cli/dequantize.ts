@@ -1,5 +1,6 @@
 /**
- * `tinyq dequantize`: a TinyQ-quantized checkpoint back to plain floats.
+ * `tinyq dequantize`: a quantized checkpoint (tinyq, compressed-tensors or
+ * optimum-quanto format) back to plain floats.
  *
  * @module
  */
@@ -16,10 +17,16 @@ import { mib, seconds } from "./tables.ts";
 export const DEQUANTIZE_HELP =
   `Usage: tinyq dequantize <input> --out <path> [options]
 
-Turns a checkpoint written by 'tinyq quantize' back into a plain float
-checkpoint any safetensors loader reads: each int8_weights/scales pair becomes
-weight = q * scale (GPT-2's Conv1D weights back in [in, out]); the quantization
-metadata and config.json's quantization_config are removed.
+Turns a quantized checkpoint back into a plain float checkpoint any
+safetensors loader reads. It reads every format 'tinyq quantize --format'
+writes, whoever wrote it: tinyq (int8_weights + scales [+ zero_points], or
+int4_weights + group scales [+ zero_points] for w4a16), compressed-tensors
+pack-quantized int8 (weight_packed + weight_scale + weight_shape) and
+optimum-quanto qint8 (weight._data + weight._scale, quanto_qmap.json). Each
+quantized Linear becomes weight = (q - zero point) * scale, per row or per
+4-bit group (GPT-2's Conv1D weights back in
+[in, out]); the quantization metadata, config.json's quantization_config and
+quanto_qmap.json are removed.
 
 Options:
   -o, --out <path>          output folder (or file); required

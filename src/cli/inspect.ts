@@ -5,9 +5,18 @@
  */
 
 import { getBackend } from "../backend/select.ts";
-import { Checkpoint } from "../io/checkpoint.ts";
-import { flag, list, parseCommandArgs } from "./_args.ts";
-import type { CliIO } from "./_io.ts";
+import { Checkpoint, type TensorPlan } from "../io/checkpoint.ts";
+import type {
+  CheckpointFormat,
+  FormatLayer,
+  FormatWarning,
+} from "../io/formats/format.ts";
+import { findFormat, FORMATS } from "../io/formats/registry.ts";
+import { TINYQ_VERSION } from "../io/formats/tinyq.ts";
+import { numel } from "../tensor.ts";
+import { DTYPE_SIZE } from "../dtype.ts";
+import { flag, list, parseCommandArgs, str } from "./_args.ts";
+import { type CliIO, UsageError } from "./_io.ts";
 import { formatTable, humanBytes, mib, shape } from "./tables.ts";
 
 /** `tinyq inspect --help`. */
@@ -16,15 +25,45 @@ export const INSPECT_HELP = `Usage: tinyq inspect <input> [options]
 Lists the tensors of a safetensors checkpoint (name, dtype, shape, bytes),
 which ones quantize would convert and why (the model family's table from
 config.json, or the generic rule), the quantization recorded in an already
-quantized checkpoint, and the compute backend forward would use and why.
-Reads headers only.
+quantized checkpoint (${
+  FORMATS.map((f) => f.name).join(", ")
+} formats) with the warnings of its
+format, and the compute backend forward would use and why. Reads headers only
+(and compressed-tensors' small weight_shape tensors).
 
 Options:
   -x, --exclude <name>  preview an exclusion (module name or dotted-path glob); repeatable
+      --format <name>   preview quantize --format <name> on a float checkpoint: the
+                        layers that format keeps in float, its sizes and warnings
+                        (${FORMATS.map((f) => f.name).join(", ")}; default ${
+  FORMATS[0]!.name
+})
       --json            print everything as JSON on stdout
   -v, --verbose         stack traces on errors
   -h, --help            show this help
 `;
+
+/** Float checkpoint: the plan under `format`, with the layers it keeps float. */
+function planFor(
+  ckpt: Checkpoint,
+  exclude: readonly string[],
+  format: CheckpointFormat,
+): { plan: TensorPlan[]; layers: Map<string, FormatLayer> } {
+  const layers = new Map<string, FormatLayer>(
+    ckpt.linears().map((l) => [`${l.path}.weight`, {
+      path: l.path,
+      outFeatures: l.outFeatures!,
+      inFeatures: l.inFeatures!,
+      transposed: l.transposed,
+    }]),
+  );
+  const plan = ckpt.plan(exclude).map((t): TensorPlan => {
+    const l = layers.get(t.name);
+    const why = t.action === "quantize" && l ? format.keepFloat?.(l) : null;
+    return why ? { name: t.name, action: "exclude", reason: why } : t;
+  });
+  return { plan, layers };
+}
 
 /** Runs `tinyq inspect`; returns the exit code. */
 export async function inspectCommand(
@@ -33,6 +72,7 @@ export async function inspectCommand(
 ): Promise<number> {
   const p = parseCommandArgs("inspect", args, {
     exclude: { type: "string", short: "x", multiple: true },
+    format: { type: "string" },
     json: { type: "boolean" },
     verbose: { type: "boolean", short: "v" },
   }, {
@@ -44,9 +84,23 @@ export async function inspectCommand(
     io.out(INSPECT_HELP);
     return 0;
   }
+  const formatName = str(p, "format");
+  const asked = formatName === undefined ? null : findFormat(formatName);
+  if (asked === undefined) {
+    throw new UsageError(
+      "inspect",
+      `unknown --format "${formatName}"; known formats: ${
+        FORMATS.map((f) => f.name).join(", ")
+      }`,
+    );
+  }
   using ckpt = await Checkpoint.open(p.positionals[0]!);
-  const plan = ckpt.plan(list(p, "exclude"));
+  const q = ckpt.quantization;
   const already = ckpt.alreadyQuantized();
+  // A quantized checkpoint speaks for its own format; a float one is
+  // previewed in the format asked for.
+  const format = ckpt.format ?? asked ?? FORMATS[0]!;
+  const { plan, layers } = planFor(ckpt, list(p, "exclude"), format);
   const backend = await getBackend().then(
     (b) => ({ name: b.name as string, reason: b.reason }),
     (e) => ({
@@ -67,14 +121,49 @@ export async function inspectCommand(
   const toQuantize = sum("quantize");
   const totalBytes = rows.reduce((s, r) => s + r.bytes, 0);
   const qBytes = toQuantize.reduce((s, r) => s + r.bytes, 0);
-  const outOf = new Map(
-    ckpt.linears().map((l) => [`${l.path}.weight`, l.outFeatures!]),
-  );
-  // int8 values plus one f32 scale per output row.
-  const qAfter = toQuantize.reduce(
-    (s, r) => s + r.shape[0]! * r.shape[1]! + 4 * outOf.get(r.name)!,
-    0,
-  );
+  // What the format stores per layer (int8 values, scales, shape tensors…).
+  const qAfter = toQuantize.reduce((s, r) => {
+    const l = layers.get(r.name)!;
+    const dtype = ckpt.entry(r.name)!.info.dtype;
+    return s + format.linearTensors(l.path, l.outFeatures, l.inFeatures, dtype)
+      .reduce((n, t) => n + numel(t.shape) * DTYPE_SIZE[t.dtype], 0);
+  }, 0);
+  let warnings: FormatWarning[] = [];
+  if (q) {
+    warnings = format.warnings?.(
+      q,
+      q.modules.flatMap((m) => {
+        const s = ckpt.quantizedShape(m);
+        return s ? [{ path: m, outFeatures: s[0], inFeatures: s[1] }] : [];
+      }),
+    ) ?? [];
+  } else if (!already) {
+    const modules = toQuantize.map((r) => layers.get(r.name)!.path);
+    warnings = format.warnings?.(
+      {
+        library: "tinyq",
+        version: TINYQ_VERSION,
+        method: "w8a16",
+        bits: 8,
+        granularity: "per-channel",
+        symmetric: true,
+        modules,
+        excluded: sum("exclude").map((r) => layers.get(r.name)!.path),
+        transposed: [],
+      },
+      toQuantize.map((r) => layers.get(r.name)!),
+    ) ?? [];
+  }
+  const keptFloat = q
+    ? []
+    : rows.filter((r, i) =>
+      r.action === "exclude" && plan[i]!.reason !== "matched --exclude"
+    ).map((r) => ({ path: layers.get(r.name)!.path, reason: r.reason }));
+  const formatNote = q && asked && asked !== ckpt.format
+    ? `--format ${asked.name} ignored: this checkpoint is already in ${
+      ckpt.format!.name
+    } format`
+    : null;
   if (flag(p, "json")) {
     io.out(
       JSON.stringify(
@@ -84,8 +173,11 @@ export async function inspectCommand(
           shards: ckpt.shardNames,
           family: ckpt.family,
           familySource: ckpt.familySource,
-          quantization: ckpt.quantization,
+          format: q || !already ? format.name : null,
+          quantization: q,
           alreadyQuantized: already,
+          keptFloat,
+          warnings,
           backend,
           tensors: rows,
           summary: {
@@ -94,7 +186,7 @@ export async function inspectCommand(
             quantize: toQuantize.length,
             exclude: sum("exclude").length,
             keep: sum("keep").length,
-            quantized: ckpt.quantization?.modules.length ?? 0,
+            quantized: q?.modules.length ?? 0,
             linearBytesBefore: qBytes,
             linearBytesAfter: qAfter,
           },
@@ -113,12 +205,14 @@ export async function inspectCommand(
     }, ` +
     `${rows.length} tensors, ${humanBytes(totalBytes)}\n`;
   text += `family:   ${ckpt.family ?? "generic"} (${ckpt.familySource})\n`;
-  const q = ckpt.quantization;
   if (q) {
-    text +=
-      `quantization: ${q.library} ${q.version}, ${q.method}, ${q.bits}-bit ${q.granularity} ` +
-      `${
-        q.symmetric ? "symmetric" : "asymmetric"
+    text += `format:   ${format.name}\n`;
+    text += `quantization: ${q.library} ${q.version}, ` +
+      `${q.method}, ${q.bits}-bit ${q.granularity}${
+        q.groupSize ? ` (group size ${q.groupSize})` : ""
+      } ` +
+      `${q.symmetric ? "symmetric" : "asymmetric"}${
+        q.activations ? `, activations ${q.activations}` : ""
       }, ${q.modules.length} modules quantized, ` +
       `${q.excluded.length} excluded${
         q.excluded.length ? ` (${q.excluded.join(", ")})` : ""
@@ -146,12 +240,24 @@ export async function inspectCommand(
   );
   if (!q && !already) {
     text +=
-      `\nquantize would convert ${toQuantize.length} Linear weights (${
+      `\nquantize${
+        asked ? ` --format ${format.name}` : ""
+      } would convert ${toQuantize.length} Linear weights (${
         mib(qBytes)
       } MiB -> ${mib(qAfter)} MiB), ` +
       `exclude ${sum("exclude").length}, keep ${
         sum("keep").length
       } tensors as they are\n`;
+    for (const k of keptFloat) {
+      text += `note: ${k.path} would stay in float (${k.reason})\n`;
+    }
+  }
+  if (formatNote) text += `\nnote: ${formatNote}\n`;
+  if (warnings.length > 0) {
+    text += `\n${warnings.length} ${format.name} warning(s)${
+      q ? "" : " for that output"
+    }:\n`;
+    for (const w of warnings) text += `warning: ${w.message}\n`;
   }
   io.out(text);
   return 0;

@@ -13,6 +13,7 @@ import {
 import { findFormat, FORMATS } from "../io/formats/registry.ts";
 import { flag, list, parseCommandArgs, str } from "./_args.ts";
 import { type CliIO, UsageError } from "./_io.ts";
+import { describeScheme, parseMethodFlags } from "./_method.ts";
 import { ProgressBar } from "./progress.ts";
 import { mib, seconds, shape } from "./tables.ts";
 
@@ -20,8 +21,9 @@ import { mib, seconds, shape } from "./tables.ts";
 export const QUANTIZE_HELP =
   `Usage: tinyq quantize <input> --out <path> [options]
 
-Quantizes the Linear layers of a safetensors checkpoint to int8 (symmetric,
-one f32 scale per output channel) and writes a new checkpoint. <input> is a
+Quantizes the Linear layers of a safetensors checkpoint (int8 with one f32
+scale per output channel, or 4-bit in groups along the input) and writes a
+new checkpoint, streaming a block of rows at a time. <input> is a
 model folder (model.safetensors, or shards + model.safetensors.index.json) or
 one .safetensors file. The output keeps the shard plan, gets config.json with
 a quantization_config block and the input folder's other files; it appears
@@ -32,15 +34,33 @@ config.json that is not valid JSON is an error, not a silent fallback.
 
 Options:
   -o, --out <path>          output folder (or file, for a file input); required
-  -m, --method <m>          w8a16 (default) or w8a32: the same int8 weights,
-                            different activations at forward time
+  -m, --method <m>          w8a16 (default), w8a32 or w8a8: the same int8
+                            weights (one f32 scale per output row), with f16/bf16,
+                            f32 or int8 per-token activations at forward time;
+                            w4a16: 4-bit weights, one f32 scale per group of
+                            inputs (about 4.25 bits per weight at group 128)
+  -g, --group-size <n>      inputs per 4-bit group, w4a16 only: 32, 64 or 128
+                            (default 128); every quantized layer's input size
+                            must be a multiple of it (checked before writing)
+      --asymmetric          store zero points: per row (int8) or per group
+                            (int4), for weights not centred on 0
+                            ('tinyq eval <input>' compares every scheme)
   -x, --exclude <name>      leave a Linear in float: a module name (lm_head) or
                             a glob over dotted paths (model.layers.*.mlp.down_proj,
                             ** crosses dots); repeatable
       --max-shard-size <s>  re-shard the output (e.g. 2GB, 500MB, 1GiB)
-      --format <name>       output layout: ${
+      --format <name>       output layout, one of ${
     FORMATS.map((f) => f.name).join(", ")
-  } (default ${FORMATS[0]!.name})
+  }
+                            (default ${FORMATS[0]!.name}):
+                            tinyq: TinyQ's own (every --method);
+                            compressed-tensors: pack-quantized int8 weight-only,
+                              what 'vllm serve <out>' loads (w8a16/w8a32);
+                              lm_head stays float (vLLM loads it unquantized);
+                              warns of layers vLLM's Marlin kernel may refuse;
+                            quanto: optimum-quanto qint8 + quanto_qmap.json
+                              (w8a16/w8a32); GPT-2 Conv1D layers stay float
+                              (quanto swaps only nn.Linear)
   -f, --force               replace an existing output
       --json                print the summary as JSON on stdout
   -v, --verbose             one line per tensor; stack traces on errors
@@ -64,7 +84,7 @@ export function formatQuantizeSummary(r: QuantizeResult): string {
     `  family:       ${r.family ?? "generic"} (${r.familySource})`,
     `  layers:       ${
       n(r.quantized.length, "Linear layer")
-    } quantized (${r.method}, int8 per-channel symmetric), ` +
+    } quantized (${r.method}, ${describeScheme(r.scheme)}), ` +
     `${r.excluded.length} excluded${
       r.excluded.length
         ? ` (${r.excluded.slice(0, 4).join(", ")}${
@@ -94,6 +114,31 @@ export function formatQuantizeSummary(r: QuantizeResult): string {
   ];
   for (const s of r.skipped) lines.push(`  not copied:   ${s}`);
   return lines.join("\n") + "\n";
+}
+
+/**
+ * The stderr lines about the output format: layers it keeps in float, and
+ * what may stop the engines that load it from serving the output.
+ */
+export function formatNotes(
+  r: Pick<QuantizeResult, "format" | "keptFloat" | "warnings">,
+): string {
+  // A model of odd shapes could print a line per layer: the first few say
+  // what is wrong, --json and 'tinyq inspect' list them all.
+  const shown = r.warnings.length > 10 ? r.warnings.slice(0, 8) : r.warnings;
+  return [
+    ...r.keptFloat.map((k) =>
+      `tinyq: note: ${k.path} stays in float (${r.format}: ${k.reason})\n`
+    ),
+    ...shown.map((w) => `tinyq: warning: ${w.message}\n`),
+    ...(shown.length < r.warnings.length
+      ? [
+        `tinyq: warning: … and ${
+          r.warnings.length - shown.length
+        } more (all of them in --json and 'tinyq inspect <out>')\n`,
+      ]
+      : []),
+  ].join("");
 }
 
 /** The JSON summary: the result plus the derived figures. */
@@ -130,6 +175,8 @@ export async function quantizeCommand(
   const p = parseCommandArgs("quantize", args, {
     out: { type: "string", short: "o" },
     method: { type: "string", short: "m" },
+    "group-size": { type: "string", short: "g" },
+    asymmetric: { type: "boolean" },
     exclude: { type: "string", short: "x", multiple: true },
     "max-shard-size": { type: "string" },
     format: { type: "string" },
@@ -149,13 +196,11 @@ export async function quantizeCommand(
   if (out === undefined || out === "") {
     throw new UsageError("quantize", "missing --out <path>");
   }
-  const methodText = (str(p, "method") ?? "w8a16").toLowerCase();
-  if (methodText !== "w8a16" && methodText !== "w8a32") {
-    throw new UsageError(
-      "quantize",
-      `unknown --method "${str(p, "method")}"; expected w8a16 or w8a32`,
-    );
-  }
+  const { method: methodText, groupSize } = parseMethodFlags(
+    "quantize",
+    str(p, "method"),
+    str(p, "group-size"),
+  );
   const shardText = str(p, "max-shard-size");
   const maxShardSize = shardText === undefined
     ? undefined
@@ -186,16 +231,21 @@ export async function quantizeCommand(
   try {
     result = await quantizeCheckpoint(p.positionals[0]!, out, {
       method: methodText,
+      ...(groupSize !== undefined ? { groupSize } : {}),
+      asymmetric: flag(p, "asymmetric"),
       exclude,
       ...(maxShardSize !== undefined ? { maxShardSize } : {}),
       force: flag(p, "force"),
       format,
       onProgress: (s) => bar.update(s),
-      onTensor: verbose ? (e) => bar.log(tensorLine(e)) : undefined,
+      onTensor: verbose
+        ? (e) => bar.log(tensorLine(e, methodText === "w4a16" ? "int4" : "i8"))
+        : undefined,
     });
   } finally {
     bar.done();
   }
+  io.err(formatNotes(result));
   io.out(
     flag(p, "json")
       ? JSON.stringify(quantizeJson(result), null, 2) + "\n"

@@ -20,9 +20,15 @@ import {
   NonFiniteWeightError,
   quantizeRowsInt8,
 } from "../quant/quantize_rows.ts";
+import { quantizeRowsInt8Asymmetric } from "../quant/quantize_rows_asymmetric.ts";
+import { quantizeInt4 } from "../quant/int4.ts";
 import type { TensorInfo } from "./safetensors.ts";
 import { safetensorsDtypeName } from "./safetensors.ts";
-import type { CheckpointFormat, TensorSpec } from "./formats/format.ts";
+import type {
+  CheckpointFormat,
+  TensorSpec,
+  WeightScheme,
+} from "./formats/format.ts";
 import { CheckpointError, osReason } from "./_checkpoint_error.ts";
 
 /** Bytes per read/quantize block. */
@@ -52,6 +58,8 @@ export type Unit =
     readonly outFeatures: number;
     readonly inFeatures: number;
     readonly dtype: FloatDType;
+    /** How to store it (default int8 per-channel symmetric). */
+    readonly scheme?: WeightScheme;
   }
   | {
     readonly kind: "produce";
@@ -264,7 +272,10 @@ function transpose(
 }
 
 /**
- * Quantizes a block of rows. A NaN or ±Inf is reported as a
+ * Quantizes a block of rows under the unit's scheme and encodes it in
+ * `format`: one byte array per tensor of the unit. Every scheme works row by
+ * row (int4 groups run along a row), so blocks of whole rows give the bytes
+ * of the whole matrix. A NaN or ±Inf is reported as a
  * {@linkcode CheckpointError} naming the file, the tensor and the element's
  * index in the tensor as stored (not in the block, nor transposed).
  */
@@ -273,11 +284,40 @@ function quantizeBlock(
   u: Unit & { kind: "quantize" },
   rowStart: number,
   rows: number,
-): { q: Int8Array; scales: Float32Array } {
+  format: CheckpointFormat,
+): Uint8Array[] {
   const cols = u.inFeatures;
   const name = u.src.info.name;
+  const scheme = u.scheme;
+  const at = {
+    path: u.path,
+    outFeatures: u.outFeatures,
+    inFeatures: u.inFeatures,
+    rowStart,
+    rows,
+    sourceDtype: u.dtype,
+  };
   try {
-    return quantizeRowsInt8(data, u.dtype, rows, cols, name);
+    if (scheme?.bits === 4) {
+      const w = quantizeInt4(data, u.dtype, rows, cols, {
+        groupSize: scheme.groupSize!,
+        asymmetric: !scheme.symmetric,
+        name,
+      });
+      return format.encodeInt4Linear!({
+        ...at,
+        packed: w.packed,
+        scales: w.scales,
+        zeroPoints: w.zeroPoints,
+        groupSize: w.groupSize,
+      });
+    }
+    if (scheme && !scheme.symmetric) {
+      const r = quantizeRowsInt8Asymmetric(data, u.dtype, rows, cols, name);
+      return format.encodeLinear({ ...at, ...r });
+    }
+    const { q, scales } = quantizeRowsInt8(data, u.dtype, rows, cols, name);
+    return format.encodeLinear({ ...at, q, scales });
   } catch (e) {
     if (!(e instanceof NonFiniteWeightError)) throw e;
     const bf16 = new Float32Array(1);
@@ -434,17 +474,13 @@ export async function writeShard(
           const st = step as { rowStart: number; rows: number };
           let data = floatView(bytes, u.dtype);
           if (u.transposed) data = transpose(data, u.inFeatures, u.outFeatures);
-          const { q, scales } = quantizeBlock(data, u, st.rowStart, st.rows);
-          const parts = format.encodeLinear({
-            path: u.path,
-            outFeatures: u.outFeatures,
-            inFeatures: u.inFeatures,
-            rowStart: st.rowStart,
-            rows: st.rows,
-            q,
-            scales,
-            sourceDtype: u.dtype,
-          });
+          const parts = quantizeBlock(
+            data,
+            u,
+            st.rowStart,
+            st.rows,
+            format,
+          );
           for (let k = 0; k < parts.length; k++) {
             await append(u.specs[k]!, parts[k]!);
           }

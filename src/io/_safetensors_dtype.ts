@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { DType, TypedArray } from "../dtype.ts";
+import type { DType } from "../dtype.ts";
 
 /** Upper-case file names by TinyQ dtype. */
 export const FILE_DTYPE_NAME: Readonly<Record<DType, string>> = {
@@ -44,31 +44,3 @@ export const UNSUPPORTED_FILE_DTYPES: ReadonlySet<string> = new Set([
   "F6_E3M2",
   "C64",
 ]);
-
-type ArrayView = new (
-  buffer: ArrayBuffer,
-  byteOffset: number,
-  length: number,
-) => TypedArray;
-
-/** The typed array a tensor of each dtype is stored in. */
-export const ARRAY_TYPE: Readonly<Record<DType, ArrayView>> = {
-  f64: Float64Array,
-  f32: Float32Array,
-  f16: Float16Array,
-  bf16: Uint16Array,
-  i64: BigInt64Array,
-  i32: Int32Array,
-  i16: Int16Array,
-  i8: Int8Array,
-  u64: BigUint64Array,
-  u32: Uint32Array,
-  u16: Uint16Array,
-  u8: Uint8Array,
-  bool: Uint8Array,
-  f8_e4m3: Uint8Array,
-  f8_e5m2: Uint8Array,
-  f8_e4m3fnuz: Uint8Array,
-  f8_e5m2fnuz: Uint8Array,
-  f8_e8m0: Uint8Array,
-};

@@ -36,29 +36,36 @@ import { numel, Tensor } from "../tensor.ts";
 import type { LazyTensor } from "../tensor.ts";
 import type { Int8LinearLayer } from "../quant/int8_linear_layer.ts";
 import { Int8LinearLayer as Int8Base } from "../quant/int8_linear_layer.ts";
-import { excludeMatcher } from "../quant/replace.ts";
+import { excludeMatcher, type QuantizedLinear } from "../quant/replace.ts";
 import { W8A16LinearLayer } from "../quant/w8a16_linear_layer.ts";
 import { W8A32LinearLayer } from "../quant/w8a32_linear_layer.ts";
+import { W8A8LinearLayer } from "../quant/w8a8_linear_layer.ts";
+import { W4A16LinearLayer } from "../quant/w4a16_linear_layer.ts";
+import { DEFAULT_INT4_GROUP_SIZE, dequantizeInt4 } from "../quant/int4.ts";
+import type { Int4Weight } from "../backend/cpu_lowbit.ts";
 import { SafetensorsFile, type TensorInfo } from "./safetensors.ts";
-import type {
-  CheckpointFormat,
-  DecodedLinear,
-  FormatLayer,
-  FormatWarning,
-  QuantizationSummary,
-  TensorSpec,
+import {
+  type CheckpointFormat,
+  type DecodedLinear,
+  type FormatLayer,
+  type FormatWarning,
+  INT8_SYMMETRIC,
+  type QuantizationSummary,
+  type TensorSpec,
+  type WeightScheme,
 } from "./formats/format.ts";
+import { checkGroupSizes } from "./_group_check.ts";
 import { TINYQ_VERSION, tinyqFormat } from "./formats/tinyq.ts";
 import { FORMATS } from "./formats/registry.ts";
 import { EXPORT_METADATA_KEY } from "./formats/_export.ts";
-import { CheckpointError } from "./_checkpoint_error.ts";
+import { CheckpointError, osReason } from "./_checkpoint_error.ts";
 import {
   chooseFamily,
   classifyModule,
   type FamilyChoice,
 } from "./_families.ts";
 import { INDEX_NAME, type Layout, locate } from "./_folder.ts";
-import type { Unit } from "./_emit.ts";
+import { specBytes, type Unit } from "./_emit.ts";
 import { type InputGroup, writeOutput } from "./_output.ts";
 
 export { CheckpointError } from "./_checkpoint_error.ts";
@@ -72,13 +79,22 @@ export { parseSize } from "./_sharding.ts";
 export type {
   CheckpointFormat,
   DecodedLinear,
+  DetectContext,
+  FormatLayer,
+  FormatWarning,
+  Int4RowsRecord,
   QuantizationSummary,
   QuantizedRowsRecord,
   TensorSpec,
+  WeightScheme,
 } from "./formats/format.ts";
 
-/** The quantization methods a checkpoint can record. */
-export type CheckpointMethod = "w8a16" | "w8a32";
+/**
+ * The quantization methods a checkpoint can record. W8A32, W8A16 and W8A8
+ * store the same int8 tensors (they differ in what forward does with the
+ * activations); W4A16 stores group-wise 4-bit weights.
+ */
+export type CheckpointMethod = "w8a16" | "w8a32" | "w8a8" | "w4a16";
 
 /** One tensor of a checkpoint and the file it is in. */
 export interface CheckpointEntry {
@@ -579,15 +595,13 @@ export class Checkpoint {
   /**
    * Builds the model as a {@linkcode Module} tree: a {@linkcode Linear} (with
    * lazy, file-backed weight and bias) for each Linear layer, plain modules
-   * holding lazy tensors for everything else. In a TinyQ-quantized
-   * checkpoint the quantized layers come back as `W8A16LinearLayer` or
-   * `W8A32LinearLayer` (their tensors read now).
+   * holding lazy tensors for everything else. In a quantized checkpoint the
+   * quantized layers come back as the layers of the recorded method (see
+   * {@linkcode Checkpoint.quantizedLayer}; their tensors read now).
    */
   async toModule(): Promise<Module> {
     const root = new Module();
     const byPath = new Map(this.layers().map((l) => [l.path, l]));
-    const q = this.quantization;
-    const Target = q?.method === "w8a32" ? W8A32LinearLayer : W8A16LinearLayer;
     const nodeAt = (path: string, name: string): Module => {
       let m = root;
       if (path === "") return m;
@@ -632,21 +646,119 @@ export class Checkpoint {
           const bias = biasEntry ? new CheckpointTensor(this, biasEntry) : null;
           parent.setChild(childName, Linear.fromTensors(weight, bias));
         } else {
-          const d = await this.decodeLinear(path);
-          const ql = new Target(d.inFeatures, d.outFeatures, { bias: false });
-          ql.int8Weights = new Tensor(d.q, [d.outFeatures, d.inFeatures]);
-          ql.scales = new Tensor(d.scales, [d.outFeatures]);
-          ql.zeroPoints = d.zeroPoints
-            ? new Tensor(d.zeroPoints, [d.outFeatures])
-            : null;
-          ql.bias = biasEntry ? await this.read(biasEntry.name) : null;
-          parent.setChild(childName, ql);
+          parent.setChild(childName, await this.quantizedLayer(path));
         }
         continue;
       }
       nodeAt(path, e.name).setTensor(local, new CheckpointTensor(this, e));
     }
     return root;
+  }
+
+  /**
+   * [out, in] of the quantized Linear at `path` (Linear orientation, from the
+   * headers or the format's shape tensor), or undefined when it has none.
+   */
+  quantizedShape(path: string): readonly [number, number] | undefined {
+    return this.#shapes.get(path);
+  }
+
+  /**
+   * The quantized Linear at `path` as a layer of the recorded method, with
+   * its bias: `W4A16LinearLayer` for w4a16 (through
+   * `W4A16LinearLayer.fromTensors`), `W8A8LinearLayer`, `W8A32LinearLayer`
+   * or `W8A16LinearLayer` (zero points included where stored).
+   *
+   * @example
+   * ```ts
+   * import { Checkpoint, makeDemoCheckpoint, quantizeCheckpoint, W4A16LinearLayer } from "@tinyq/tinyq";
+   * import assert from "node:assert/strict";
+   * const dir = await Deno.makeTempDir();
+   * await makeDemoCheckpoint(`${dir}/m`, { layers: 1, hidden: 64, intermediate: 128 });
+   * await quantizeCheckpoint(`${dir}/m`, `${dir}/q`, { method: "w4a16", groupSize: 32 });
+   * using q = await Checkpoint.open(`${dir}/q`);
+   * const layer = await q.quantizedLayer("model.layers.0.mlp.down_proj");
+   * assert.ok(layer instanceof W4A16LinearLayer && layer.groupSize === 32);
+   * await Deno.remove(dir, { recursive: true });
+   * ```
+   */
+  async quantizedLayer(path: string): Promise<QuantizedLinear> {
+    const method = this.quantization?.method;
+    const biasEntry = this.#byName.get(`${path}.bias`);
+    const bias = biasEntry ? await this.read(biasEntry.name) : null;
+    if (this.quantization?.bits === 4) {
+      const w = await this.decodeInt4Linear(path);
+      const groups = [w.n, w.k / w.groupSize];
+      return W4A16LinearLayer.fromTensors({
+        int4Weights: new Tensor(w.packed, [w.n, w.k / 2]),
+        scales: new Tensor(w.scales, groups),
+        zeroPoints: w.zeroPoints ? new Tensor(w.zeroPoints, groups) : null,
+        bias,
+      });
+    }
+    const d = await this.decodeLinear(path);
+    const Target = method === "w8a32"
+      ? W8A32LinearLayer
+      : method === "w8a8"
+      ? W8A8LinearLayer
+      : W8A16LinearLayer;
+    const ql = new Target(d.inFeatures, d.outFeatures, { bias: false });
+    ql.int8Weights = new Tensor(d.q, [d.outFeatures, d.inFeatures]);
+    ql.scales = new Tensor(d.scales, [d.outFeatures]);
+    ql.zeroPoints = d.zeroPoints
+      ? new Tensor(d.zeroPoints, [d.outFeatures], "i8")
+      : null;
+    ql.bias = bias;
+    return ql;
+  }
+
+  /**
+   * The float weight the quantized Linear at `path` stands for, f32 [out, in]
+   * in Linear orientation: `(q − zp) · scale` per row for int8,
+   * `(code − offset) · scale` per group for 4-bit weights.
+   */
+  async dequantizedWeight(path: string): Promise<Float32Array> {
+    if (this.quantization?.bits === 4) {
+      return dequantizeInt4(await this.decodeInt4Linear(path));
+    }
+    const d = await this.decodeLinear(path);
+    const w = new Float32Array(d.q.length);
+    const k = d.inFeatures;
+    for (let r = 0; r < d.outFeatures; r++) {
+      const s = d.scales[r]!;
+      const z = d.zeroPoints ? d.zeroPoints[r]! : 0;
+      for (let c = r * k; c < (r + 1) * k; c++) w[c] = (d.q[c]! - z) * s;
+    }
+    return w;
+  }
+
+  /**
+   * Reads the 4-bit Linear at `path` of a w4a16 checkpoint through its
+   * format; a malformed one is a {@linkcode CheckpointError}.
+   */
+  async decodeInt4Linear(path: string): Promise<Int4Weight> {
+    const format = this.format;
+    if (!format?.decodeInt4Linear) {
+      throw new CheckpointError(
+        this.path,
+        format
+          ? `the ${format.name} format has no 4-bit layers to read`
+          : "is not a quantized checkpoint",
+      );
+    }
+    try {
+      return await format.decodeInt4Linear(
+        path,
+        async (n) => this.#byName.has(n) ? await this.read(n) : null,
+      );
+    } catch (e) {
+      if (e instanceof TypeError || e instanceof RangeError) {
+        throw new CheckpointError(this.path, e.message, undefined, {
+          cause: e,
+        });
+      }
+      throw e;
+    }
   }
 
   /**
@@ -721,8 +833,15 @@ export interface TensorEvent {
 
 /** Options of {@linkcode quantizeCheckpoint}. */
 export interface QuantizeCheckpointOptions {
-  /** `w8a16` (default) or `w8a32`: the same int8 file, a different recorded method. */
+  /**
+   * `w8a16` (default), `w8a32` or `w8a8` (the same int8 tensors, a different
+   * recorded method), or `w4a16` (group-wise 4-bit weights).
+   */
   method?: CheckpointMethod;
+  /** Zero points: per row (int8 methods) or per group (w4a16). Default false. */
+  asymmetric?: boolean;
+  /** Inputs per 4-bit group, w4a16 only: 32, 64 or 128 (default 128). */
+  groupSize?: number;
   /** Linear layers to leave in float: child names or dotted-path globs. */
   exclude?: readonly string[];
   /** Split the output into shards of at most this many bytes (default: the input's plan). */
@@ -737,6 +856,23 @@ export interface QuantizeCheckpointOptions {
   onTensor?: (e: TensorEvent) => void;
 }
 
+/** A Linear layer the output format keeps in float. */
+export interface KeptFloat {
+  /** Dotted module path. */
+  readonly path: string;
+  /** Why the format cannot hold it quantized. */
+  readonly reason: string;
+}
+
+function formatLayer(l: LayerInfo): FormatLayer {
+  return {
+    path: l.path,
+    outFeatures: l.outFeatures!,
+    inFeatures: l.inFeatures!,
+    transposed: l.transposed,
+  };
+}
+
 /** What {@linkcode quantizeCheckpoint} (or {@linkcode saveModule}) did. */
 export interface QuantizeResult {
   /** The input path. */
@@ -745,6 +881,8 @@ export interface QuantizeResult {
   output: string;
   /** The method recorded. */
   method: CheckpointMethod;
+  /** How the weights are stored: bits, group size, symmetric. */
+  scheme: WeightScheme;
   /** The output format. */
   format: string;
   /** The Linear table used, or null (generic rule). */
@@ -753,8 +891,12 @@ export interface QuantizeResult {
   familySource: string;
   /** Dotted paths of the quantized Linear layers. */
   quantized: string[];
-  /** Linear layers left in float by `exclude`. */
+  /** Linear layers left in float: by `exclude`, or because the format cannot hold them quantized. */
   excluded: string[];
+  /** The layers of `excluded` the format keeps in float, with why. */
+  keptFloat: KeptFloat[];
+  /** What may stop the engines that load the format from serving the output. */
+  warnings: FormatWarning[];
   /** Input tensors passed through unchanged (excluded weights and biases included). */
   kept: number;
   /** Output shard names. */
@@ -782,16 +924,93 @@ export interface QuantizeResult {
 function baseMetadata(file: SafetensorsFile): Map<string, string> {
   const m = new Map<string, string>([["format", "pt"]]);
   for (const [k, v] of Object.entries(file.metadata ?? {})) {
-    if (k !== "quantization") m.set(k, v);
+    if (k !== "quantization" && k !== EXPORT_METADATA_KEY) m.set(k, v);
   }
   return m;
 }
+
+/**
+ * The stored layout of `method`: int8 per output row for the int8 methods,
+ * 4-bit groups (default 128 inputs) for w4a16, zero points when asymmetric.
+ * A group size for an int8 method is an error.
+ *
+ * @example
+ * ```ts
+ * import { weightSchemeOf } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(weightSchemeOf("w4a16"), { bits: 4, groupSize: 128, symmetric: true });
+ * assert.deepEqual(weightSchemeOf("w8a8", { asymmetric: true }), { bits: 8, groupSize: null, symmetric: false });
+ * assert.throws(() => weightSchemeOf("w8a16", { groupSize: 32 }), /w4a16 only/);
+ * ```
+ */
+export function weightSchemeOf(
+  method: CheckpointMethod,
+  options: { asymmetric?: boolean; groupSize?: number } = {},
+): WeightScheme {
+  if (method === "w4a16") {
+    return {
+      bits: 4,
+      groupSize: options.groupSize ?? DEFAULT_INT4_GROUP_SIZE,
+      symmetric: !options.asymmetric,
+    };
+  }
+  if (options.groupSize !== undefined) {
+    throw new RangeError(
+      `a group size applies to w4a16 only; ${method} has one int8 scale per output row`,
+    );
+  }
+  return { bits: 8, groupSize: null, symmetric: !options.asymmetric };
+}
+
+/** The summary fields that describe `method` stored as `scheme`. */
+function schemeSummary(
+  method: CheckpointMethod,
+  scheme: WeightScheme,
+): Pick<
+  QuantizationSummary,
+  "method" | "bits" | "granularity" | "symmetric" | "groupSize" | "activations"
+> {
+  return {
+    method,
+    bits: scheme.bits,
+    granularity: scheme.bits === 4 ? "group" : "per-channel",
+    symmetric: scheme.symmetric,
+    groupSize: scheme.groupSize,
+    activations: ACTIVATIONS[method],
+  };
+}
+
+/** Refuses a scheme the output format cannot store, before any work. */
+function checkFormatScheme(
+  format: CheckpointFormat,
+  method: CheckpointMethod,
+  scheme: WeightScheme,
+): void {
+  const ok = format.supports
+    ? format.supports(scheme)
+    : scheme.bits === 8 && scheme.symmetric;
+  if (!ok || (scheme.bits === 4 && !format.encodeInt4Linear)) {
+    throw new RangeError(
+      `the ${format.name} format does not store ${method} ${
+        scheme.bits === 4 ? `4-bit (group ${scheme.groupSize})` : "8-bit"
+      } ${scheme.symmetric ? "symmetric" : "asymmetric"} weights`,
+    );
+  }
+}
+
+const ACTIVATIONS: Readonly<Record<CheckpointMethod, string>> = {
+  w8a32: "f32",
+  w8a16: "f16/bf16",
+  w8a8: "int8 dynamic per-token",
+  w4a16: "f16/bf16",
+};
 
 function summaryOf(
   ckpt: Checkpoint,
   method: CheckpointMethod,
   quantized: readonly string[],
   excluded: readonly string[],
+  scheme: WeightScheme = INT8_SYMMETRIC,
 ): QuantizationSummary {
   const byPath = new Map(ckpt.linears().map((l) => [l.path, l]));
   const dtypes = new Set(quantized.map((p) => byPath.get(p)?.dtype));
@@ -799,10 +1018,7 @@ function summaryOf(
   return {
     library: "tinyq",
     version: TINYQ_VERSION,
-    method,
-    bits: 8,
-    granularity: "per-channel",
-    symmetric: true,
+    ...schemeSummary(method, scheme),
     modules: [...quantized],
     excluded: [...excluded],
     transposed: quantized.filter((p) => byPath.get(p)?.transposed),
@@ -828,12 +1044,64 @@ function copyUnit(ckpt: Checkpoint, e: CheckpointEntry): Unit {
 function outputConfig(
   ckpt: Checkpoint,
   block: Record<string, unknown> | null,
+  update?: (config: Record<string, unknown>) => Record<string, unknown>,
 ): Record<string, unknown> | null {
   if (!ckpt.config) return null;
   const c: Record<string, unknown> = { ...ckpt.config };
   delete c.quantization_config;
-  if (block) c.quantization_config = block;
-  return c;
+  // An empty block (quanto's) means the format records nothing in config.json.
+  if (block && Object.keys(block).length > 0) c.quantization_config = block;
+  return update ? update(c) : c;
+}
+
+/** The text of file `name` beside a checkpoint folder's shards, or null. */
+async function readBeside(
+  layout: Layout,
+  name: string,
+): Promise<string | null> {
+  if (layout.kind !== "folder") return null;
+  const path = join(layout.dir, name);
+  try {
+    return await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw new CheckpointError(path, `cannot read: ${osReason(e)}`);
+  }
+}
+
+/**
+ * [out, in] of each quantized Linear: the format's own answer (compressed-
+ * tensors keeps it in `weight_shape`) or the shape of its first stored
+ * tensor. A layer whose shape cannot be read is left out; decoding it names
+ * what is wrong.
+ */
+async function quantizedShapes(
+  q: { summary: QuantizationSummary; format: CheckpointFormat },
+  tensors: ReadonlyMap<string, TensorInfo>,
+  files: ReadonlyMap<string, SafetensorsFile>,
+  shardOf: ReadonlyMap<string, string>,
+): Promise<Map<string, [number, number]>> {
+  const read = async (name: string) => {
+    const shard = shardOf.get(name);
+    return shard === undefined ? null : await files.get(shard)!.read(name);
+  };
+  const shapes = new Map<string, [number, number]>();
+  for (const p of q.summary.modules) {
+    if (q.format.linearShape) {
+      try {
+        shapes.set(p, await q.format.linearShape(p, read));
+      } catch {
+        // Reported by decodeLinear when the layer is used.
+      }
+      continue;
+    }
+    const anchor = q.format.storedNames(p).find((n) => tensors.has(n));
+    const shape = anchor === undefined ? null : tensors.get(anchor)!.shape;
+    // Packed 4-bit weights hold two inputs per byte.
+    const perElement = q.summary.bits === 4 ? 2 : 1;
+    if (shape?.length === 2) shapes.set(p, [shape[0]!, shape[1]! * perElement]);
+  }
+  return shapes;
 }
 
 function consumedFiles(ckpt: Checkpoint): Set<string> {
@@ -933,6 +1201,8 @@ export async function quantizeCheckpoint(
   const t0 = performance.now();
   const method = options.method ?? "w8a16";
   const format = options.format ?? tinyqFormat;
+  const scheme = weightSchemeOf(method, options);
+  checkFormatScheme(format, method, scheme);
   const ckpt = await Checkpoint.open(input);
   try {
     const why = ckpt.alreadyQuantized();
@@ -946,13 +1216,33 @@ export async function quantizeCheckpoint(
     const linears = new Map(ckpt.linears().map((l) => [l.path, l]));
     const quantized: string[] = [];
     const excluded: string[] = [];
+    const keptFloat: KeptFloat[] = [];
     for (const e of ckpt.entries) {
       if (!e.name.endsWith(".weight")) continue;
       const path = e.name.slice(0, -".weight".length);
       if (!linears.has(path)) continue;
-      (isExcluded(path) ? excluded : quantized).push(path);
+      const why = isExcluded(path)
+        ? null
+        : format.keepFloat?.(formatLayer(linears.get(path)!)) ?? null;
+      if (why) keptFloat.push({ path, reason: why });
+      (isExcluded(path) || why ? excluded : quantized).push(path);
     }
-    const summary = summaryOf(ckpt, method, quantized, excluded);
+    if (scheme.groupSize !== null) {
+      // Before anything is written: every layer must split into groups.
+      checkGroupSizes(
+        input,
+        quantized.map((p) => ({
+          path: p,
+          inFeatures: linears.get(p)!.inFeatures!,
+        })),
+        scheme.groupSize,
+      );
+    }
+    const summary = summaryOf(ckpt, method, quantized, excluded, scheme);
+    const warnings = format.warnings?.(
+      summary,
+      quantized.map((p) => formatLayer(linears.get(p)!)),
+    ) ?? [];
     const qset = new Set(quantized);
     const fileMeta = format.fileMetadata(summary);
     const groups: InputGroup[] = ckpt.shardNames.map((shard) => {
@@ -984,6 +1274,7 @@ export async function quantizeCheckpoint(
           l.outFeatures!,
           l.inFeatures!,
           l.dtype!,
+          scheme,
         );
         g.units.push({
           kind: "quantize",
@@ -994,6 +1285,7 @@ export async function quantizeCheckpoint(
           outFeatures: l.outFeatures!,
           inFeatures: l.inFeatures!,
           dtype: l.dtype as FloatDType,
+          scheme,
         });
         res.quantizedParameters += numel(e.info.shape);
         res.quantizedBytesBefore += e.info.byteLength;
@@ -1033,7 +1325,11 @@ export async function quantizeCheckpoint(
       ...(options.maxShardSize !== undefined
         ? { maxShardSize: options.maxShardSize }
         : {}),
-      config: outputConfig(ckpt, block),
+      config: outputConfig(
+        ckpt,
+        block,
+        (c) => format.updateConfig?.(c, summary) ?? c,
+      ),
       extraFiles: ckpt.kind === "folder" ? format.extraFiles(summary) : {},
       format,
       hooks,
@@ -1042,11 +1338,14 @@ export async function quantizeCheckpoint(
       input,
       output,
       method,
+      scheme,
       format: format.name,
       family: ckpt.family,
       familySource: ckpt.familySource,
       quantized,
       excluded,
+      keptFloat,
+      warnings,
       kept: res.kept,
       shards: report.shards,
       copied: report.copied,
@@ -1146,15 +1445,26 @@ export async function dequantizeCheckpoint(
     const dtype = options.dtype ?? recorded;
     const transposed = new Set(q.transposed);
     const stored = new Map<string, string>();
+    // The tensor each layer's float weight takes the place of: the first of
+    // its stored tensors the checkpoint holds (int8_weights, weight_packed,
+    // weight._data).
+    const anchors = new Map<string, string>();
     for (const p of q.modules) {
       for (const n of format.storedNames(p)) stored.set(n, p);
-      const first = `${p}.int8_weights`;
-      if (!ckpt.entry(first)) {
+      const first = format.storedNames(p).find((n) => ckpt.entry(n));
+      if (first === undefined) {
         throw new CheckpointError(
           input,
-          `the quantization metadata lists "${p}", but there is no ${first}`,
+          `the quantization metadata lists "${p}", but there is no ${
+            format.storedNames(p)[0]
+          }`,
         );
       }
+      if (!ckpt.quantizedShape(p)) {
+        await ckpt.dequantizedWeight(p); // throws, naming what is wrong
+        throw new CheckpointError(input, `cannot tell the shape of "${p}"`);
+      }
+      anchors.set(p, first);
     }
     const groups: InputGroup[] = ckpt.shardNames.map((shard) => ({
       name: shard,
@@ -1173,8 +1483,8 @@ export async function dequantizeCheckpoint(
         tally.units++;
         continue;
       }
-      if (e.name !== `${path}.int8_weights`) continue;
-      const [out, inF] = e.info.shape as [number, number];
+      if (e.name !== anchors.get(path)) continue;
+      const [out, inF] = ckpt.quantizedShape(path)!;
       const t = transposed.has(path);
       g.units.push({
         kind: "produce",
@@ -1185,24 +1495,13 @@ export async function dequantizeCheckpoint(
           shape: t ? [inF, out] : [out, inF],
         }],
         produce: async () => {
-          const d = await ckpt.decodeLinear(path);
-          const w = new Float32Array(d.q.length);
-          const k = d.inFeatures;
-          for (let r = 0; r < d.outFeatures; r++) {
-            const s = d.scales[r]!;
-            const z = d.zeroPoints ? d.zeroPoints[r]! : 0;
-            const base = r * k;
-            if (t) {
-              for (let c = 0; c < k; c++) {
-                w[c * d.outFeatures + r] = (d.q[base + c]! - z) * s;
-              }
-            } else {
-              for (let c = 0; c < k; c++) {
-                w[base + c] = (d.q[base + c]! - z) * s;
-              }
-            }
+          const w = await ckpt.dequantizedWeight(path);
+          if (!t) return [toDtypeBytes(w, dtype)];
+          const back = new Float32Array(w.length);
+          for (let r = 0; r < out; r++) {
+            for (let c = 0; c < inF; c++) back[c * out + r] = w[r * inF + c]!;
           }
-          return [toDtypeBytes(w, dtype)];
+          return [toDtypeBytes(back, dtype)];
         },
       });
       tally.units++;
@@ -1251,7 +1550,7 @@ export async function dequantizeCheckpoint(
 
 /** Options of {@linkcode saveModule}. */
 export interface SaveModuleOptions {
-  /** The method to record (`w8a16` or `w8a32`). */
+  /** The method to record; its layers must all store one scheme (W4A16 layers for `w4a16`, int8 layers otherwise). */
   method: CheckpointMethod;
   /** Linear layers left in float on purpose (recorded). */
   excluded?: readonly string[];
@@ -1265,40 +1564,95 @@ export interface SaveModuleOptions {
   format?: CheckpointFormat;
 }
 
+/** A quantized layer {@linkcode saveModule} writes. */
+type StoredLayer = Int8LinearLayer | W4A16LinearLayer;
+
+/** How a quantized layer's weights are stored. */
+function layerScheme(layer: StoredLayer): WeightScheme {
+  return layer instanceof W4A16LinearLayer
+    ? { bits: 4, groupSize: layer.groupSize, symmetric: !layer.asymmetric }
+    : { bits: 8, groupSize: null, symmetric: layer.zeroPoints === null };
+}
+
 function layerBytes(
   format: CheckpointFormat,
   path: string,
-  layer: Int8LinearLayer,
+  layer: StoredLayer,
   sourceDtype: DType,
 ): { specs: TensorSpec[]; produce: () => Promise<Uint8Array[]> } {
-  if (layer.zeroPoints) {
-    throw new CheckpointError(
-      path,
-      "is quantized asymmetrically (zero points), which the checkpoint format does not store",
-    );
-  }
   const specs = format.linearTensors(
     path,
     layer.outFeatures,
     layer.inFeatures,
     sourceDtype,
+    layerScheme(layer),
   );
+  const at = {
+    path,
+    outFeatures: layer.outFeatures,
+    inFeatures: layer.inFeatures,
+    rowStart: 0,
+    rows: layer.outFeatures,
+    sourceDtype,
+  };
+  const encode = (): Uint8Array[] =>
+    layer instanceof W4A16LinearLayer
+      ? format.encodeInt4Linear!({
+        ...at,
+        packed: layer.int4Weights.data as Uint8Array,
+        scales: layer.scales.data as Float32Array,
+        zeroPoints: (layer.zeroPoints?.data as Uint8Array | undefined) ?? null,
+        groupSize: layer.groupSize,
+      })
+      : format.encodeLinear({
+        ...at,
+        q: layer.int8Weights.data as Int8Array,
+        scales: layer.scales.data as Float32Array,
+        zeroPoints: (layer.zeroPoints?.data as Int8Array | undefined) ?? null,
+      });
   return {
     specs,
-    produce: () =>
-      Promise.resolve(
-        format.encodeLinear({
-          path,
-          outFeatures: layer.outFeatures,
-          inFeatures: layer.inFeatures,
-          rowStart: 0,
-          rows: layer.outFeatures,
-          q: layer.int8Weights.data as Int8Array,
-          scales: layer.scales.data as Float32Array,
-          sourceDtype,
-        }).map((b) => b.slice()),
-      ),
+    produce: () => Promise.resolve(encode().map((b) => b.slice())),
   };
+}
+
+/**
+ * The one scheme all `layers` share (and that `method` stores), or an
+ * error naming the first layer that differs.
+ */
+function sharedScheme(
+  method: CheckpointMethod,
+  layers: ReadonlyMap<string, StoredLayer>,
+): WeightScheme {
+  let scheme: WeightScheme | null = null;
+  let first = "";
+  for (const [path, layer] of layers) {
+    const s = layerScheme(layer);
+    if ((s.bits === 4) !== (method === "w4a16")) {
+      throw new CheckpointError(
+        path,
+        `is a ${layer.constructor.name}, which method ${method} does not store`,
+      );
+    }
+    if (!scheme) [scheme, first] = [s, path];
+    else if (
+      s.groupSize !== scheme.groupSize || s.symmetric !== scheme.symmetric
+    ) {
+      throw new CheckpointError(
+        path,
+        `is quantized ${describeScheme(s)}, but ${first} is ${
+          describeScheme(scheme)
+        }; a checkpoint records one scheme`,
+      );
+    }
+  }
+  return scheme ?? weightSchemeOf(method);
+}
+
+function describeScheme(s: WeightScheme): string {
+  return `${s.bits === 4 ? `4-bit group ${s.groupSize}` : "int8 per-channel"} ${
+    s.symmetric ? "symmetric" : "asymmetric"
+  }`;
 }
 
 function tensorUnit(
@@ -1352,10 +1706,15 @@ export async function saveModule(
   const quantized: string[] = [];
   const units = new Map<string, Unit[]>();
   const emitted = new Set<string>();
-  const layers = new Map<string, Int8LinearLayer>();
+  const layers = new Map<string, StoredLayer>();
   for (const [path, m] of module.namedModules()) {
-    if (m instanceof Int8Base) layers.set(path, m);
+    if (m instanceof Int8Base || m instanceof W4A16LinearLayer) {
+      layers.set(path, m);
+    }
   }
+  const scheme = sharedScheme(options.method, layers);
+  checkFormatScheme(format, options.method, scheme);
+  let qAfter = 0;
   const shardList = source ? [...source.shardNames] : ["model.safetensors"];
   for (const s of shardList) units.set(s, []);
   let kept = 0;
@@ -1365,10 +1724,11 @@ export async function saveModule(
   const qunit = (
     shard: string,
     path: string,
-    layer: Int8LinearLayer,
+    layer: StoredLayer,
     dtype: DType,
   ) => {
     const { specs, produce } = layerBytes(format, path, layer, dtype);
+    qAfter += specs.reduce((s, t) => s + specBytes(t), 0);
     add(shard, { kind: "produce", label: `${path}.weight`, specs, produce });
     quantized.push(path);
     emitted.add(`${path}.weight`);
@@ -1428,16 +1788,33 @@ export async function saveModule(
     )
     .map((e) => e.name.slice(0, -".weight".length));
   excluded.push(...wanted);
+  // Every Linear still in float is recorded (compressed-tensors' `ignore`
+  // must name them all), whether or not the caller listed it.
+  for (const [path, m] of module.namedModules()) {
+    if (m instanceof Linear && !excluded.includes(path)) excluded.push(path);
+  }
+  for (const p of quantized) {
+    const l = layers.get(p)!;
+    const why = format.keepFloat?.({
+      path: p,
+      outFeatures: l.outFeatures,
+      inFeatures: l.inFeatures,
+      transposed: srcLinears.get(p)?.transposed ?? false,
+    });
+    if (why) {
+      throw new CheckpointError(
+        p,
+        `--format ${format.name} cannot hold this layer quantized (${why}); leave it in float`,
+      );
+    }
+  }
   const byPath = new Map(srcLinears);
   const dtypes = new Set(quantized.map((p) => byPath.get(p)?.dtype));
   const only = dtypes.size === 1 ? [...dtypes][0] : undefined;
   const summary: QuantizationSummary = {
     library: "tinyq",
     version: TINYQ_VERSION,
-    method: options.method,
-    bits: 8,
-    granularity: "per-channel",
-    symmetric: true,
+    ...schemeSummary(options.method, scheme),
     modules: quantized,
     excluded,
     transposed: quantized.filter((p) => byPath.get(p)?.transposed),
@@ -1468,29 +1845,43 @@ export async function saveModule(
     ...(options.maxShardSize !== undefined
       ? { maxShardSize: options.maxShardSize }
       : {}),
-    config: source ? outputConfig(source, format.configBlock(summary)) : null,
+    config: source
+      ? outputConfig(
+        source,
+        format.configBlock(summary),
+        (c) => format.updateConfig?.(c, summary) ?? c,
+      )
+      : null,
     extraFiles: kind === "folder" ? format.extraFiles(summary) : {},
     format,
   });
   let qBefore = 0;
-  let qAfter = 0;
   let qParams = 0;
   for (const p of quantized) {
     const l = layers.get(p)!;
     qParams += l.outFeatures * l.inFeatures;
     qBefore += (source?.entry(`${p}.weight`)?.info.byteLength) ??
       l.outFeatures * l.inFeatures * 4;
-    qAfter += l.outFeatures * l.inFeatures + l.outFeatures * 4;
   }
   return {
     input: source?.path ?? "(in memory)",
     output,
     method: options.method,
+    scheme,
     format: format.name,
     family: source?.family ?? null,
     familySource: source?.familySource ?? "model in memory",
     quantized,
     excluded,
+    keptFloat: [],
+    warnings: format.warnings?.(
+      summary,
+      quantized.map((p) => ({
+        path: p,
+        outFeatures: layers.get(p)!.outFeatures,
+        inFeatures: layers.get(p)!.inFeatures,
+      })),
+    ) ?? [],
     kept,
     shards: report.shards,
     copied: report.copied,

@@ -24,13 +24,9 @@
  */
 
 import type { DType } from "../dtype.ts";
-import { DTYPE_SIZE } from "../dtype.ts";
+import { DTYPE_ARRAY, DTYPE_SIZE } from "../dtype.ts";
 import { type LazyTensor, numel, Tensor } from "../tensor.ts";
-import {
-  ARRAY_TYPE,
-  DTYPE_BY_FILE_NAME,
-  FILE_DTYPE_NAME,
-} from "./_safetensors_dtype.ts";
+import { DTYPE_BY_FILE_NAME, FILE_DTYPE_NAME } from "./_safetensors_dtype.ts";
 import { SafetensorsError } from "./_safetensors_error.ts";
 import {
   MAX_HEADER_SIZE,
@@ -282,7 +278,7 @@ export class SafetensorsFile {
   async read(name: string): Promise<Tensor> {
     const info = this.#info(name);
     const bytes = await this.readBytes(name);
-    const View = ARRAY_TYPE[info.dtype];
+    const View = DTYPE_ARRAY[info.dtype];
     const data = new View(
       bytes.buffer as ArrayBuffer,
       0,

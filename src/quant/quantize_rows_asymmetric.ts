@@ -39,7 +39,7 @@ const MAGIC = 6755399441055744;
  * import assert from "node:assert/strict";
  * const r = quantizeRowsInt8Asymmetric(new Float32Array([0, 2.55, -1, 1]), "f32", 2, 2);
  * assert.deepEqual([...r.q], [-128, 127, -128, 126]);
- * assert.deepEqual([...r.zeroPoints], [-128, 0]);
+ * assert.deepEqual([...r.zeroPoints], [-128, -1]);
  * ```
  */
 export function quantizeRowsInt8Asymmetric(

@@ -10,15 +10,28 @@ import type { QuantizedLinearClass, ReplaceReport } from "./replace.ts";
 import { replaceLinearWithTargetAndQuantize } from "./replace.ts";
 import { W8A16LinearLayer } from "./w8a16_linear_layer.ts";
 import { W8A32LinearLayer } from "./w8a32_linear_layer.ts";
+import { W8A8LinearLayer } from "./w8a8_linear_layer.ts";
+import { W4A16LinearLayer } from "./w4a16_linear_layer.ts";
+import { DEFAULT_INT4_GROUP_SIZE } from "./int4.ts";
 
 /** The quantization methods {@linkcode Quantizer.quantize} knows. */
-export type QuantMethod = "w8a32" | "w8a16";
+export type QuantMethod = "w8a32" | "w8a16" | "w8a8" | "w4a16";
 
 /** The layer class of each method. */
 export const METHODS: Readonly<Record<QuantMethod, QuantizedLinearClass>> = {
   w8a32: W8A32LinearLayer,
   w8a16: W8A16LinearLayer,
+  w8a8: W8A8LinearLayer,
+  w4a16: W4A16LinearLayer,
 };
+
+/** Options of {@linkcode Quantizer.quantize}. */
+export interface QuantizerOptions {
+  /** Zero points: per row (int8 methods) or per group (w4a16). Default false. */
+  asymmetric?: boolean;
+  /** Inputs per group, w4a16 only: 32, 64 or 128 (default 128). */
+  groupSize?: number;
+}
 
 /**
  * Returns the method named `name`, or throws an error listing the known ones.
@@ -28,7 +41,7 @@ export const METHODS: Readonly<Record<QuantMethod, QuantizedLinearClass>> = {
  * import { parseQuantMethod } from "@tinyq/tinyq";
  * import assert from "node:assert/strict";
  * assert.equal(parseQuantMethod("W8A16"), "w8a16");
- * assert.throws(() => parseQuantMethod("w2a2"), /known methods: w8a32, w8a16/);
+ * assert.throws(() => parseQuantMethod("w2a2"), /known methods: w8a32, w8a16, w8a8, w4a16/);
  * ```
  */
 export function parseQuantMethod(name: string): QuantMethod {
@@ -91,18 +104,44 @@ export class Quantizer {
   /**
    * Replaces the model's Linear layers by quantized ones of `method`, in
    * place, leaving those matched by `exclude` (child names or path globs).
+   * `asymmetric` stores zero points; `groupSize` (w4a16 only) sets the
+   * inputs per 4-bit group. A layer whose input size the group size does not
+   * divide is an error naming its weight, before any layer is replaced.
+   *
+   * @example W4A16 with groups of 32 and zero points
+   * ```ts
+   * import { Linear, Module, Quantizer, W4A16LinearLayer } from "@tinyq/tinyq";
+   * import assert from "node:assert/strict";
+   * const model = new Module();
+   * model.setChild("proj", new Linear(64, 8));
+   * await new Quantizer(model).quantize("w4a16", [], { groupSize: 32, asymmetric: true });
+   * const layer = model.getChild("proj") as W4A16LinearLayer;
+   * assert.deepEqual([layer.groupSize, layer.asymmetric], [32, true]);
+   * ```
    */
   async quantize(
     method: QuantMethod,
     exclude: readonly string[] = [],
+    options: QuantizerOptions = {},
   ): Promise<Module> {
-    const target = METHODS[parseQuantMethod(method)];
+    const m = parseQuantMethod(method);
+    if (options.groupSize !== undefined && m !== "w4a16") {
+      throw new RangeError(
+        `groupSize applies to w4a16 only (4-bit groups); ${m} has one scale per output row`,
+      );
+    }
     this.#report = await replaceLinearWithTargetAndQuantize(
       this.model,
-      target,
+      METHODS[m],
       exclude,
+      {
+        asymmetric: options.asymmetric ?? false,
+        ...(m === "w4a16"
+          ? { groupSize: options.groupSize ?? DEFAULT_INT4_GROUP_SIZE }
+          : {}),
+      },
     );
-    this.#method = parseQuantMethod(method);
+    this.#method = m;
     this.#quantized = this.model;
     return this.#quantized;
   }

@@ -8,7 +8,10 @@
 import { Linear } from "../linear.ts";
 import type { Module } from "../module.ts";
 import { materialize, type Tensor } from "../tensor.ts";
-import type { QuantizedLinearOptions, QuantizeOptions } from "./int8_linear_layer.ts";
+import type {
+  QuantizedLinearOptions,
+  QuantizeOptions,
+} from "./int8_linear_layer.ts";
 
 /** What every quantized layer offers (int8 and 4-bit alike). */
 export interface QuantizedLinear extends Module {
@@ -143,12 +146,23 @@ export async function replaceLinearWithTargetAndQuantize(
     }
   };
   walk(module, "");
-  for (const [parent, name, path, linear] of targets) {
+  // Every layer is made before any is replaced: a shape the target cannot
+  // hold (an input size the group size does not divide) fails here, naming
+  // the weight, with the model untouched. Their placeholder buffers take
+  // what the quantized model takes in the end, so the peak barely moves.
+  const layers = targets.map(([, , path, linear]) =>
+    new Target(linear.inFeatures, linear.outFeatures, {
+      bias: false,
+      ...(options.groupSize !== undefined
+        ? { groupSize: options.groupSize }
+        : {}),
+      name: `${path}.weight`,
+    })
+  );
+  for (const [i, [parent, name, path, linear]] of targets.entries()) {
     const weight = await materialize(linear.weight);
     const bias = linear.bias ? await materialize(linear.bias) : null;
-    const layer = new Target(linear.inFeatures, linear.outFeatures, {
-      bias: false,
-    });
+    const layer = layers[i]!;
     layer.quantize(weight, {
       name: `${path}.weight`,
       asymmetric: options.asymmetric,

@@ -181,12 +181,13 @@ export function checkInt8Symmetric(
   ) {
     throw new TypeError(
       `--format ${format} writes 8-bit symmetric per-channel weights; this checkpoint is ` +
-        `${s.bits}-bit ${
-          s.symmetric ? "symmetric" : "asymmetric"
-        } ${s.groupSize ? `group-wise (group size ${s.groupSize})` : s.granularity}`,
+        `${s.bits}-bit ${s.symmetric ? "symmetric" : "asymmetric"} ${
+          s.groupSize ? `group-wise (group size ${s.groupSize})` : s.granularity
+        }`,
     );
   }
-  if (s.activations) {
+  // "f32", "f16/bf16": float activations; anything else quantizes them.
+  if (s.activations && !/^b?f\d+(\/b?f\d+)*$/.test(s.activations)) {
     // The weights would be right, but the file would describe a weight-only
     // model and the engine would run it as one.
     throw new TypeError(

@@ -14,7 +14,11 @@
  *
  * `config.json` gains a `quantization_config` block
  * ({@linkcode compressedTensorsConfig}) whose `ignore` lists every Linear left
- * in float.
+ * in float. `lm_head` always stays in float (vLLM loads it unquantized and
+ * has no parameter for `lm_head.weight_packed`), and the layers vLLM may
+ * refuse are warned about ({@linkcode marlinShapeWarnings},
+ * {@linkcode vllmModuleWarnings}). GPT-2's Conv1D weights are stored in Linear
+ * orientation, as vLLM's GPT-2 loader transposes only tensors named `.weight`.
  *
  * Scales: compressed-tensors' own observer computes absmax / 127.5 and uses
  * the range [-128, 127]; TinyQ writes absmax / 127 with the same range. The

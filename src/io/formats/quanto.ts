@@ -20,9 +20,18 @@
  *
  * quanto's int8 scale is absmax / 127 with range [-128, 127] (its
  * `AbsmaxOptimizer` with `qint8.qmax`), the same rule as TinyQ's, so the
- * values are the ones quanto would compute from the same f32 weights. Sources
- * read: optimum-quanto `nn/qmodule.py`, `nn/qlinear.py`,
- * `tensor/weights/qbytes.py`, `quantize.py`, `models/transformers_models.py`.
+ * values are the ones quanto computes from the same f32 weights. For bf16 or
+ * f16 weights the stored scales are quanto's too, but quanto divides in that
+ * dtype, so a few int8 values differ from its own by one (TinyQ's are the
+ * exact f32 quotients).
+ *
+ * What quanto's loaders need beyond the tensors: GPT-2's Conv1D layers stay in
+ * float (quanto quantizes only `torch.nn.Linear`, so `requantize` could not
+ * rebuild them), and a quantized `lm_head` sets `tie_word_embeddings: false`
+ * in `config.json`, as `save_pretrained` does (`from_pretrained` would tie it
+ * to the input embedding otherwise). Sources read: optimum-quanto
+ * `nn/qmodule.py`, `nn/qlinear.py`, `tensor/weights/qbytes.py`, `quantize.py`,
+ * `models/transformers_models.py`.
  *
  * @module
  */
@@ -339,7 +348,9 @@ function withTensors(
     }
   }
   const dtypes = new Set(
-    summary.modules.map((m) => context.tensors.get(`${m}.weight._scale`)?.dtype),
+    summary.modules.map((m) =>
+      context.tensors.get(`${m}.weight._scale`)?.dtype
+    ),
   );
   const only = dtypes.size === 1 ? [...dtypes][0] : undefined;
   return {

@@ -1,0 +1,406 @@
+/**
+ * `tinyq eval <original> --schemes …`: every quantization scheme side by
+ * side on one float checkpoint, without writing anything. Each Linear weight
+ * is read once, quantized in memory under every scheme, compared with the
+ * original (weights, and `forward` on seeded random inputs against the float
+ * layer) and dropped, so memory holds one layer at a time. One row per
+ * scheme: bits per weight, checkpoint size, weight SNR (mean and worst
+ * layer), largest weight error, output error and cosine — the table to read
+ * before choosing `--method`, `--group-size` and `--asymmetric`.
+ *
+ * @module
+ */
+
+import { getBackend } from "../backend/select.ts";
+import { DTYPE_SIZE, type FloatDType, isFloatDType } from "../dtype.ts";
+import {
+  Checkpoint,
+  CheckpointError,
+  CheckpointTensor,
+} from "../io/checkpoint.ts";
+import type { WeightScheme } from "../io/formats/format.ts";
+import { tinyqFormat } from "../io/formats/tinyq.ts";
+import { checkGroupSizes } from "../io/_group_check.ts";
+import { Linear } from "../linear.ts";
+import { numel, Tensor } from "../tensor.ts";
+import { DEFAULT_INT4_GROUP_SIZE } from "../quant/int4.ts";
+import { METHODS, type QuantMethod } from "../quant/quantizer.ts";
+import { excludeMatcher } from "../quant/replace.ts";
+import { seededNormals } from "../demo/demo_checkpoint.ts";
+import { type ErrorStats, errorStats } from "./_error_stats.ts";
+import { formatTable } from "./tables.ts";
+
+/** One scheme to try: a method, and for it a group size and zero points. */
+export interface SchemeSpec {
+  /** Canonical name (`w8a16`, `w8a16-asym`, `w4a16-g32-asym`, …). */
+  readonly name: string;
+  /** The layer method. */
+  readonly method: QuantMethod;
+  /** Inputs per 4-bit group (w4a16), else null. */
+  readonly groupSize: number | null;
+  /** Zero points. */
+  readonly asymmetric: boolean;
+}
+
+/** The schemes `tinyq eval <original>` compares when `--schemes` is not given. */
+export const DEFAULT_SCHEMES: readonly string[] = Object.freeze([
+  "w8a32",
+  "w8a16",
+  "w8a16-asym",
+  "w8a8",
+  "w4a16-g128",
+  "w4a16-g128-asym",
+  "w4a16-g32",
+  "w4a16-g32-asym",
+]);
+
+const METHOD_NAMES = Object.keys(METHODS) as QuantMethod[];
+
+/**
+ * Reads a scheme name: a method (`w8a32`, `w8a16`, `w8a8`, `w4a16`), then
+ * optionally `-g32`/`-g64`/`-g128` (w4a16 only; default 128) and `-asym`,
+ * in either order. Throws a RangeError saying what is accepted.
+ */
+export function parseScheme(text: string): SchemeSpec {
+  const parts = text.trim().toLowerCase().split("-");
+  const method = parts[0] as QuantMethod;
+  if (!METHOD_NAMES.includes(method)) {
+    throw new RangeError(
+      `unknown scheme "${text}"; a scheme is a method (${
+        METHOD_NAMES.join(", ")
+      }) with optional -g32/-g64/-g128 (w4a16) and -asym, e.g. w4a16-g32-asym`,
+    );
+  }
+  let groupSize: number | null = null;
+  let asymmetric = false;
+  for (const p of parts.slice(1)) {
+    const g = /^g(32|64|128)$/.exec(p);
+    if (p === "asym" && !asymmetric) asymmetric = true;
+    else if (g && groupSize === null) groupSize = Number(g[1]);
+    else {
+      throw new RangeError(
+        `unknown part "-${p}" in scheme "${text}"; expected -g32, -g64, -g128 or -asym`,
+      );
+    }
+  }
+  if (groupSize !== null && method !== "w4a16") {
+    throw new RangeError(
+      `scheme "${text}": a group size applies to w4a16 only (the int8 methods have one scale per output row)`,
+    );
+  }
+  if (method === "w4a16") groupSize ??= DEFAULT_INT4_GROUP_SIZE;
+  const name = `${method}${groupSize !== null ? `-g${groupSize}` : ""}${
+    asymmetric ? "-asym" : ""
+  }`;
+  return { name, method, groupSize, asymmetric };
+}
+
+/** The stored layout of a scheme, for sizes. */
+function weightScheme(s: SchemeSpec): WeightScheme {
+  return {
+    bits: s.method === "w4a16" ? 4 : 8,
+    groupSize: s.groupSize,
+    symmetric: !s.asymmetric,
+  };
+}
+
+/** The activations a method's forward takes, given the weights' dtype. */
+function activationDtype(method: QuantMethod, weight: FloatDType): FloatDType {
+  if (method === "w8a32" || method === "w8a8") return "f32";
+  return weight === "f16" ? "f16" : "bf16";
+}
+
+/** One scheme's figures over all compared layers. */
+export interface SchemeRow {
+  /** The scheme. */
+  scheme: SchemeSpec;
+  /** What forward does with activations. */
+  activations: string;
+  /** Stored bits per quantized weight, scales and zero points included. */
+  bitsPerWeight: number;
+  /** Bytes of the whole checkpoint quantized this way. */
+  checkpointBytes: number;
+  /** Weight SNR in dB: mean over layers. */
+  weightSnrMeanDb: number;
+  /** Weight SNR in dB: the worst layer. */
+  weightSnrMinDb: number;
+  /** Largest |dequantized − original| weight over all layers. */
+  weightMaxAbs: number;
+  /** Output error ‖y_q − y‖ / ‖y‖: mean over layers. */
+  outputRelErrMean: number;
+  /** Output error ‖y_q − y‖ / ‖y‖: the worst layer. */
+  outputRelErrMax: number;
+  /** Cosine of quantized and float outputs: the worst layer. */
+  outputCosineMin: number;
+  /** Per-layer figures. */
+  layers: { path: string; weight: ErrorStats; output: ErrorStats }[];
+}
+
+/** What {@linkcode compareSchemes} found. */
+export interface SchemeReport {
+  /** The float checkpoint. */
+  original: string;
+  /** The backend forward ran on, and why. */
+  backend: { name: string; reason: string };
+  /** Linear layers compared. */
+  layers: number;
+  /** Linear layers left out by `exclude`. */
+  excluded: string[];
+  /** Random input rows per layer. */
+  tokens: number;
+  /** Seed of the inputs. */
+  seed: number;
+  /** Bytes of the float checkpoint. */
+  originalBytes: number;
+  /** Bits per weight of the float Linear weights. */
+  originalBitsPerWeight: number;
+  /** One row per scheme, in the order asked. */
+  rows: SchemeRow[];
+}
+
+/** Options of {@linkcode compareSchemes}. */
+export interface CompareOptions {
+  /** Scheme names (default {@linkcode DEFAULT_SCHEMES}). */
+  schemes?: readonly string[];
+  /** Linear layers to leave out: child names or dotted-path globs. */
+  exclude?: readonly string[];
+  /** Rows of random input per layer (default 8). */
+  tokens?: number;
+  /** Seed (default 0). */
+  seed?: number;
+  /** Called after each layer (for a progress bar): weight bytes and layers done. */
+  onProgress?: (p: {
+    bytesDone: number;
+    bytesTotal: number;
+    layersDone: number;
+    layersTotal: number;
+  }) => void;
+}
+
+const ACTIVATIONS: Readonly<Record<QuantMethod, string>> = {
+  w8a32: "f32",
+  w8a16: "bf16/f16",
+  w8a8: "int8 per token",
+  w4a16: "bf16/f16",
+};
+
+/**
+ * Quantizes every Linear of the float checkpoint at `originalPath` under each
+ * scheme in memory, one layer at a time, and measures the error of each.
+ * Inputs are the same for every scheme: seeded normal rows rounded to the
+ * 16-bit activation dtype (so f32 and 16-bit layers see identical values);
+ * the reference is the float Linear in f32 on them.
+ */
+export async function compareSchemes(
+  originalPath: string,
+  options: CompareOptions = {},
+): Promise<SchemeReport> {
+  const tokens = options.tokens ?? 8;
+  const seed = options.seed ?? 0;
+  const specs = (options.schemes ?? DEFAULT_SCHEMES).map(parseScheme);
+  using ckpt = await Checkpoint.open(originalPath);
+  if (ckpt.quantization || ckpt.alreadyQuantized()) {
+    throw new CheckpointError(
+      originalPath,
+      `${
+        ckpt.alreadyQuantized() ?? "is quantized"
+      }; comparing schemes needs the float original`,
+    );
+  }
+  const isExcluded = excludeMatcher(options.exclude ?? []);
+  const all = ckpt.linears();
+  const linears = all.filter((l) => !isExcluded(l.path));
+  const excluded = all.filter((l) => isExcluded(l.path)).map((l) => l.path);
+  const groups = new Set(
+    specs.flatMap((s) => s.groupSize === null ? [] : [s.groupSize]),
+  );
+  for (const g of groups) {
+    checkGroupSizes(
+      originalPath,
+      linears.map((l) => ({ path: l.path, inFeatures: l.inFeatures! })),
+      g,
+    );
+  }
+  const info = await getBackend();
+  const originalBytes = ckpt.entries.reduce((s, e) => s + e.info.byteLength, 0);
+  let weightBytes = 0;
+  let params = 0;
+  const bytesTotal = linears.reduce(
+    (s, l) => s + ckpt.entry(`${l.path}.weight`)!.info.byteLength,
+    0,
+  );
+  const stored = specs.map(() => 0);
+  const rows: SchemeRow[] = specs.map((scheme) => ({
+    scheme,
+    activations: ACTIVATIONS[scheme.method],
+    bitsPerWeight: 0,
+    checkpointBytes: 0,
+    weightSnrMeanDb: 0,
+    weightSnrMinDb: Infinity,
+    weightMaxAbs: 0,
+    outputRelErrMean: 0,
+    outputRelErrMax: 0,
+    outputCosineMin: 1,
+    layers: [],
+  }));
+  for (const [index, l] of linears.entries()) {
+    const entry = ckpt.entry(`${l.path}.weight`)!;
+    const out = l.outFeatures!, inF = l.inFeatures!;
+    const weight = await new CheckpointTensor(ckpt, entry, l.transposed).load();
+    if (!isFloatDType(weight.dtype)) {
+      throw new CheckpointError(
+        originalPath,
+        `is ${weight.dtype}, not a float weight`,
+        entry.name,
+      );
+    }
+    const dtype = weight.dtype as FloatDType;
+    weightBytes += entry.info.byteLength;
+    params += out * inF;
+    const w = weight.toF32Array();
+    const biasEntry = ckpt.entry(`${l.path}.bias`);
+    const bias = biasEntry ? await ckpt.read(biasEntry.name) : null;
+    const float = Linear.fromTensors(new Tensor(w, [out, inF]), bias);
+    const x16 = new Tensor(
+      seededNormals(seed * 7919 + index)(new Float32Array(tokens * inF)),
+      [tokens, inF],
+    ).to(dtype === "f16" ? "f16" : "bf16");
+    const ref = (await float.forward(x16.to("f32"))).toF32Array();
+    float.dispose();
+    for (const [i, s] of specs.entries()) {
+      const layer = new METHODS[s.method](inF, out, {
+        bias: false,
+        ...(s.groupSize !== null ? { groupSize: s.groupSize } : {}),
+        name: entry.name,
+      });
+      layer.quantize(weight, { asymmetric: s.asymmetric, name: entry.name });
+      layer.bias = bias;
+      const werr = errorStats(w, layer.dequantize().toF32Array());
+      const y = await layer.forward(x16.to(activationDtype(s.method, dtype)));
+      layer.dispose();
+      const yerr = errorStats(ref, y.toF32Array());
+      rows[i]!.layers.push({ path: l.path, weight: werr, output: yerr });
+      stored[i]! += tinyqFormat.linearTensors(
+        l.path,
+        out,
+        inF,
+        dtype,
+        weightScheme(s),
+      ).reduce((sum, t) => sum + numel(t.shape) * DTYPE_SIZE[t.dtype], 0);
+    }
+    options.onProgress?.({
+      bytesDone: weightBytes,
+      bytesTotal,
+      layersDone: index + 1,
+      layersTotal: linears.length,
+    });
+  }
+  for (const [i, row] of rows.entries()) {
+    const ls = row.layers;
+    const n = Math.max(1, ls.length);
+    row.bitsPerWeight = params ? (stored[i]! * 8) / params : 0;
+    row.checkpointBytes = originalBytes - weightBytes + stored[i]!;
+    for (const l of ls) {
+      const rel = relErr(l.output);
+      row.weightSnrMeanDb += l.weight.snrDb / n;
+      row.weightSnrMinDb = Math.min(row.weightSnrMinDb, l.weight.snrDb);
+      row.weightMaxAbs = Math.max(row.weightMaxAbs, l.weight.maxAbs);
+      row.outputRelErrMean += rel / n;
+      row.outputRelErrMax = Math.max(row.outputRelErrMax, rel);
+      row.outputCosineMin = Math.min(row.outputCosineMin, l.output.cosine);
+    }
+  }
+  return {
+    original: originalPath,
+    backend: { name: info.name as string, reason: info.reason },
+    layers: linears.length,
+    excluded,
+    tokens,
+    seed,
+    originalBytes,
+    originalBitsPerWeight: params ? (weightBytes * 8) / params : 0,
+    rows,
+  };
+}
+
+/** ‖d‖ / ‖ref‖ from an SNR in dB (0 for an exact match). */
+function relErr(s: ErrorStats): number {
+  return s.snrDb === Infinity ? 0 : 10 ** (-s.snrDb / 20);
+}
+
+function db(x: number): string {
+  return x === Infinity ? "inf" : x.toFixed(1);
+}
+
+function pct(x: number): string {
+  return `${(x * 100).toFixed(2)}%`;
+}
+
+/** The comparison as a table, one row per scheme, with a legend. */
+export function formatSchemes(r: SchemeReport): string {
+  const mib = (b: number) => (b / 2 ** 20).toFixed(2);
+  const table = formatTable(
+    [
+      "scheme",
+      "activations",
+      "bits/W",
+      "size MiB",
+      "SNR(W) mean",
+      "SNR(W) min",
+      "max|dW|",
+      "err(y) mean",
+      "err(y) max",
+      "cos(y) min",
+    ],
+    [
+      [
+        "original",
+        "float",
+        r.originalBitsPerWeight.toFixed(2),
+        mib(r.originalBytes),
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+      ],
+      ...r.rows.map((row) => [
+        row.scheme.name,
+        row.activations,
+        row.bitsPerWeight.toFixed(2),
+        mib(row.checkpointBytes),
+        db(row.weightSnrMeanDb),
+        db(row.weightSnrMinDb),
+        row.weightMaxAbs.toExponential(2),
+        pct(row.outputRelErrMean),
+        pct(row.outputRelErrMax),
+        row.outputCosineMin.toFixed(5),
+      ]),
+    ],
+    [
+      "left",
+      "left",
+      "right",
+      "right",
+      "right",
+      "right",
+      "right",
+      "right",
+      "right",
+      "right",
+    ],
+  );
+  return `schemes: ${r.original}, ${r.layers} Linear layers${
+    r.excluded.length
+      ? ` (${r.excluded.length} excluded: ${r.excluded.slice(0, 4).join(", ")}${
+        r.excluded.length > 4 ? ", …" : ""
+      })`
+      : ""
+  }, ${r.tokens} random tokens per layer (seed ${r.seed})\n` +
+    `backend: ${r.backend.name} (${r.backend.reason})\n\n` + table +
+    "\nbits/W: stored bits per Linear weight, scales and zero points included;\n" +
+    "size: the whole checkpoint quantized so. SNR(W): weight signal-to-noise\n" +
+    "in dB (mean, worst layer); err(y): ||y_q - y|| / ||y|| of forward() against\n" +
+    "the float layer (mean, worst layer); cos(y): worst layer.\n";
+}

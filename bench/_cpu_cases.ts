@@ -1,9 +1,9 @@
 /**
  * Shared by bench/cpu_bench.ts and bench/compare_torch.ts: the shapes of
  * issue 5 and a timing of each CPU path on one shape, through the public
- * layers (`Linear`, `W8A32LinearLayer`, `W8A16LinearLayer`) on the CPU
- * backend, plus the plain reference kernel where it finishes in reasonable
- * time.
+ * layers (`Linear`, `W8A32LinearLayer`, `W8A16LinearLayer`, and the low-bit
+ * `W8A8LinearLayer`, `W4A16LinearLayer` of issue 8) on the CPU backend, plus
+ * the plain reference kernel where it finishes in reasonable time.
  *
  * @module
  */
@@ -14,8 +14,10 @@ import {
   referenceLinearInt8,
   setBackend,
   Tensor,
+  W4A16LinearLayer,
   W8A16LinearLayer,
   W8A32LinearLayer,
+  W8A8LinearLayer,
 } from "../mod.ts";
 
 /** A linear layer's shape: `m` rows of activations, `k` in, `n` out. */
@@ -54,7 +56,10 @@ export interface Measurement {
   path: string;
   /** Median milliseconds per call. */
   ms: number;
-  /** Bytes of weight read per call (int8: n·k, f32: 4·n·k). */
+  /**
+   * Bytes of weight read per call (f32: 4·n·k, int8: n·k, int4: n·k/2 plus
+   * the group scales and zero points, which are 3–4% of it at group 128).
+   */
   weightBytes: number;
 }
 
@@ -102,14 +107,40 @@ export interface MeasureOptions {
   oneThread?: boolean;
   /** Also time the reference kernel (default: only for m = 1). */
   reference?: boolean;
+  /** Also time W8A8 and W4A16 (default true). */
+  lowBit?: boolean;
   /** Timed iterations (default: by shape size). */
   iters?: number;
 }
 
 /**
+ * Medians of several paths measured in alternation: each is warmed up, then
+ * every round times one call of each path in turn, so that a change in the
+ * machine's load (other processes, frequency) weighs on all paths alike and
+ * their ratios stay fair.
+ */
+export async function interleavedMedians(
+  fns: readonly (() => Promise<unknown>)[],
+  iters: number,
+  warmup: number,
+): Promise<number[]> {
+  for (const fn of fns) for (let i = 0; i < warmup; i++) await fn();
+  const times = fns.map(() => [] as number[]);
+  for (let it = 0; it < iters; it++) {
+    for (let p = 0; p < fns.length; p++) {
+      const t0 = performance.now();
+      await fns[p]!();
+      times[p]!.push(performance.now() - t0);
+    }
+  }
+  return times.map((t) => t.sort((a, b) => a - b)[t.length >> 1]!);
+}
+
+/**
  * Times every CPU path on one shape, each a median of several calls: the f32
  * `Linear` of this library first (the baseline of the ratios), then the int8
- * layers.
+ * layers and the low-bit ones, measured in alternation (see
+ * {@linkcode interleavedMedians}); then the one-thread and reference rows.
  */
 export async function measureShape(
   shape: Shape,
@@ -117,7 +148,8 @@ export async function measureShape(
 ): Promise<Measurement[]> {
   const { m, k, n } = shape;
   const work = m * k * n;
-  const iters = options.iters ?? (work > 1e9 ? 7 : work > 1e8 ? 15 : 31);
+  const iters = options.iters ?? (work > 1e9 ? 9 : work > 1e8 ? 21 : 41);
+  const warmup = work > 1e9 ? 6 : 20;
   const w = random(n * k, 1);
   const weight = new Tensor(w, [n, k]);
   const bias = new Tensor(random(n, 2), [n]);
@@ -136,22 +168,82 @@ export async function measureShape(
   const w8a16 = new W8A16LinearLayer(k, n);
   w8a16.quantize(weight);
   w8a16.bias = bias;
+  const layers: { dispose(): void }[] = [linear, w8a32, w8a16];
 
-  const out: Measurement[] = [];
+  const paths: { path: string; bytes: number; fn: () => Promise<unknown> }[] = [
+    {
+      path: "Linear f32 (baseline)",
+      bytes: 4 * n * k,
+      fn: () => linear.forward(x32),
+    },
+    { path: "W8A32 f32 act", bytes: n * k, fn: () => w8a32.forward(x32) },
+    { path: "W8A16 f16 act", bytes: n * k, fn: () => w8a16.forward(x16) },
+    { path: "W8A16 bf16 act", bytes: n * k, fn: () => w8a16.forward(xbf) },
+  ];
+  if (options.lowBit ?? true) {
+    const group = 128;
+    const w8a8 = new W8A8LinearLayer(k, n);
+    w8a8.quantize(weight);
+    w8a8.bias = bias;
+    const w8a8Asym = new W8A8LinearLayer(k, n);
+    w8a8Asym.quantize(weight, { asymmetric: true });
+    w8a8Asym.bias = bias;
+    const w4 = new W4A16LinearLayer(k, n, { groupSize: group });
+    w4.quantize(weight);
+    w4.bias = bias;
+    const w4Asym = new W4A16LinearLayer(k, n, { groupSize: group });
+    w4Asym.quantize(weight, { asymmetric: true });
+    w4Asym.bias = bias;
+    layers.push(w8a8, w8a8Asym, w4, w4Asym);
+    const int4Bytes = n * k / 2 + 4 * n * k / group;
+    paths.push(
+      {
+        path: "W8A8 f32 act (int8 per token)",
+        bytes: n * k,
+        fn: () => w8a8.forward(x32),
+      },
+      {
+        path: "W8A8 f32 act, asymmetric W",
+        bytes: n * k + n,
+        fn: () => w8a8Asym.forward(x32),
+      },
+      {
+        path: "W4A16 g128 f16 act",
+        bytes: int4Bytes,
+        fn: () => w4.forward(x16),
+      },
+      {
+        path: "W4A16 g128 f16 act, asymmetric",
+        bytes: int4Bytes + n * k / group,
+        fn: () => w4Asym.forward(x16),
+      },
+      {
+        path: "W4A16 g128 bf16 act",
+        bytes: int4Bytes,
+        fn: () => w4.forward(xbf),
+      },
+    );
+  }
+
+  useCpu(null);
+  const medians = await interleavedMedians(
+    paths.map((p) => p.fn),
+    iters,
+    warmup,
+  );
+  const out: Measurement[] = paths.map((p, i) => ({
+    path: p.path,
+    ms: medians[i]!,
+    weightBytes: p.bytes,
+  }));
   const time = async (
     path: string,
     bytes: number,
     fn: () => Promise<unknown>,
     it = iters,
   ) => {
-    const warmup = work > 1e9 ? 6 : 20;
     out.push({ path, ms: await medianMs(fn, it, warmup), weightBytes: bytes });
   };
-  useCpu(null);
-  await time("Linear f32 (baseline)", 4 * n * k, () => linear.forward(x32));
-  await time("W8A32 f32 act", n * k, () => w8a32.forward(x32));
-  await time("W8A16 f16 act", n * k, () => w8a16.forward(x16));
-  await time("W8A16 bf16 act", n * k, () => w8a16.forward(xbf));
   if (options.oneThread ?? true) {
     useCpu(1);
     await time("W8A32 f32 act, 1 thread", n * k, () => w8a32.forward(x32));
@@ -177,9 +269,7 @@ export async function measureShape(
       3,
     );
   }
-  w8a32.dispose();
-  w8a16.dispose();
-  linear.dispose();
+  for (const layer of layers) layer.dispose();
   return out;
 }
 

@@ -1,7 +1,8 @@
 /**
- * CPU kernel benchmark (issue 5): per shape and path, the median time, GFLOP/s,
- * weight GB/s and the ratio to this library's f32 `Linear` (< 1: faster),
- * and the quantization throughput in GB/s of input.
+ * CPU kernel benchmark (issues 5 and 8): per shape and path, the median time,
+ * GFLOP/s, weight GB/s and the ratios to this library's f32 `Linear` and to
+ * W8A16 with f16 activations (< 1: faster), the low-bit layers (W8A8, W4A16)
+ * beside the int8 ones, and the quantization throughput in GB/s of input.
  *
  *   deno run -A bench/cpu_bench.ts [--shapes 1x4096x4096,...] [--threads N]
  *   deno bench -A bench/cpu_bench.ts      # the same paths under `deno bench`
@@ -21,8 +22,10 @@ import {
   quantizeRowsInt8Reference,
   setBackend,
   Tensor,
+  W4A16LinearLayer,
   W8A16LinearLayer,
   W8A32LinearLayer,
+  W8A8LinearLayer,
 } from "../mod.ts";
 import {
   measureShape,
@@ -87,10 +90,12 @@ async function main(): Promise<void> {
     "GFLOP/s",
     "weight GB/s",
     "vs f32 Linear",
+    "vs W8A16 f16",
   ]];
   for (const shape of shapes) {
     const ms = await measureShape(shape);
     const base = ms[0]!.ms;
+    const w8a16 = ms.find((r) => r.path === "W8A16 f16 act")!.ms;
     for (const r of ms) {
       rows.push([
         shapeName(shape),
@@ -99,6 +104,7 @@ async function main(): Promise<void> {
         gflops(shape, r.ms).toFixed(1),
         (r.weightBytes / r.ms / 1e6).toFixed(1),
         (r.ms / base).toFixed(2),
+        (r.ms / w8a16).toFixed(2),
       ]);
     }
   }
@@ -133,6 +139,10 @@ if (import.meta.main) {
     w8a32.quantize(w);
     const w8a16 = new W8A16LinearLayer(s.k, s.n, { bias: false });
     w8a16.quantize(w);
+    const w8a8 = new W8A8LinearLayer(s.k, s.n, { bias: false });
+    w8a8.quantize(w);
+    const w4a16 = new W4A16LinearLayer(s.k, s.n, { bias: false });
+    w4a16.quantize(w);
     const group = shapeName(s);
     Deno.bench(`${group} Linear f32`, { group, baseline: true }, async () => {
       await linear.forward(x);
@@ -142,6 +152,12 @@ if (import.meta.main) {
     });
     Deno.bench(`${group} W8A16 f16`, { group }, async () => {
       await w8a16.forward(x16);
+    });
+    Deno.bench(`${group} W8A8 f32`, { group }, async () => {
+      await w8a8.forward(x);
+    });
+    Deno.bench(`${group} W4A16 g128 f16`, { group }, async () => {
+      await w4a16.forward(x16);
     });
   }
   const rows = 4096, cols = 4096;

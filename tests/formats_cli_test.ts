@@ -678,7 +678,7 @@ Deno.test("inspect names the format and its warnings, and previews --format on a
     r = await ok(["inspect", join(dir, "ct")]);
     assert.match(
       r.stdout,
-      /^format: +compressed-tensors\nquantization: tinyq \d+\.\d+\.\d+, w8a16, 8-bit per-channel symmetric, 7 modules quantized, 1 excluded \(lm_head\), original weights bf16$/m,
+      /^format: +compressed-tensors\nquantization: tinyq \d+\.\d+\.\d+, w8a16, 8-bit per-channel symmetric, activations f16\/bf16, 7 modules quantized, 1 excluded \(lm_head\), original weights bf16$/m,
     );
     assert.match(
       r.stdout,
@@ -970,14 +970,30 @@ Deno.test("export formats refuse what int8 weight-only per-channel cannot record
   // Float activations are fine (W8A16, W8A32).
   compressedTensorsConfig({ ...base, activations: "f16/bf16" });
   quantoQmap({ ...base, method: "w8a32", activations: "f32" });
+  // W8A8 is int-quantized; vLLM's int8 kernels take symmetric weights only.
+  compressedTensorsConfig({
+    ...base,
+    method: "w8a8",
+    activations: "int8 dynamic per-token",
+  });
   assert.throws(
     () =>
       compressedTensorsConfig({
         ...base,
         method: "w8a8",
+        symmetric: false,
         activations: "int8 dynamic per-token",
       }),
-    /--format compressed-tensors writes weight-only int8 \(W8A16\); --method w8a8 also quantizes activations/,
+    /--format compressed-tensors writes W8A8 with symmetric per-channel int8 weights \(what vLLM's int8 kernels take\); drop --asymmetric/,
+  );
+  assert.throws(
+    () =>
+      quantoQmap({
+        ...base,
+        method: "w8a8",
+        activations: "int8 dynamic per-token",
+      }),
+    /--format quanto writes weight-only int8 \(W8A16\); --method w8a8 also quantizes activations/,
   );
   assert.throws(
     () =>
@@ -993,14 +1009,15 @@ Deno.test("export formats refuse what int8 weight-only per-channel cannot record
       "--out",
       out,
       "--method",
-      "w8a8",
+      "w8a16",
+      "--asymmetric",
       "--format",
       "compressed-tensors",
     ]);
     assert.equal(r.code, 1);
-    assert.match(
+    assert.equal(
       r.stderr,
-      /^tinyq quantize: error: --format compressed-tensors writes weight-only int8 \(W8A16\); --method w8a8 also quantizes activations/,
+      "tinyq quantize: error: the compressed-tensors format does not store w8a16 8-bit asymmetric weights\n",
     );
     await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
     // W8A32 keeps float activations: the same file as W8A16 bar the method.

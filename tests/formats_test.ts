@@ -608,9 +608,10 @@ Deno.test("detectCompressedTensors() names the compressed-tensors variants TinyQ
   });
   const cases: [Record<string, unknown>, RegExp][] = [
     [
-      ct({}, { num_bits: 4, strategy: "group", group_size: 128 }),
-      /has 4-bit int weights/,
+      ct({}, { num_bits: 4, strategy: "group", group_size: 256 }),
+      /has 4-bit group-wise weights \(group_size 256\); TinyQ reads 4-bit groups of 32, 64 or 128/,
     ],
+    [ct({}, { num_bits: 2 }), /has 2-bit int weights/],
     [
       ct({}, { strategy: "group", group_size: 128 }),
       /has group-wise weights \(group_size 128\)/,
@@ -620,6 +621,10 @@ Deno.test("detectCompressedTensors() names the compressed-tensors variants TinyQ
     [
       ct({ format: "int-quantized" }),
       /format "int-quantized" is not supported/,
+    ],
+    [
+      ct({ format: "naive-quantized" }),
+      /format "naive-quantized" is not supported/,
     ],
     [ct({ config_groups: { W8A16: ["Linear"] } }), /"W8A16" is a preset name/],
     [
@@ -661,6 +666,7 @@ Deno.test("compressedTensorsModules() lists the paths that hold weight_packed", 
   );
   assert.deepEqual(compressedTensorsFormat.storedNames("fc"), [
     "fc.weight_packed",
+    "fc.weight",
     "fc.weight_scale",
     "fc.weight_shape",
     "fc.weight_zero_point",

@@ -27,6 +27,8 @@ import { W8A16LinearLayer } from "../src/quant/w8a16_linear_layer.ts";
 import { W8A32LinearLayer } from "../src/quant/w8a32_linear_layer.ts";
 import { W8A8LinearLayer } from "../src/quant/w8a8_linear_layer.ts";
 import { parseScheme } from "../src/cli/eval_schemes.ts";
+import { findFormat } from "../src/io/formats/registry.ts";
+import { detectCompressedTensors } from "../src/io/formats/compressed_tensors.ts";
 import { captureIO, snapshot } from "./_checkpoint_fixtures.ts";
 
 // ------------------------------------------------------ independent spec
@@ -100,6 +102,37 @@ function nibbles(bytes: Uint8Array): number[] {
   const out: number[] = [];
   for (const b of bytes) out.push(b & 0x0f, b >> 4);
   return out;
+}
+
+/** compressed-tensors' 4-bit codes of I32 words, eight per word, element k at bits [4k, 4k + 4). */
+function nibblesOfWords(words: Int32Array): number[] {
+  const out: number[] = [];
+  for (const w of words) {
+    for (let k = 0; k < 8; k++) out.push((w >>> (4 * k)) & 15);
+  }
+  return out;
+}
+
+/** Zero points packed along dim 0: [r, g] in word [r >> 3, g], bits 4(r & 7). */
+function unpackRowsOfNibbles(
+  words: Int32Array,
+  rows: number,
+  groups: number,
+): number[] {
+  const out: number[] = [];
+  for (let r = 0; r < rows; r++) {
+    for (let g = 0; g < groups; g++) {
+      out.push((words[(r >> 3) * groups + g]! >>> (4 * (r & 7))) & 15);
+    }
+  }
+  return out;
+}
+
+/** f32 → bf16 → f32, round to nearest even (the stored scale). */
+function bf16(x: number): number {
+  const b = new Uint32Array(new Float32Array([x]).buffer)[0]!;
+  const r = ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) << 16;
+  return new Float32Array(new Uint32Array([r]).buffer)[0]!;
 }
 
 const f32Bits = (xs: ArrayLike<number>) => [
@@ -585,8 +618,9 @@ Deno.test("GPT-2 Conv1D weights go through w4a16 transposed, and come back [in, 
 
 Deno.test("a Linear bigger than one 16 MiB block quantizes in blocks of whole rows to the bytes of the whole matrix (int4 and asymmetric int8)", async () => {
   await withDir(async (dir) => {
-    // 4200 × 2048 bf16 = 16.4 MiB: two blocks, the second of a few rows.
-    const rows = 4200, cols = 2048;
+    // 4100 × 2048 bf16 = 16.0 MiB + 4 rows: two blocks, the second of 4
+    // rows (half a word of compressed-tensors' row-packed zero points).
+    const rows = 4100, cols = 2048;
     await writeSyntheticCheckpoint(join(dir, "m"), [
       { name: "fc.weight", shape: [rows, cols], std: 0.05 },
     ], { files: { "config.json": "{}" } });
@@ -607,6 +641,19 @@ Deno.test("a Linear bigger than one 16 MiB block quantizes in blocks of whole ro
     );
     assert.deepEqual((await q4.read("fc.scales")).data, whole.scales);
     assert.deepEqual((await q4.read("fc.zero_points")).data, whole.zeroPoints);
+    await quantizeCheckpoint(join(dir, "m"), join(dir, "ct"), {
+      method: "w4a16",
+      asymmetric: true,
+      format: findFormat("compressed-tensors")!,
+    });
+    using ct = await Checkpoint.open(join(dir, "ct"));
+    const words = (await ct.read("fc.weight_zero_point")).data as Int32Array;
+    assert.equal(words.length, Math.ceil(rows / 8) * (cols / 128));
+    assert.deepEqual(
+      unpackRowsOfNibbles(words, rows, cols / 128),
+      [...whole.zeroPoints!],
+    );
+    await Deno.remove(join(dir, "ct"), { recursive: true });
     await quantizeCheckpoint(join(dir, "m"), join(dir, "q8"), {
       method: "w8a16",
       asymmetric: true,
@@ -615,6 +662,235 @@ Deno.test("a Linear bigger than one 16 MiB block quantizes in blocks of whole ro
     using q8 = await Checkpoint.open(join(dir, "q8"));
     assert.deepEqual((await q8.read("fc.int8_weights")).data, r8.q);
     assert.deepEqual((await q8.read("fc.zero_points")).data, r8.zeroPoints);
+  });
+});
+
+// ------------------------------------------- compressed-tensors exports
+
+async function ctExport(dir: string, args: string[]): Promise<string> {
+  const out = join(dir, "ct");
+  const r = await run([
+    "quantize",
+    join(dir, "m"),
+    "--out",
+    out,
+    "--format",
+    "compressed-tensors",
+    ...args,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  return out;
+}
+
+Deno.test("--format compressed-tensors -m w4a16 writes pack-quantized 4-bit groups: weight_packed nibbles q + 8, bf16 group scales, the config block", async () => {
+  await withDir(async (dir) => {
+    await model(dir);
+    const out = await ctExport(dir, ["-m", "w4a16", "-g", "64"]);
+    const { w, out: rows, inF } = await originalWeight(dir, LAYER);
+    const packed = await rawTensor(out, `${LAYER}.weight_packed`);
+    const scale = await rawTensor(out, `${LAYER}.weight_scale`);
+    const shape = await rawTensor(out, `${LAYER}.weight_shape`);
+    assert.deepEqual([packed.dtype, packed.shape], ["I32", [rows, inF / 8]]);
+    assert.deepEqual([scale.dtype, scale.shape], ["BF16", [rows, inF / 64]]);
+    assert.deepEqual(
+      [...new BigInt64Array(shape.bytes.buffer)],
+      [BigInt(rows), BigInt(inF)],
+    );
+    using ckpt = await Checkpoint.open(out);
+    assert.equal(ckpt.entry(`${LAYER}.weight_zero_point`), undefined);
+    const codes = nibblesOfWords(new Int32Array(packed.bytes.buffer));
+    const scales = new Uint16Array(scale.bytes.buffer);
+    for (let r = 0; r < rows; r++) {
+      const spec = specInt4Row(w.subarray(r * inF, (r + 1) * inF), 64, false);
+      assert.deepEqual(codes.slice(r * inF, (r + 1) * inF), spec.codes);
+      for (let g = 0; g < inF / 64; g++) {
+        const got = new Float32Array(
+          new Uint32Array([scales[r * (inF / 64) + g]! << 16]).buffer,
+        )[0]!;
+        assert.equal(got, bf16(spec.scales[g]!));
+      }
+    }
+    const qc = JSON.parse(await Deno.readTextFile(join(out, "config.json")))
+      .quantization_config;
+    assert.equal(qc.format, "pack-quantized");
+    assert.deepEqual(qc.config_groups.group_0, {
+      input_activations: null,
+      output_activations: null,
+      targets: ["Linear"],
+      weights: {
+        actorder: null,
+        block_structure: null,
+        dynamic: false,
+        group_size: 64,
+        num_bits: 4,
+        observer: "minmax",
+        observer_kwargs: {},
+        strategy: "group",
+        symmetric: true,
+        type: "int",
+      },
+    });
+    assert.deepEqual(qc.ignore, ["lm_head"]);
+    // Read back as W4A16 (bf16 scales), evaluated and dequantized.
+    assert.deepEqual(
+      [
+        ckpt.quantization?.method,
+        ckpt.quantization?.bits,
+        ckpt.quantization?.groupSize,
+        ckpt.quantization?.symmetric,
+      ],
+      ["w4a16", 4, 64, true],
+    );
+    const layer = await ckpt.quantizedLayer(LAYER);
+    assert.ok(layer instanceof W4A16LinearLayer && layer.groupSize === 64);
+    const e = await run([
+      "eval",
+      join(dir, "m"),
+      out,
+      "--backend",
+      "cpu",
+      "--json",
+    ]);
+    assert.equal(JSON.parse(e.stdout).verdict, "pass", e.stdout);
+    // A checkpoint another tool wrote: the config block alone says the same.
+    const foreign = detectCompressedTensors(null, { quantization_config: qc });
+    assert.deepEqual(
+      [foreign?.method, foreign?.bits, foreign?.groupSize, foreign?.symmetric],
+      ["w4a16", 4, 64, true],
+    );
+  });
+});
+
+Deno.test("--format compressed-tensors -m w4a16 --asymmetric adds weight_zero_point packed eight rows per word, codes without offset", async () => {
+  await withDir(async (dir) => {
+    await model(dir);
+    const out = await ctExport(dir, [
+      "-m",
+      "w4a16",
+      "-g",
+      "32",
+      "--asymmetric",
+    ]);
+    const { w, out: rows, inF } = await originalWeight(dir, LAYER);
+    const groups = inF / 32;
+    const packed = await rawTensor(out, `${LAYER}.weight_packed`);
+    const zp = await rawTensor(out, `${LAYER}.weight_zero_point`);
+    assert.deepEqual([zp.dtype, zp.shape], ["I32", [rows / 8, groups]]);
+    const codes = nibblesOfWords(new Int32Array(packed.bytes.buffer));
+    const zps = unpackRowsOfNibbles(
+      new Int32Array(zp.bytes.buffer),
+      rows,
+      groups,
+    );
+    for (let r = 0; r < rows; r++) {
+      const spec = specInt4Row(w.subarray(r * inF, (r + 1) * inF), 32, true);
+      assert.deepEqual(codes.slice(r * inF, (r + 1) * inF), spec.codes);
+      assert.deepEqual(zps.slice(r * groups, (r + 1) * groups), spec.zps);
+    }
+    const qc = JSON.parse(await Deno.readTextFile(join(out, "config.json")))
+      .quantization_config;
+    assert.deepEqual(
+      [
+        qc.config_groups.group_0.weights.symmetric,
+        qc.config_groups.group_0.weights.group_size,
+      ],
+      [false, 32],
+    );
+    using ckpt = await Checkpoint.open(out);
+    const layer = await ckpt.quantizedLayer(LAYER) as W4A16LinearLayer;
+    assert.deepEqual([...layer.zeroPoints!.data], zps);
+    // dequantize: (code − zp) · bf16(scale), element by element.
+    await dequantizeCheckpoint(out, join(dir, "f"), { dtype: "f32" });
+    using f = await Checkpoint.open(join(dir, "f"));
+    const deq = (await f.read(`${LAYER}.weight`)).toF32Array();
+    const spec = specInt4Row(w.subarray(0, inF), 32, true);
+    for (let k = 0; k < inF; k++) {
+      const g = Math.floor(k / 32);
+      assert.equal(
+        deq[k],
+        Math.fround((spec.codes[k]! - spec.zps[g]!) * bf16(spec.scales[g]!)),
+      );
+    }
+    const e = await run([
+      "eval",
+      join(dir, "m"),
+      out,
+      "--backend",
+      "cpu",
+      "--json",
+    ]);
+    assert.equal(JSON.parse(e.stdout).verdict, "pass", e.stdout);
+  });
+});
+
+Deno.test("--format compressed-tensors -m w8a8 writes int-quantized int8 weight and weight_scale with dynamic per-token int8 input activations", async () => {
+  await withDir(async (dir) => {
+    await model(dir);
+    const out = await ctExport(dir, ["-m", "w8a8"]);
+    const { w, out: rows, inF } = await originalWeight(dir, LAYER);
+    const q = await rawTensor(out, `${LAYER}.weight`);
+    const scale = await rawTensor(out, `${LAYER}.scale`).catch(() => null);
+    assert.equal(scale, null);
+    const ws = await rawTensor(out, `${LAYER}.weight_scale`);
+    assert.deepEqual([q.dtype, q.shape], ["I8", [rows, inF]]);
+    assert.deepEqual([ws.dtype, ws.shape], ["BF16", [rows, 1]]);
+    using ckpt = await Checkpoint.open(out);
+    assert.equal(ckpt.entry(`${LAYER}.weight_packed`), undefined);
+    assert.equal(ckpt.entry(`${LAYER}.weight_shape`), undefined);
+    const qv = new Int8Array(q.bytes.buffer);
+    for (let r = 0; r < rows; r++) {
+      assert.deepEqual(
+        [...qv.subarray(r * inF, (r + 1) * inF)],
+        specInt8Row(w.subarray(r * inF, (r + 1) * inF)).q,
+      );
+    }
+    const qc = JSON.parse(await Deno.readTextFile(join(out, "config.json")))
+      .quantization_config;
+    assert.equal(qc.format, "int-quantized");
+    const g = qc.config_groups.group_0;
+    assert.deepEqual(
+      [
+        g.input_activations.num_bits,
+        g.input_activations.type,
+        g.input_activations.symmetric,
+        g.input_activations.strategy,
+        g.input_activations.dynamic,
+      ],
+      [8, "int", true, "token", true],
+    );
+    assert.deepEqual(
+      [g.weights.num_bits, g.weights.strategy, g.weights.symmetric],
+      [8, "channel", true],
+    );
+    assert.equal(ckpt.quantization?.method, "w8a8");
+    assert.deepEqual(
+      ckpt.layers().find((l) => l.path === LAYER)?.inFeatures,
+      inF,
+    );
+    assert.ok((await ckpt.quantizedLayer(LAYER)) instanceof W8A8LinearLayer);
+    const e = await run([
+      "eval",
+      join(dir, "m"),
+      out,
+      "--backend",
+      "cpu",
+      "--json",
+    ]);
+    assert.equal(JSON.parse(e.stdout).verdict, "pass", e.stdout);
+    await dequantizeCheckpoint(out, join(dir, "f"));
+    using f = await Checkpoint.open(join(dir, "f"));
+    assert.deepEqual(
+      [
+        f.entry(`${LAYER}.weight`)?.info.dtype,
+        f.entry(`${LAYER}.weight_scale`),
+      ],
+      ["bf16", undefined],
+    );
+    const foreign = detectCompressedTensors(null, { quantization_config: qc });
+    assert.deepEqual(
+      [foreign?.method, foreign?.activations],
+      ["w8a8", "int8 dynamic per-token"],
+    );
   });
 });
 

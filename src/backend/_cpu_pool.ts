@@ -22,7 +22,10 @@ import { WORKER_SOURCE } from "./_cpu_worker.ts";
 /** Below this many multiply-adds a call stays on one thread: a worker round trip costs ~0.1 ms. */
 export const PARALLEL_MIN_MACS = 1 << 20;
 
-/** Output features per work unit (the kernels' weight tile). */
+/**
+ * Output features per work unit: the kernels' weight tile, and the row block
+ * of the int4 weight layout, which a thread's range must not split.
+ */
 const SPLIT_ALIGN = 8;
 
 interface Resident {
@@ -217,21 +220,35 @@ class WasmPool {
     return this.#keep(w, { ...got, bytes, kp });
   }
 
-  // Packed codes [n, k/2] (k is a multiple of 32: no row padding), then the
-  // scales [n, k/group], then the zero points if any.
+  // The packed codes [n, k/2] in the blocked layout of the decode kernel
+  // (interleave_int4 in wasm/kernels.c; k is a multiple of 32, so rows need
+  // no padding), then the scales [n, k/group], then the zero points if any.
   #residentInt4(w: Int4Weight): Resident | null {
     const cached = this.#lookup(w);
     if (cached) return cached;
     const { n, k } = w;
     const g = n * (k / w.groupSize);
-    const wBytes = align(n * k / 2);
+    const codeBytes = n * k / 2;
+    const wBytes = align(codeBytes);
     const bytes = wBytes + align(4 * g) + (w.zeroPoints ? g : 0);
     const got = this.#place(bytes);
     if (!got) return null;
-    const u8 = new Uint8Array(got.arena.buffer, got.off, bytes);
-    u8.set(w.packed.subarray(0, n * k / 2));
+    const { arena, off } = got;
+    const stage = this.#alloc(codeBytes, arena);
+    if (!stage) {
+      arena.free(off, bytes);
+      return null;
+    }
+    new Uint8Array(arena.buffer, stage.off, codeBytes).set(
+      w.packed.subarray(0, codeBytes),
+    );
+    arena.exports.interleave_int4(stage.off, n, k / 2, off);
+    arena.free(stage.off, codeBytes);
+    const u8 = new Uint8Array(arena.buffer, off, bytes);
     u8.set(bytesOf(w.scales.subarray(0, g)), wBytes);
-    if (w.zeroPoints) u8.set(w.zeroPoints.subarray(0, g), wBytes + align(4 * g));
+    if (w.zeroPoints) {
+      u8.set(w.zeroPoints.subarray(0, g), wBytes + align(4 * g));
+    }
     return this.#keep(w, { ...got, bytes, kp: k });
   }
 

@@ -74,6 +74,7 @@ export interface KernelExports {
     j0: number,
     j1: number,
   ): void;
+  interleave_int4(src: number, n: number, kb: number, dst: number): void;
   prepare_int4_x(
     src: number,
     kind: number,

@@ -315,7 +315,9 @@ function checkActivations(x: Activations, dtype: FloatDType, op: string) {
   const want = ARRAY_OF[dtype];
   if (!want || !(x instanceof want)) {
     throw new TypeError(
-      `${op}: ${dtype} activations must be a ${want?.name ?? "float array"}, got ${x.constructor.name}`,
+      `${op}: ${dtype} activations must be a ${
+        want?.name ?? "float array"
+      }, got ${x.constructor.name}`,
     );
   }
 }

@@ -54,8 +54,10 @@ Options:
   }
                             (default ${FORMATS[0]!.name}):
                             tinyq: TinyQ's own (every --method);
-                            compressed-tensors: pack-quantized int8 weight-only,
-                              what 'vllm serve <out>' loads (w8a16/w8a32);
+                            compressed-tensors: what 'vllm serve <out>' loads:
+                              pack-quantized int8 (w8a16/w8a32) or 4-bit
+                              groups (w4a16, --asymmetric too), int-quantized
+                              W8A8 with dynamic per-token activations (w8a8);
                               lm_head stays float (vLLM loads it unquantized);
                               warns of layers vLLM's Marlin kernel may refuse;
                             quanto: optimum-quanto qint8 + quanto_qmap.json

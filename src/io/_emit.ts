@@ -314,10 +314,15 @@ function quantizeBlock(
     }
     if (scheme && !scheme.symmetric) {
       const r = quantizeRowsInt8Asymmetric(data, u.dtype, rows, cols, name);
-      return format.encodeLinear({ ...at, ...r });
+      return format.encodeLinear({ ...at, ...r, scheme });
     }
     const { q, scales } = quantizeRowsInt8(data, u.dtype, rows, cols, name);
-    return format.encodeLinear({ ...at, q, scales });
+    return format.encodeLinear({
+      ...at,
+      q,
+      scales,
+      ...(scheme ? { scheme } : {}),
+    });
   } catch (e) {
     if (!(e instanceof NonFiniteWeightError)) throw e;
     const bf16 = new Float32Array(1);

@@ -938,8 +938,8 @@ function baseMetadata(file: SafetensorsFile): Map<string, string> {
  * ```ts
  * import { weightSchemeOf } from "@tinyq/tinyq";
  * import assert from "node:assert/strict";
- * assert.deepEqual(weightSchemeOf("w4a16"), { bits: 4, groupSize: 128, symmetric: true });
- * assert.deepEqual(weightSchemeOf("w8a8", { asymmetric: true }), { bits: 8, groupSize: null, symmetric: false });
+ * assert.deepEqual(weightSchemeOf("w4a16"), { bits: 4, groupSize: 128, symmetric: true, method: "w4a16" });
+ * assert.deepEqual(weightSchemeOf("w8a8", { asymmetric: true }), { bits: 8, groupSize: null, symmetric: false, method: "w8a8" });
  * assert.throws(() => weightSchemeOf("w8a16", { groupSize: 32 }), /w4a16 only/);
  * ```
  */
@@ -952,6 +952,7 @@ export function weightSchemeOf(
       bits: 4,
       groupSize: options.groupSize ?? DEFAULT_INT4_GROUP_SIZE,
       symmetric: !options.asymmetric,
+      method,
     };
   }
   if (options.groupSize !== undefined) {
@@ -959,7 +960,7 @@ export function weightSchemeOf(
       `a group size applies to w4a16 only; ${method} has one int8 scale per output row`,
     );
   }
-  return { bits: 8, groupSize: null, symmetric: !options.asymmetric };
+  return { bits: 8, groupSize: null, symmetric: !options.asymmetric, method };
 }
 
 /** The summary fields that describe `method` stored as `scheme`. */
@@ -1089,7 +1090,7 @@ async function quantizedShapes(
   for (const p of q.summary.modules) {
     if (q.format.linearShape) {
       try {
-        shapes.set(p, await q.format.linearShape(p, read));
+        shapes.set(p, await q.format.linearShape(p, read, tensors));
       } catch {
         // Reported by decodeLinear when the layer is used.
       }
@@ -1579,13 +1580,14 @@ function layerBytes(
   path: string,
   layer: StoredLayer,
   sourceDtype: DType,
+  scheme: WeightScheme,
 ): { specs: TensorSpec[]; produce: () => Promise<Uint8Array[]> } {
   const specs = format.linearTensors(
     path,
     layer.outFeatures,
     layer.inFeatures,
     sourceDtype,
-    layerScheme(layer),
+    scheme,
   );
   const at = {
     path,
@@ -1609,6 +1611,7 @@ function layerBytes(
         q: layer.int8Weights.data as Int8Array,
         scales: layer.scales.data as Float32Array,
         zeroPoints: (layer.zeroPoints?.data as Int8Array | undefined) ?? null,
+        scheme,
       });
   return {
     specs,
@@ -1646,7 +1649,7 @@ function sharedScheme(
       );
     }
   }
-  return scheme ?? weightSchemeOf(method);
+  return { ...(scheme ?? weightSchemeOf(method)), method };
 }
 
 function describeScheme(s: WeightScheme): string {
@@ -1727,7 +1730,7 @@ export async function saveModule(
     layer: StoredLayer,
     dtype: DType,
   ) => {
-    const { specs, produce } = layerBytes(format, path, layer, dtype);
+    const { specs, produce } = layerBytes(format, path, layer, dtype, scheme);
     qAfter += specs.reduce((s, t) => s + specBytes(t), 0);
     add(shard, { kind: "produce", label: `${path}.weight`, specs, produce });
     quantized.push(path);

@@ -150,18 +150,12 @@ export function quantizeInt4(
       const c1 = c0 + groupSize;
       // 0 included: the widened range (see @module).
       let pos = 0, neg = 0;
-      if (asymmetric) {
-        for (let c = c0; c < c1; c++) {
-          const b = bufBits[c]!;
-          const sign = b >> 31;
-          const m = b & 0x7fffffff;
-          pos = Math.max(pos, m & ~sign);
-          neg = Math.max(neg, m & sign);
-        }
-      } else {
-        for (let c = c0; c < c1; c++) {
-          pos = Math.max(pos, bufBits[c]! & 0x7fffffff);
-        }
+      for (let c = c0; c < c1; c++) {
+        const b = bufBits[c]!;
+        const sign = b >> 31;
+        const m = b & 0x7fffffff;
+        pos = Math.max(pos, m & ~sign);
+        neg = Math.max(neg, m & sign);
       }
       if (Math.max(pos, neg) >= 0x7f800000) {
         for (let c = c0; c < c1; c++) {
@@ -172,7 +166,7 @@ export function quantizeInt4(
         }
       }
       const max = fromBits(pos), min = -fromBits(neg);
-      let scale: number, offset: number, hi: number;
+      let scale: number, offset: number;
       if (asymmetric) {
         scale = Math.fround(Math.fround(max - min) / 15);
         if (scale === Infinity) {
@@ -184,24 +178,23 @@ export function quantizeInt4(
         let zp = roundHalfToEven(Math.fround(-min / scale));
         zp = zp > 15 ? 15 : zp < 0 ? 0 : zp;
         zeroPoints![r * groups + g] = zp;
-        offset = zp;
-        hi = 15;
+        offset = zp | 0;
       } else {
-        scale = Math.fround(max / 7) || 1; // max is absmax here
+        scale = Math.fround(Math.max(max, -min) / 7) || 1;
         offset = 8; // clamp(q, −8, 7) + 8 = clamp(q + 8, 0, 15)
-        hi = 15;
       }
       scales[r * groups + g] = scale;
       // Pairs never straddle a group: groupSize and c0 are even. The
-      // quotients are small, so MAGIC rounds them half to even.
+      // quotients are small, so MAGIC rounds them half to even, and the
+      // codes stay int32 (mixing int and double here halves the speed).
       let j = (base + c0) >> 1;
       for (let c = c0; c < c1; c += 2, j++) {
-        let a = Math.fround(buf[c]! / scale);
-        a = (a + MAGIC) - MAGIC + offset;
-        a = a > hi ? hi : a < 0 ? 0 : a;
-        let b = Math.fround(buf[c + 1]! / scale);
-        b = (b + MAGIC) - MAGIC + offset;
-        b = b > hi ? hi : b < 0 ? 0 : b;
+        let a = (((Math.fround(buf[c]! / scale) + MAGIC) - MAGIC) | 0) +
+          offset;
+        a = a > 15 ? 15 : a < 0 ? 0 : a;
+        let b = (((Math.fround(buf[c + 1]! / scale) + MAGIC) - MAGIC) | 0) +
+          offset;
+        b = b > 15 ? 15 : b < 0 ? 0 : b;
         packed[j] = a | (b << 4);
       }
     }

@@ -98,8 +98,10 @@ export function exportMetadata(
       version: s.version,
       method: s.method,
       bits: s.bits,
+      ...(s.groupSize ? { group_size: s.groupSize } : {}),
       granularity: s.granularity,
       symmetric: s.symmetric,
+      ...(s.activations ? { activations: s.activations } : {}),
       ...(s.weightDtype ? { weight_dtype: s.weightDtype } : {}),
       modules: s.modules,
       excluded: s.excluded,
@@ -152,6 +154,10 @@ export function summaryFromExportMetadata(
     transposed: stringList(r.transposed, `${where}: "transposed"`),
     ...(typeof r.weight_dtype === "string"
       ? { weightDtype: r.weight_dtype as DType }
+      : {}),
+    ...(typeof r.group_size === "number" ? { groupSize: r.group_size } : {}),
+    ...(typeof r.activations === "string"
+      ? { activations: r.activations }
       : {}),
   };
 }

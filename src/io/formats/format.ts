@@ -45,6 +45,8 @@ export interface QuantizedRowsRecord {
   readonly sourceDtype: DType;
   /** One zero point per row of the block (asymmetric int8), or null/absent. */
   readonly zeroPoints?: Int8Array | null;
+  /** The scheme of `linearTensors` (absent: int8 per-channel symmetric). */
+  readonly scheme?: WeightScheme;
 }
 
 /** How the weights of a quantized Linear are stored. */
@@ -55,6 +57,12 @@ export interface WeightScheme {
   readonly groupSize: number | null;
   /** No zero points. */
   readonly symmetric: boolean;
+  /**
+   * The method the weights are for (`w8a16`, `w8a8`, …), for formats that
+   * store the same int8 weights differently per method (compressed-tensors
+   * keeps W8A8 `int-quantized`, W8A16 `pack-quantized`). Absent: W8A16.
+   */
+  readonly method?: string;
 }
 
 /** The int8 per-channel symmetric scheme: what a format stores when none is named. */
@@ -205,6 +213,7 @@ export interface CheckpointFormat {
   linearShape?(
     path: string,
     read: (name: string) => Promise<Tensor | null>,
+    tensors?: DetectContext["tensors"],
   ): Promise<[number, number]>;
   /**
    * Why the Linear `layer` must stay in float in this format (its loaders

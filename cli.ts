@@ -16,7 +16,7 @@
  * @module
  */
 
-import { removeActiveTemps } from "./src/io/checkpoint.ts";
+import { removeActiveTemps } from "./src/io/quantize_checkpoint.ts";
 import { TINYQ_VERSION } from "./src/io/formats/tinyq.ts";
 import { type CliIO, processIO, UsageError } from "./src/cli/_io.ts";
 import { demoCommand } from "./src/cli/demo.ts";

@@ -47,6 +47,11 @@ export * from "./src/quant/w4a16_linear_layer.ts";
 export * from "./src/io/safetensors.ts";
 export * from "./src/backend/cpu.ts";
 export * from "./src/io/checkpoint.ts";
+export * from "./src/io/checkpoint_tensor.ts";
+export * from "./src/io/weight_scheme.ts";
+export * from "./src/io/quantize_checkpoint.ts";
+export * from "./src/io/dequantize_checkpoint.ts";
+export * from "./src/io/save_module.ts";
 export * from "./src/io/formats/tinyq.ts";
 export {
   type DemoCheckpoint,
@@ -56,5 +61,8 @@ export {
 export * from "./src/backend/webgpu.ts";
 export * from "./src/io/formats/registry.ts";
 export * from "./src/io/formats/compressed_tensors.ts";
+export * from "./src/io/formats/compressed_tensors_config.ts";
+export * from "./src/io/formats/compressed_tensors_packing.ts";
+export * from "./src/io/formats/compressed_tensors_warnings.ts";
 export * from "./src/io/formats/quanto.ts";
 export * from "./src/quant/quantize_rows_asymmetric.ts";

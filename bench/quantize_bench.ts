@@ -24,7 +24,7 @@
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { quantizeCheckpoint } from "../src/io/checkpoint.ts";
+import { quantizeCheckpoint } from "../src/io/quantize_checkpoint.ts";
 import {
   freeBytes,
   generate,

@@ -1,12 +1,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import {
-  Checkpoint,
-  CheckpointTensor,
-  dequantizeCheckpoint,
-  quantizeCheckpoint,
-  saveModule,
-} from "../src/io/checkpoint.ts";
+import { Checkpoint } from "../src/io/checkpoint.ts";
+import { CheckpointTensor } from "../src/io/checkpoint_tensor.ts";
+import { dequantizeCheckpoint } from "../src/io/dequantize_checkpoint.ts";
+import { quantizeCheckpoint } from "../src/io/quantize_checkpoint.ts";
+import { saveModule } from "../src/io/save_module.ts";
 import { SafetensorsFile } from "../src/io/safetensors.ts";
 import { makeDemoCheckpoint } from "../src/demo/demo_checkpoint.ts";
 import { quantizeRowsInt8 } from "../src/quant/quantize_rows.ts";

@@ -267,6 +267,7 @@ Deno.test("linearInt4() is within f32 rounding of x·dequant(W)ᵀ + b: odd shap
             `m=${m} n=${n} k=${k} g=${g} asym=${asym} ${dtype} bias=${!!bias}`;
           const y = await ONE.linearInt4(x, dtype, m, w, bias);
           assertCloseToExact(y, floatArrayToF32(x, dtype), m, w, bias, label);
+          assert.deepEqual(await TWO.linearInt4(x, dtype, m, w, bias), y);
         }
         ONE.release(w);
       }
@@ -385,10 +386,13 @@ Deno.test("linearInt4() reads packed bytes at any byte offset, and k = 0 gives t
   const shifted = new Uint8Array(w.packed.length + 1).subarray(1);
   shifted.set(w.packed);
   const x = randomF32(5 * 64, r);
+  const offset = { ...w, packed: shifted };
   assert.deepEqual(
-    await ONE.linearInt4(x, "f32", 5, { ...w, packed: shifted }, null),
+    await ONE.linearInt4(x, "f32", 5, offset, null),
     await ONE.linearInt4(x, "f32", 5, w, null),
   );
+  ONE.release(offset);
+  ONE.release(w);
   const empty: Int4Weight = {
     packed: new Uint8Array(0),
     scales: new Float32Array(0),
@@ -409,17 +413,24 @@ Deno.test("linearInt4() reads packed bytes at any byte offset, and k = 0 gives t
     ],
     [1, 2, 3, 1, 2, 3],
   );
+  const empty8: Int8Weight = {
+    q: new Int8Array(0),
+    scales: Float32Array.from([1, 2, 3]),
+    zeroPoints: null,
+    n: 3,
+    k: 0,
+  };
   assertSameValues(
-    await ONE.linearW8A8(new Float32Array(0), 2, {
-      q: new Int8Array(0),
-      scales: Float32Array.from([1, 2, 3]),
-      zeroPoints: null,
-      n: 3,
-      k: 0,
-    }, Float32Array.from([1, -0, 3])),
+    await ONE.linearW8A8(
+      new Float32Array(0),
+      2,
+      empty8,
+      Float32Array.from([1, -0, 3]),
+    ),
     Float32Array.from([1, 0, 3, 1, 0, 3]),
     "W8A8 k=0",
   );
+  ONE.release(empty8);
 });
 
 // ------------------------------------------------------- shared behaviour
@@ -429,13 +440,20 @@ Deno.test("release() frees the copy of an Int4Weight (and of a W8A8 weight)", as
   const r = rng(11);
   const w4 = int4Weight(16, 128, 64, r, true);
   const w8 = int8Weight(16, 64, r, false);
-  const before = pool.stats.residentWeights;
   await ONE.linearInt4(randomF32(128, r), "f32", 1, w4, null);
   await ONE.linearW8A8(randomF32(64, r), 1, w8, null);
-  assert.equal(pool.stats.residentWeights, before + 2);
+  // Synchronous from here: no finalizer of another test's weights can run.
+  const kept = pool.stats.residentWeights;
   ONE.release(w4);
+  assert.equal(pool.stats.residentWeights, kept - 1);
   ONE.release(w8);
-  assert.equal(pool.stats.residentWeights, before);
+  assert.equal(pool.stats.residentWeights, kept - 2);
+  ONE.release(w8);
+  assert.equal(
+    pool.stats.residentWeights,
+    kept - 2,
+    "a second release is a no-op",
+  );
 });
 
 Deno.test("stale values in reused kernel memory never reach a low-bit result", async () => {

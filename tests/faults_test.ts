@@ -12,7 +12,7 @@ import {
   writeSyntheticCheckpoint,
 } from "../src/demo/demo_checkpoint.ts";
 import { SafetensorsFile, writeSafetensors } from "../src/io/safetensors.ts";
-import { quantizeCheckpoint } from "../src/io/checkpoint.ts";
+import { quantizeCheckpoint } from "../src/io/quantize_checkpoint.ts";
 import { captureIO, runCli, snapshot } from "./_checkpoint_fixtures.ts";
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {

@@ -7,11 +7,11 @@
 
 import assert from "node:assert/strict";
 import fixture from "./fixtures/export_formats.json" with { type: "json" };
+import { compressedTensorsFormat } from "../src/io/formats/compressed_tensors.ts";
 import {
-  compressedTensorsFormat,
   packInt8Rows,
   unpackInt8Rows,
-} from "../src/io/formats/compressed_tensors.ts";
+} from "../src/io/formats/compressed_tensors_packing.ts";
 import { quantoFormat } from "../src/io/formats/quanto.ts";
 import { quantizeRowsInt8 } from "../src/quant/quantize_rows.ts";
 import { f32ToFloatArray } from "../src/dtype.ts";

@@ -22,17 +22,21 @@ import type {
   QuantizationSummary,
   TensorSpec,
 } from "../src/io/formats/format.ts";
+import { compressedTensorsFormat } from "../src/io/formats/compressed_tensors.ts";
 import {
   COMPRESSED_TENSORS_VERSION,
   compressedTensorsConfig,
-  compressedTensorsFormat,
   compressedTensorsModules,
   detectCompressedTensors,
-  marlinShapeWarnings,
+} from "../src/io/formats/compressed_tensors_config.ts";
+import {
   packInt8Rows,
   unpackInt8Rows,
+} from "../src/io/formats/compressed_tensors_packing.ts";
+import {
+  marlinShapeWarnings,
   vllmModuleWarnings,
-} from "../src/io/formats/compressed_tensors.ts";
+} from "../src/io/formats/compressed_tensors_warnings.ts";
 import {
   detectQuanto,
   QUANTO_QMAP_NAME,

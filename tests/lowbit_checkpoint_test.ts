@@ -8,12 +8,10 @@ import fc from "fast-check";
 import { main } from "../cli.ts";
 import { makeDemoCheckpoint } from "../src/demo/demo_checkpoint.ts";
 import { writeSyntheticCheckpoint } from "../src/demo/demo_checkpoint.ts";
-import {
-  Checkpoint,
-  dequantizeCheckpoint,
-  quantizeCheckpoint,
-  saveModule,
-} from "../src/io/checkpoint.ts";
+import { Checkpoint } from "../src/io/checkpoint.ts";
+import { dequantizeCheckpoint } from "../src/io/dequantize_checkpoint.ts";
+import { quantizeCheckpoint } from "../src/io/quantize_checkpoint.ts";
+import { saveModule } from "../src/io/save_module.ts";
 import { SafetensorsFile } from "../src/io/safetensors.ts";
 import { Linear } from "../src/linear.ts";
 import { Module } from "../src/module.ts";
@@ -28,7 +26,7 @@ import { W8A32LinearLayer } from "../src/quant/w8a32_linear_layer.ts";
 import { W8A8LinearLayer } from "../src/quant/w8a8_linear_layer.ts";
 import { parseScheme } from "../src/cli/eval_schemes.ts";
 import { findFormat } from "../src/io/formats/registry.ts";
-import { detectCompressedTensors } from "../src/io/formats/compressed_tensors.ts";
+import { detectCompressedTensors } from "../src/io/formats/compressed_tensors_config.ts";
 import { captureIO, snapshot } from "./_checkpoint_fixtures.ts";
 
 // ------------------------------------------------------ independent spec

@@ -7,7 +7,8 @@
  *   everything on the calling thread.
  * - `TINYQ_CPU_KERNEL=wasm|reference`: `wasm` (default) runs the WebAssembly
  *   SIMD kernels; `reference` forces the plain typed-array kernels
- *   (src/backend/cpu_reference.ts, src/quant/quantize_rows.ts) everywhere.
+ *   (src/backend/cpu_reference.ts, the reference* kernels of
+ *   src/backend/cpu_lowbit.ts, src/quant/quantize_rows.ts) everywhere.
  *
  * Without `--allow-env` the defaults apply (and Deno does not prompt).
  *

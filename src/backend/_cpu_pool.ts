@@ -1,9 +1,11 @@
 /**
  * Runs the WebAssembly kernels on every core: weights are copied once into a
  * shared memory (an {@linkcode Arena}) and kept there while their object
- * lives; a call copies its activations in, splits the output features
- * between the calling thread and a persistent pool of workers, and copies the
- * result out.
+ * lives (int4 codes reordered into the decode kernel's row blocks); a call
+ * copies its activations in and prepares them on the calling thread (widened
+ * to f32, quantized per token for W8A8, or reordered for W4A16), splits the
+ * output features between the calling thread and a persistent pool of
+ * workers, and copies the result out.
  *
  * Workers start on first need and stay; they are `unref()`ed while idle, so
  * they never keep a process alive. Calls run one at a time (each already uses

@@ -41,6 +41,33 @@ export interface Int8Weight {
   readonly k: number;
 }
 
+/**
+ * A group-wise 4-bit weight as the kernels take it. Like
+ * {@linkcode Int8Weight}, the object's identity is the cache key for what a
+ * backend keeps for it (GPU buffers): build it once per layer.
+ *
+ * Element `[j, t]` of the [n, k] matrix is the nibble `e = j·k + t` of
+ * `packed`: the low nibble of byte `e >> 1` when `e` is even, the high nibble
+ * when odd. Nibbles are unsigned codes: `q + 8` for symmetric weights (so the
+ * weight is `(code − 8) · scale`), `q` for asymmetric ones (weight
+ * `(code − zeroPoint) · scale`). Scales and zero points are [n, k / groupSize]
+ * row-major.
+ */
+export interface Int4Weight {
+  /** Two 4-bit codes per byte, row-major [n, k / 2]. */
+  readonly packed: Uint8Array;
+  /** One f32 scale per group, [n, k / groupSize]. */
+  readonly scales: Float32Array;
+  /** One zero point (0–15) per group for asymmetric weights, or null (symmetric: 8). */
+  readonly zeroPoints: Uint8Array | null;
+  /** Output features (rows). */
+  readonly n: number;
+  /** Input features (columns), a multiple of `groupSize`. */
+  readonly k: number;
+  /** Consecutive input features sharing a scale: 32, 64 or 128. */
+  readonly groupSize: number;
+}
+
 /** A plain f32 weight, row-major [n, k]. Identity is the cache key, as above. */
 export interface F32Weight {
   /** The values, row-major [n, k]. */
@@ -73,6 +100,28 @@ export interface Backend {
     w: F32Weight,
     bias: Float32Array | null,
   ): Promise<Float32Array>;
-  /** Frees what the backend keeps for a weight (GPU buffers); a no-op on CPU. */
-  release(w: Int8Weight | F32Weight): void;
+  /**
+   * W8A8: each row of `x` [m, k] is quantized to int8 with its own scale
+   * `s_x = f32(absmax / 127)`, the product with `(q − zp)` is exact in int32,
+   * and `y = f32(f32(f32(acc) · s_x) · scale[j]) + bias[j]`.
+   */
+  linearW8A8(
+    x: Float32Array,
+    m: number,
+    w: Int8Weight,
+    bias: Float32Array | null,
+  ): Promise<Float32Array>;
+  /**
+   * W4A16: `y[i, j] = Σ_groups scale · Σ x · (code − zp) + bias[j]` over the
+   * 4-bit codes of `w`, f32 accumulation; `x` [m, k] in `xDtype`, result f32.
+   */
+  linearInt4(
+    x: Activations,
+    xDtype: FloatDType,
+    m: number,
+    w: Int4Weight,
+    bias: Float32Array | null,
+  ): Promise<Float32Array>;
+  /** Frees what the backend keeps for a weight (wasm copies, GPU buffers). */
+  release(w: Int8Weight | F32Weight | Int4Weight): void;
 }

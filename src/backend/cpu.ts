@@ -1,6 +1,10 @@
 /**
  * The CPU backend: WebAssembly SIMD kernels on every core, with the plain
- * typed-array kernels of `cpu_reference.ts` as the fallback.
+ * typed-array kernels of `cpu_reference.ts` as the fallback. It also runs
+ * the low-bit schemes: W8A8 (int8 activations quantized per token, exact
+ * int32 sums: the bits of `referenceLinearW8A8`) and W4A16 (group-wise 4-bit
+ * weights unpacked in registers), whose JavaScript kernels in
+ * `cpu_lowbit.ts` remain the reference and the fallback.
  *
  * Environment (read when a backend is created; `--allow-env` needed, else
  * the defaults):
@@ -10,7 +14,8 @@
  *   first need and never keep the process alive; products under ~1M
  *   multiply-adds stay on the calling thread.
  * - `TINYQ_CPU_KERNEL=wasm|reference` — `reference` forces the plain kernels
- *   (also for quantization); `wasm` is the default.
+ *   (also for quantization, and `referenceLinearW8A8` / `referenceLinearInt4`
+ *   for the low-bit schemes); `wasm` is the default.
  *
  * The fast kernels sum in f32 in a blocked order, so results differ from the
  * reference by rounding only (well within 1e-5 of Σ|x·w|). A weight is copied

@@ -12,34 +12,9 @@
  * @module
  */
 
-import type { Int8Weight } from "./backend.ts";
+import type { Int4Weight, Int8Weight } from "./backend.ts";
 
-/**
- * A group-wise 4-bit weight as the kernels take it. Like
- * {@linkcode Int8Weight}, the object's identity is the cache key for what a
- * backend keeps for it (GPU buffers): build it once per layer.
- *
- * Element `[j, t]` of the [n, k] matrix is the nibble `e = j·k + t` of
- * `packed`: the low nibble of byte `e >> 1` when `e` is even, the high nibble
- * when odd. Nibbles are unsigned codes: `q + 8` for symmetric weights (so the
- * weight is `(code − 8) · scale`), `q` for asymmetric ones (weight
- * `(code − zeroPoint) · scale`). Scales and zero points are [n, k / groupSize]
- * row-major.
- */
-export interface Int4Weight {
-  /** Two 4-bit codes per byte, row-major [n, k / 2]. */
-  readonly packed: Uint8Array;
-  /** One f32 scale per group, [n, k / groupSize]. */
-  readonly scales: Float32Array;
-  /** One zero point (0–15) per group for asymmetric weights, or null (symmetric: 8). */
-  readonly zeroPoints: Uint8Array | null;
-  /** Output features (rows). */
-  readonly n: number;
-  /** Input features (columns), a multiple of `groupSize`. */
-  readonly k: number;
-  /** Consecutive input features sharing a scale: 32, 64 or 128. */
-  readonly groupSize: number;
-}
+export type { Int4Weight } from "./backend.ts";
 
 /** Activations quantized to int8, one scale per row. */
 export interface QuantizedActivations {

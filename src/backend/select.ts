@@ -59,7 +59,10 @@ export function setBackend(
 ): void {
   requested = { choice: parseBackendChoice(choice, source), source };
   // Free the previous backend's device and buffers rather than wait for GC.
-  void active?.then((b) => (b as Partial<{ destroy(): void }>).destroy?.(), () => {});
+  void active?.then(
+    (b) => (b as Partial<{ destroy(): void }>).destroy?.(),
+    () => {},
+  );
   active = null;
 }
 

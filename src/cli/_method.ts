@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { CheckpointMethod } from "../io/checkpoint.ts";
+import type { CheckpointMethod } from "../io/weight_scheme.ts";
 import type { WeightScheme } from "../io/formats/format.ts";
 import { INT4_GROUP_SIZES } from "../quant/int4.ts";
 import { UsageError } from "./_io.ts";

@@ -7,7 +7,7 @@
 
 import { join } from "node:path";
 import { makeDemoCheckpoint } from "../demo/demo_checkpoint.ts";
-import { quantizeCheckpoint } from "../io/checkpoint.ts";
+import { quantizeCheckpoint } from "../io/quantize_checkpoint.ts";
 import { registerTemp } from "../io/_atomic.ts";
 import { flag, parseCommandArgs, str } from "./_args.ts";
 import type { CliIO } from "./_io.ts";

@@ -5,7 +5,8 @@
  * @module
  */
 
-import { dequantizeCheckpoint, parseSize } from "../io/checkpoint.ts";
+import { dequantizeCheckpoint } from "../io/dequantize_checkpoint.ts";
+import { parseSize } from "../io/quantize_checkpoint.ts";
 import type { FloatDType } from "../dtype.ts";
 import { flag, parseCommandArgs, str } from "./_args.ts";
 import { type CliIO, UsageError } from "./_io.ts";

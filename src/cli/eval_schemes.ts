@@ -13,11 +13,8 @@
 
 import { getBackend } from "../backend/select.ts";
 import { DTYPE_SIZE, type FloatDType, isFloatDType } from "../dtype.ts";
-import {
-  Checkpoint,
-  CheckpointError,
-  CheckpointTensor,
-} from "../io/checkpoint.ts";
+import { Checkpoint, CheckpointError } from "../io/checkpoint.ts";
+import { CheckpointTensor } from "../io/checkpoint_tensor.ts";
 import type { WeightScheme } from "../io/formats/format.ts";
 import { tinyqFormat } from "../io/formats/tinyq.ts";
 import { checkGroupSizes } from "../io/_group_check.ts";

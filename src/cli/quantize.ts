@@ -9,7 +9,7 @@ import {
   quantizeCheckpoint,
   type QuantizeResult,
   type TensorEvent,
-} from "../io/checkpoint.ts";
+} from "../io/quantize_checkpoint.ts";
 import { findFormat, FORMATS } from "../io/formats/registry.ts";
 import { flag, list, parseCommandArgs, str } from "./_args.ts";
 import { type CliIO, UsageError } from "./_io.ts";

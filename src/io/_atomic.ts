@@ -8,7 +8,11 @@
  */
 
 import { basename, dirname, isAbsolute, relative, resolve } from "node:path";
-import { CheckpointError, osReason } from "./_checkpoint_error.ts";
+import {
+  CheckpointError,
+  osReason,
+  unlessNotFound,
+} from "./_checkpoint_error.ts";
 
 // Synchronous undo actions of the writes in progress, by temporary path.
 const active = new Map<string, () => void>();
@@ -67,15 +71,6 @@ export function removeActiveTemps(): string[] {
   return removed;
 }
 
-async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
-  try {
-    return await Deno.lstat(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
-  }
-}
-
 async function realOrSelf(path: string): Promise<string> {
   try {
     return await Deno.realPath(path);
@@ -111,7 +106,7 @@ export async function writeAtomically<T>(
 ): Promise<T> {
   const abs = resolve(dest);
   const parent = dirname(abs);
-  const parentInfo = await lstatOrNull(parent).catch(() => null);
+  const parentInfo = await unlessNotFound(Deno.lstat(parent)).catch(() => null);
   if (!parentInfo) {
     throw new CheckpointError(dest, `its folder ${parent} does not exist`);
   }
@@ -131,7 +126,7 @@ export async function writeAtomically<T>(
       );
     }
   }
-  const existing = await lstatOrNull(abs);
+  const existing = await unlessNotFound(Deno.lstat(abs));
   if (existing && !options.force) {
     throw new CheckpointError(
       dest,

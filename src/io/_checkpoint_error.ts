@@ -51,3 +51,13 @@ export function osReason(e: unknown): string {
     "",
   );
 }
+
+/** What `op` gives, or null when the file it needs does not exist. */
+export async function unlessNotFound<T>(op: Promise<T>): Promise<T | null> {
+  try {
+    return await op;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+}

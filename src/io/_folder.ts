@@ -8,7 +8,11 @@
  */
 
 import { basename, dirname, isAbsolute, join, relative } from "node:path";
-import { CheckpointError, osReason } from "./_checkpoint_error.ts";
+import {
+  CheckpointError,
+  osReason,
+  unlessNotFound,
+} from "./_checkpoint_error.ts";
 
 /** The name of the shard index. */
 export const INDEX_NAME = "model.safetensors.index.json";
@@ -29,15 +33,6 @@ export interface Layout {
   readonly weightMap: ReadonlyMap<string, string> | null;
   /** The parsed `config.json`, or null when there is none (or for a file). */
   readonly config: Record<string, unknown> | null;
-}
-
-async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
-  try {
-    return await Deno.stat(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
-  }
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
@@ -122,7 +117,7 @@ export async function readConfig(
   dir: string,
 ): Promise<Record<string, unknown> | null> {
   const path = join(dir, "config.json");
-  if (!(await statOrNull(path))) return null;
+  if (!(await unlessNotFound(Deno.stat(path)))) return null;
   await insidePath(dir, "config.json", "the file", path);
   const config = await readJson(path, path);
   if (!isPlainObject(config)) {
@@ -179,7 +174,7 @@ export async function locate(input: string): Promise<Layout> {
     throw new CheckpointError(input, "is neither a file nor a folder");
   }
   const config = await readConfig(input);
-  if (await statOrNull(join(input, INDEX_NAME))) {
+  if (await unlessNotFound(Deno.stat(join(input, INDEX_NAME)))) {
     const weightMap = await readIndex(input);
     const names = [...new Set(weightMap.values())].sort();
     const blame = join(input, INDEX_NAME);
@@ -195,7 +190,7 @@ export async function locate(input: string): Promise<Layout> {
       config,
     };
   }
-  if (await statOrNull(join(input, SINGLE_NAME))) {
+  if (await unlessNotFound(Deno.stat(join(input, SINGLE_NAME)))) {
     await insidePath(input, SINGLE_NAME, "the file", join(input, SINGLE_NAME));
     return {
       input,

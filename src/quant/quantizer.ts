@@ -5,7 +5,8 @@
  */
 
 import type { Module } from "../module.ts";
-import { Checkpoint, saveModule } from "../io/checkpoint.ts";
+import { Checkpoint } from "../io/checkpoint.ts";
+import { saveModule } from "../io/save_module.ts";
 import type { QuantizedLinearClass, ReplaceReport } from "./replace.ts";
 import { replaceLinearWithTargetAndQuantize } from "./replace.ts";
 import { W8A16LinearLayer } from "./w8a16_linear_layer.ts";

@@ -1,7 +1,8 @@
 /**
  * What the export formats (compressed-tensors, optimum-quanto) share: the
- * float dtype their scales are stored in, reading those scales back, and
- * the `__metadata__` entry that lets TinyQ recognise its own exports.
+ * float dtype their scales are stored in, reading their tensors back, the
+ * `__metadata__` entry that lets TinyQ recognise its own exports, and what
+ * their loaders expect of `lm_head`.
  *
  * @module
  */
@@ -13,7 +14,7 @@ import {
   isFloatDType,
 } from "../../dtype.ts";
 import type { Tensor } from "../../tensor.ts";
-import type { QuantizationSummary } from "./format.ts";
+import type { DetectContext, QuantizationSummary } from "./format.ts";
 
 /**
  * The `__metadata__` key of TinyQ's exports. It is not the native format's
@@ -43,6 +44,44 @@ export function scaleBytes(
 /** Bytes of a 0-d tensor holding 1 in `dtype`. */
 export function oneBytes(dtype: FloatDType): Uint8Array {
   return scaleBytes(new Float32Array([1]), dtype);
+}
+
+/**
+ * The weight dtype of a checkpoint another tool wrote: the float dtype all of
+ * `modules`' scales (tensor `<module><scaleSuffix>`) share, if they share one.
+ */
+export function weightDtypeFromScales(
+  modules: readonly string[],
+  tensors: DetectContext["tensors"],
+  scaleSuffix: string,
+): { weightDtype?: FloatDType } {
+  const dtypes = new Set(
+    modules.map((m) => tensors.get(`${m}${scaleSuffix}`)?.dtype),
+  );
+  const only = dtypes.size === 1 ? [...dtypes][0] : undefined;
+  return only && isFloatDType(only) ? { weightDtype: only } : {};
+}
+
+/** `I8 [2, 3]`: a tensor's dtype and shape as an error message gives them. */
+export function describeTensor(t: Tensor): string {
+  return `${t.dtype.toUpperCase()} [${t.shape.join(", ")}]`;
+}
+
+/**
+ * [out, in] of `t`, which must be an I8 matrix; else a TypeError naming it,
+ * with `note` saying what the format calls it.
+ */
+export function int8Matrix(
+  t: Tensor,
+  name: string,
+  note = "",
+): [out: number, inF: number] {
+  if (t.dtype !== "i8" || t.ndim !== 2) {
+    throw new TypeError(
+      `"${name}" must be I8 [out, in]${note}, got ${describeTensor(t)}`,
+    );
+  }
+  return t.shape as [number, number];
 }
 
 /** Reads a tensor the checkpoint must have, or says which one is missing. */
@@ -129,16 +168,13 @@ export function summaryFromExportMetadata(
   const text = metadata?.[EXPORT_METADATA_KEY];
   if (text === undefined) return null;
   const where = `__metadata__ "${EXPORT_METADATA_KEY}"`;
-  let raw: unknown;
+  let r: unknown;
   try {
-    raw = JSON.parse(text);
+    r = JSON.parse(text);
   } catch {
     throw new TypeError(`${where} is not JSON`);
   }
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-    throw new TypeError(`${where} is not a JSON object`);
-  }
-  const r = raw as Record<string, unknown>;
+  if (!isRecord(r)) throw new TypeError(`${where} is not a JSON object`);
   if (r.format !== format) return null;
   const str = (k: string, fallback: string): string =>
     typeof r[k] === "string" ? r[k] as string : fallback;
@@ -201,4 +237,17 @@ export function checkInt8Symmetric(
         `also quantizes activations (${s.activations}), which it cannot record: use --method w8a16`,
     );
   }
+}
+
+/** A JSON object (not an array, not null). */
+export function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/**
+ * The output embedding: vLLM loads it unquantized, and quanto's loaders tie
+ * it to the input embedding unless `config.json` says otherwise.
+ */
+export function isLmHead(path: string): boolean {
+  return path === "lm_head" || path.endsWith(".lm_head");
 }

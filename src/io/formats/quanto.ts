@@ -36,7 +36,7 @@
  * @module
  */
 
-import { type DType, isFloatDType } from "../../dtype.ts";
+import type { DType } from "../../dtype.ts";
 import type { Tensor } from "../../tensor.ts";
 import type {
   CheckpointFormat,
@@ -50,6 +50,9 @@ import type {
 import {
   checkInt8Symmetric,
   exportMetadata,
+  int8Matrix,
+  isLmHead,
+  isRecord,
   oneBytes,
   pathsWithSuffix,
   perRowScales,
@@ -57,6 +60,7 @@ import {
   scaleBytes,
   scaleDtypeFor,
   summaryFromExportMetadata,
+  weightDtypeFromScales,
 } from "./_export.ts";
 
 const FORMAT = "quanto";
@@ -104,10 +108,6 @@ export function quantoQmap(
     qmap[m] = { weights: "qint8", activations: "none" };
   }
   return qmap;
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 /**
@@ -290,14 +290,7 @@ export const quantoFormat: CheckpointFormat = {
   ): Promise<DecodedLinear> {
     const dataName = `${path}.weight._data`;
     const data = await required(read, dataName, path);
-    if (data.dtype !== "i8" || data.ndim !== 2) {
-      throw new TypeError(
-        `"${dataName}" must be I8 [out, in] (qint8), got ${data.dtype.toUpperCase()} [${
-          data.shape.join(", ")
-        }]`,
-      );
-    }
-    const [out, inF] = data.shape as [number, number];
+    const [out, inF] = int8Matrix(data, dataName, " (qint8)");
     const scaleName = `${path}.weight._scale`;
     const scales = perRowScales(
       await required(read, scaleName, path),
@@ -324,7 +317,7 @@ export const quantoFormat: CheckpointFormat = {
     // from_pretrained ties lm_head to the input embedding unless told not to.
     if (
       config.tie_word_embeddings === false ||
-      !summary.modules.some((m) => m === "lm_head" || m.endsWith(".lm_head"))
+      !summary.modules.some(isLmHead)
     ) {
       return { ...config };
     }
@@ -347,14 +340,12 @@ function withTensors(
       );
     }
   }
-  const dtypes = new Set(
-    summary.modules.map((m) =>
-      context.tensors.get(`${m}.weight._scale`)?.dtype
-    ),
-  );
-  const only = dtypes.size === 1 ? [...dtypes][0] : undefined;
   return {
     ...summary,
-    ...(only && isFloatDType(only) ? { weightDtype: only } : {}),
+    ...weightDtypeFromScales(
+      summary.modules,
+      context.tensors,
+      ".weight._scale",
+    ),
   };
 }

@@ -5,6 +5,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { FloatDType } from "../src/dtype.ts";
 import {
@@ -12,6 +13,7 @@ import {
   writeSyntheticCheckpoint,
 } from "../src/demo/demo_checkpoint.ts";
 import type { CliIO } from "../src/cli/_io.ts";
+import { main } from "../cli.ts";
 
 /** A family fixture: tensors, config and the Linear paths TinyQ must find. */
 export interface FamilyFixture {
@@ -223,6 +225,18 @@ export async function writeFamily(
   return f;
 }
 
+/** Runs `fn` in a new temporary folder, removed afterwards. */
+export async function withDir(
+  fn: (dir: string) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "tinyq-test-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 /** A CliIO that records what the CLI writes. */
 export function captureIO(
   terminal = false,
@@ -254,6 +268,34 @@ export async function snapshot(dir: string): Promise<Map<string, Uint8Array>> {
   };
   await walk("");
   return new Map([...out].sort((a, b) => a[0] < b[0] ? -1 : 1));
+}
+
+/**
+ * Runs the CLI's `main` in-process on `args` (stderr a terminal or not) and
+ * returns its exit code and output.
+ */
+export async function runMain(
+  args: string[],
+  terminal = false,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const io = captureIO(terminal);
+  const code = await main(args, io);
+  return { code, stdout: io.stdout, stderr: io.stderr };
+}
+
+/**
+ * Runs `tinyq quantize <input> --out <out> …flags` in-process and fails the
+ * test unless it exits 0.
+ */
+export async function quantizeOk(
+  input: string,
+  out: string,
+  ...flags: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const args = ["quantize", input, "--out", out, ...flags];
+  const r = await runMain(args);
+  assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
+  return r;
 }
 
 /** Runs `deno run -A cli.ts …args` and returns its exit code and output. */

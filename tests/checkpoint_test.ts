@@ -19,17 +19,9 @@ import { parseSize } from "../src/io/_sharding.ts";
 import {
   FAMILY_FIXTURES,
   snapshot,
+  withDir,
   writeFamily,
 } from "./_checkpoint_fixtures.ts";
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tinyq-ckpt-test-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.byteLength === b.byteLength && a.every((x, i) => x === b[i]);

@@ -1,13 +1,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { main } from "../cli.ts";
 import { makeDemoCheckpoint } from "../src/demo/demo_checkpoint.ts";
 import { Checkpoint } from "../src/io/checkpoint.ts";
 import { SafetensorsFile } from "../src/io/safetensors.ts";
 import { FORMATS } from "../src/io/formats/registry.ts";
 import { renderProgress } from "../src/cli/progress.ts";
 import { formatTable } from "../src/cli/tables.ts";
-import { captureIO, runCli, writeFamily } from "./_checkpoint_fixtures.ts";
+import { runCli, runMain, writeFamily } from "./_checkpoint_fixtures.ts";
 
 async function withModel(
   fn: (dir: string, model: string) => Promise<void>,
@@ -22,29 +21,23 @@ async function withModel(
   }
 }
 
-async function run(args: string[], terminal = false) {
-  const io = captureIO(terminal);
-  const code = await main(args, io);
-  return { code, stdout: io.stdout, stderr: io.stderr };
-}
-
 Deno.test("--help of tinyq and of each command prints usage and exits 0", async () => {
-  let r = await run(["--help"]);
+  let r = await runMain(["--help"]);
   assert.equal(r.code, 0);
   assert.match(
     r.stdout,
     /^tinyq \d+\.\d+\.\d+ — 8-bit and 4-bit weight quantization/,
   );
   for (const c of ["quantize", "inspect", "dequantize", "eval", "demo"]) {
-    r = await run([c, "--help"]);
+    r = await runMain([c, "--help"]);
     assert.equal(r.code, 0, c);
     assert.match(r.stdout, new RegExp(`^Usage: tinyq ${c}`), c);
-    assert.equal((await run([c, "-h"])).stdout, r.stdout);
+    assert.equal((await runMain([c, "-h"])).stdout, r.stdout);
   }
-  r = await run([]);
+  r = await runMain([]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /Usage: tinyq <command>/);
-  r = await run(["--version"]);
+  r = await runMain(["--version"]);
   assert.match(r.stdout, /^tinyq \d+\.\d+\.\d+\n$/);
 });
 
@@ -118,7 +111,7 @@ Deno.test("usage errors exit 2 with one exact line", async () => {
     ],
   ];
   for (const [args, line] of cases) {
-    const r = await run(args);
+    const r = await runMain(args);
     assert.equal(r.stderr, line + "\n", args.join(" "));
     assert.equal(r.code, 2, args.join(" "));
     assert.equal(r.stdout, "");
@@ -127,7 +120,7 @@ Deno.test("usage errors exit 2 with one exact line", async () => {
 
 Deno.test("quantize prints a llama.cpp-style summary, or JSON with --json, and nothing on stderr in a pipe", async () => {
   await withModel(async (dir, model) => {
-    let r = await run([
+    let r = await runMain([
       "quantize",
       model,
       "--out",
@@ -149,7 +142,7 @@ Deno.test("quantize prints a llama.cpp-style summary, or JSON with --json, and n
       /Linear weights: .* \(16\.00 -> \d+\.\d\d bits per weight, scales included\)/,
     );
     assert.match(r.stdout, /time: .*MB\/s\)/);
-    r = await run([
+    r = await runMain([
       "quantize",
       model,
       "--out",
@@ -171,7 +164,7 @@ Deno.test("quantize prints a llama.cpp-style summary, or JSON with --json, and n
 
 Deno.test("quantize --verbose prints one line per tensor when stderr is not a terminal", async () => {
   await withModel(async (dir, model) => {
-    const r = await run([
+    const r = await runMain([
       "quantize",
       model,
       "--out",
@@ -207,7 +200,7 @@ Deno.test("quantize --verbose prints one line per tensor when stderr is not a te
 
 Deno.test("on a terminal, quantize redraws a progress bar with \\r and clears it", async () => {
   await withModel(async (dir, model) => {
-    const r = await run(["quantize", model, "--out", join(dir, "q")], true);
+    const r = await runMain(["quantize", model, "--out", join(dir, "q")], true);
     assert.equal(r.code, 0);
     assert.match(
       r.stderr,
@@ -257,7 +250,7 @@ Deno.test("formatTable() aligns columns", () => {
 
 Deno.test("inspect lists tensors with what quantize would do and why, and the backend", async () => {
   await withModel(async (dir, model) => {
-    let r = await run(["inspect", model, "-x", "lm_head"]);
+    let r = await runMain(["inspect", model, "-x", "lm_head"]);
     assert.equal(r.code, 0);
     assert.match(
       r.stdout,
@@ -290,7 +283,7 @@ Deno.test("inspect lists tensors with what quantize would do and why, and the ba
       /quantize would convert 7 Linear weights .*, exclude 1, keep 4 tensors as they are\n$/,
     );
 
-    r = await run(["inspect", model, "--json"]);
+    r = await runMain(["inspect", model, "--json"]);
     const j = JSON.parse(r.stdout);
     assert.equal(j.family, "llama");
     assert.equal(j.tensors.length, 12);
@@ -312,10 +305,10 @@ Deno.test("inspect lists tensors with what quantize would do and why, and the ba
     );
 
     assert.equal(
-      (await run(["quantize", model, "--out", join(dir, "q")])).code,
+      (await runMain(["quantize", model, "--out", join(dir, "q")])).code,
       0,
     );
-    r = await run(["inspect", join(dir, "q")]);
+    r = await runMain(["inspect", join(dir, "q")]);
     assert.match(
       r.stdout,
       /\nquantization: tinyq \d+\.\d+\.\d+, w8a16, 8-bit per-channel symmetric, activations f16\/bf16, 8 modules quantized, 0 excluded, original weights bf16\n/,
@@ -325,7 +318,7 @@ Deno.test("inspect lists tensors with what quantize would do and why, and the ba
       /model\.layers\.0\.mlp\.up_proj\.int8_weights +I8 +\[40, 16\] +640 B +quantized +quantized \(tinyq w8a16\)\n/,
     );
     j.quantization =
-      JSON.parse((await run(["inspect", join(dir, "q"), "--json"])).stdout)
+      JSON.parse((await runMain(["inspect", join(dir, "q"), "--json"])).stdout)
         .quantization;
     assert.equal(j.quantization.modules.length, 8);
   });
@@ -335,10 +328,10 @@ Deno.test("eval reports per-layer errors, the backend and a PASS verdict; a chan
   await withModel(async (dir, model) => {
     const q = join(dir, "q");
     assert.equal(
-      (await run(["quantize", model, "--out", q, "-x", "lm_head"])).code,
+      (await runMain(["quantize", model, "--out", q, "-x", "lm_head"])).code,
       0,
     );
-    let r = await run(["eval", model, q, "--backend", "cpu"]);
+    let r = await runMain(["eval", model, q, "--backend", "cpu"]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(
       r.stdout,
@@ -357,7 +350,7 @@ Deno.test("eval reports per-layer errors, the backend and a PASS verdict; a chan
       /\nverdict: PASS: 7 layers, worst output SNR \d+\.\d dB \(.+\); 5 other tensors byte-identical — int8 per-channel error as expected\n$/,
     );
 
-    r = await run([
+    r = await runMain([
       "eval",
       model,
       q,
@@ -388,14 +381,14 @@ Deno.test("eval reports per-layer errors, the backend and a PASS verdict; a chan
     const bytes = await Deno.readFile(shard);
     bytes[offset] ^= 1;
     await Deno.writeFile(shard, bytes);
-    r = await run(["eval", model, q, "--backend", "cpu"]);
+    r = await runMain(["eval", model, q, "--backend", "cpu"]);
     assert.equal(r.code, 1);
     assert.match(
       r.stdout,
       /\nverdict: FAIL: 1 tensor\(s\) that should pass through unchanged differ: model\.norm\.weight \(bytes differ\)\n$/,
     );
 
-    r = await run(["eval", model, model]);
+    r = await runMain(["eval", model, model]);
     assert.equal(r.code, 1);
     assert.equal(
       r.stderr,
@@ -407,8 +400,8 @@ Deno.test("eval reports per-layer errors, the backend and a PASS verdict; a chan
 Deno.test("dequantize restores a float checkpoint without quantization records", async () => {
   await withModel(async (dir, model) => {
     const q = join(dir, "q");
-    assert.equal((await run(["quantize", model, "--out", q])).code, 0);
-    const r = await run([
+    assert.equal((await runMain(["quantize", model, "--out", q])).code, 0);
+    const r = await runMain([
       "dequantize",
       q,
       "--out",
@@ -430,7 +423,7 @@ Deno.test("dequantize restores a float checkpoint without quantization records",
         .quantization_config,
       undefined,
     );
-    const again = await run([
+    const again = await runMain([
       "quantize",
       join(dir, "f"),
       "--out",
@@ -447,14 +440,21 @@ Deno.test("every family fixture goes through quantize, eval and dequantize on th
       const m = join(dir, family);
       await writeFamily(m, family);
       assert.equal(
-        (await run(["quantize", m, "--out", `${m}-q`])).code,
+        (await runMain(["quantize", m, "--out", `${m}-q`])).code,
         0,
         family,
       );
-      const e = await run(["eval", m, `${m}-q`, "--backend", "cpu", "--json"]);
+      const e = await runMain([
+        "eval",
+        m,
+        `${m}-q`,
+        "--backend",
+        "cpu",
+        "--json",
+      ]);
       assert.equal(JSON.parse(e.stdout).verdict, "pass", family);
       assert.equal(
-        (await run(["dequantize", `${m}-q`, "--out", `${m}-f`])).code,
+        (await runMain(["dequantize", `${m}-q`, "--out", `${m}-f`])).code,
         0,
         family,
       );

@@ -8,7 +8,7 @@ import {
 import { parseKernel, parseThreads } from "../src/backend/_cpu_config.ts";
 import { PARALLEL_MIN_MACS, wasmPool } from "../src/backend/_cpu_pool.ts";
 import { Arena, kernelsModule } from "../src/backend/_cpu_wasm.ts";
-import type { Activations, Int8Weight } from "../src/backend/backend.ts";
+import type { Int8Weight } from "../src/backend/backend.ts";
 import {
   f32ArrayToBf16,
   floatArrayToF32,
@@ -19,87 +19,8 @@ import {
   quantizeRowsInt8,
   quantizeRowsInt8Reference,
 } from "../src/quant/quantize_rows.ts";
-
-// A deterministic generator, so a failure names a reproducible case.
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function randomF32(n: number, r: () => number, scale = 1): Float32Array {
-  return Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale);
-}
-
-function randomInt8(n: number, r: () => number): Int8Array {
-  return Int8Array.from({ length: n }, () => Math.floor(r() * 256) - 128);
-}
-
-function activations(x: Float32Array, dtype: FloatDType): Activations {
-  return dtype === "f32"
-    ? x
-    : dtype === "f16"
-    ? Float16Array.from(x)
-    : f32ArrayToBf16(x);
-}
-
-/**
- * Asserts |y − exact| ≤ 1e-5 · (Σ|x·w| + |b|) for every output, where exact is
- * x @ dequant(w)ᵀ + b summed in f64: the forward tolerance of the kernels.
- */
-function assertCloseToExact(
-  y: Float32Array,
-  x: Float32Array,
-  m: number,
-  n: number,
-  k: number,
-  weight: (j: number, t: number) => number,
-  bias: Float32Array | null,
-  label: string,
-): void {
-  assert.equal(y.length, m * n, label);
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < n; j++) {
-      let sum = 0;
-      let mag = 0;
-      for (let t = 0; t < k; t++) {
-        const p = x[i * k + t]! * weight(j, t);
-        sum += p;
-        mag += Math.abs(p);
-      }
-      const b = bias ? bias[j]! : 0;
-      const tol = 1e-5 * (mag + Math.abs(b)) + 1e-30;
-      const got = y[i * n + j]!;
-      if (!(Math.abs(got - (sum + b)) <= tol)) {
-        assert.fail(
-          `${label}: y[${i}, ${j}] = ${got}, exact ${
-            sum + b
-          } (tolerance ${tol})`,
-        );
-      }
-    }
-  }
-}
-
-function int8Weight(
-  n: number,
-  k: number,
-  r: () => number,
-  zp: boolean,
-): Int8Weight {
-  return {
-    q: randomInt8(n * k, r),
-    scales: Float32Array.from({ length: n }, () => 0.001 + r() * 0.05),
-    zeroPoints: zp ? randomInt8(n, r) : null,
-    n,
-    k,
-  };
-}
+import { assertCloseToExact } from "./_exact_linear.ts";
+import { activations, randomF32, randomInt8Weight, rng } from "./_random.ts";
 
 const ONE = new CpuBackend("test", { threads: 1, kernel: "wasm" });
 const TWO = new CpuBackend("test", { threads: 2, kernel: "wasm" });
@@ -117,7 +38,7 @@ Deno.test("linearInt8() matches x @ dequant(W)ᵀ + b on odd shapes, every dtype
   for (const m of [1, 3, 7, 16, 17, 64, 257]) {
     for (const [n, k] of [[1, 15], [17, 33], [8, 16], [20, 100]]) {
       for (const zp of [false, true]) {
-        const w = int8Weight(n!, k!, r, zp);
+        const w = randomInt8Weight(n!, k!, r, zp);
         const deq = (j: number, t: number) =>
           (w.q[j * k! + t]! - (w.zeroPoints?.[j] ?? 0)) * w.scales[j]!;
         for (const dtype of ["f32", "f16", "bf16"] as const) {
@@ -179,7 +100,7 @@ Deno.test("two threads split the outputs and give the one-thread results bit for
   for (const [m, n, k] of shapes) {
     assert.ok(m! * n! * k! >= PARALLEL_MIN_MACS);
     for (const zp of [false, true]) {
-      const w = int8Weight(n!, k!, r, zp);
+      const w = randomInt8Weight(n!, k!, r, zp);
       const bias = randomF32(n!, r);
       for (const dtype of ["f32", "bf16"] as const) {
         const x = activations(randomF32(m! * k!, r), dtype);
@@ -215,7 +136,7 @@ Deno.test("two threads split the outputs and give the one-thread results bit for
 
 Deno.test("linearInt8() on two threads is within tolerance at decode size", async () => {
   const r = rng(4);
-  const w = int8Weight(300, 4000, r, false);
+  const w = randomInt8Weight(300, 4000, r, false);
   const x = randomF32(4000, r);
   const y = await TWO.linearInt8(x, "f32", 1, w, null);
   const deq = (j: number, t: number) => w.q[j * 4000 + t]! * w.scales[j]!;
@@ -227,7 +148,7 @@ Deno.test("concurrent calls on several weights each get their own result", async
   const r = rng(5);
   const ws = Array.from(
     { length: 6 },
-    (_, i) => int8Weight(40 + i, 700, r, i % 2 === 1),
+    (_, i) => randomInt8Weight(40 + i, 700, r, i % 2 === 1),
   );
   const xs = ws.map(() => randomF32(5 * 700, r));
   const ys = await Promise.all(
@@ -245,7 +166,7 @@ Deno.test("concurrent calls on several weights each get their own result", async
 Deno.test("release() frees a weight's copy and a later call copies it again", async () => {
   const pool = wasmPool()!;
   const r = rng(6);
-  const w = int8Weight(16, 64, r, false);
+  const w = randomInt8Weight(16, 64, r, false);
   const x = randomF32(64, r);
   const before = pool.stats.residentWeights;
   const y1 = await ONE.linearInt8(x, "f32", 1, w, null);
@@ -259,8 +180,8 @@ Deno.test("release() frees a weight's copy and a later call copies it again", as
 
 Deno.test("stale values in reused kernel memory never reach a result", async () => {
   const r = rng(10);
-  const poison = int8Weight(8, 32, r, false);
-  const w = int8Weight(8, 15, r, true);
+  const poison = randomInt8Weight(8, 32, r, false);
+  const w = randomInt8Weight(8, 15, r, true);
   for (const dtype of ["f32", "bf16", "f16"] as const) {
     const x32 = randomF32(64 * 15, r);
     const x = activations(x32, dtype);
@@ -336,7 +257,7 @@ Deno.test("non-finite activations propagate as in the reference", async () => {
 
 Deno.test("the reference kernel choice returns the reference's exact results", async () => {
   const r = rng(7);
-  const w = int8Weight(9, 21, r, true);
+  const w = randomInt8Weight(9, 21, r, true);
   const x = randomF32(2 * 21, r);
   const bias = randomF32(9, r);
   assert.deepEqual(
@@ -374,7 +295,7 @@ Deno.test("empty shapes give empty or bias-only outputs", async () => {
 });
 
 Deno.test("linearInt8() rejects an input whose length does not match m × k", async () => {
-  const w = int8Weight(2, 3, rng(8), false);
+  const w = randomInt8Weight(2, 3, rng(8), false);
   await assert.rejects(
     ONE.linearInt8(new Float32Array(5), "f32", 2, w, null),
     /input has 5 values, expected 2 × 3 = 6/,
@@ -597,8 +518,8 @@ Deno.test("weight copies stay within the cache budget: least recently used dropp
   const saved = pool.budget;
   const r = rng(11);
   const k = 1000;
-  const ws = Array.from({ length: 4 }, () => int8Weight(40, k, r, false)); // ~40 KB each
-  const big = int8Weight(300, k, r, true); // ~300 KB
+  const ws = Array.from({ length: 4 }, () => randomInt8Weight(40, k, r, false)); // ~40 KB each
+  const big = randomInt8Weight(300, k, r, true); // ~300 KB
   const x = randomF32(2 * k, r);
   const check = async (w: Int8Weight) => {
     const y = await ONE.linearInt8(x, "f32", 2, w, null);

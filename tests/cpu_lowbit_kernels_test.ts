@@ -11,52 +11,10 @@ import {
   referenceLinearW8A8,
 } from "../src/backend/cpu_lowbit.ts";
 import { PARALLEL_MIN_MACS, wasmPool } from "../src/backend/_cpu_pool.ts";
-import type { Activations, Int8Weight } from "../src/backend/backend.ts";
-import {
-  f32ArrayToBf16,
-  floatArrayToF32,
-  type FloatDType,
-} from "../src/dtype.ts";
-
-// A deterministic generator, so a failure names a reproducible case.
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function randomF32(n: number, r: () => number, scale = 1): Float32Array {
-  return Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale);
-}
-
-function activations(x: Float32Array, dtype: FloatDType): Activations {
-  return dtype === "f32"
-    ? x
-    : dtype === "f16"
-    ? Float16Array.from(x)
-    : f32ArrayToBf16(x);
-}
-
-function int8Weight(
-  n: number,
-  k: number,
-  r: () => number,
-  zp: boolean,
-): Int8Weight {
-  const codes = () => Math.floor(r() * 256) - 128;
-  return {
-    q: Int8Array.from({ length: n * k }, codes),
-    scales: Float32Array.from({ length: n }, () => 0.001 + r() * 0.05),
-    zeroPoints: zp ? Int8Array.from({ length: n }, codes) : null,
-    n,
-    k,
-  };
-}
+import type { Int8Weight } from "../src/backend/backend.ts";
+import { floatArrayToF32 } from "../src/dtype.ts";
+import * as linear from "./_exact_linear.ts";
+import { activations, randomF32, randomInt8Weight, rng } from "./_random.ts";
 
 /** Random codes (all 16 values), scales and, when asymmetric, zero points. */
 function int4Weight(
@@ -90,10 +48,7 @@ function dequant4(w: Int4Weight, j: number, t: number): number {
   return (code - (w.zeroPoints ? w.zeroPoints[g]! : 8)) * w.scales[g]!;
 }
 
-/**
- * Asserts |y − exact| ≤ 1e-5 · (Σ|x·w| + |b|) for every output, exact being
- * x @ dequant(W)ᵀ + b summed in f64: the forward tolerance of the kernels.
- */
+/** `linear.assertCloseToExact` for a 4-bit weight. */
 function assertCloseToExact(
   y: Float32Array,
   x: Float32Array,
@@ -102,32 +57,16 @@ function assertCloseToExact(
   bias: Float32Array | null,
   label: string,
 ): void {
-  const { n, k } = w;
-  assert.equal(y.length, m * n, label);
-  const wd = new Float64Array(n * k);
-  for (let j = 0; j < n; j++) {
-    for (let t = 0; t < k; t++) wd[j * k + t] = dequant4(w, j, t);
-  }
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < n; j++) {
-      let sum = 0, mag = 0;
-      for (let t = 0; t < k; t++) {
-        const p = x[i * k + t]! * wd[j * k + t]!;
-        sum += p;
-        mag += Math.abs(p);
-      }
-      const b = bias ? bias[j]! : 0;
-      const tol = 1e-5 * (mag + Math.abs(b)) + 1e-30;
-      const got = y[i * n + j]!;
-      if (!(Math.abs(got - (sum + b)) <= tol)) {
-        assert.fail(
-          `${label}: y[${i}, ${j}] = ${got}, exact ${
-            sum + b
-          } (tolerance ${tol})`,
-        );
-      }
-    }
-  }
+  linear.assertCloseToExact(
+    y,
+    x,
+    m,
+    w.n,
+    w.k,
+    (j, t) => dequant4(w, j, t),
+    bias,
+    label,
+  );
 }
 
 /** Same values, element by element: -0 ≠ +0, any NaN = any NaN. */
@@ -155,7 +94,7 @@ Deno.test("linearW8A8() equals referenceLinearW8A8 bit for bit on odd shapes, ze
   for (const m of [1, 3, 64, 257]) {
     for (const [n, k] of [[1, 32], [17, 45], [17, 256], [20, 100], [5, 1]]) {
       for (const zp of [false, true]) {
-        const w = int8Weight(n!, k!, r, zp);
+        const w = randomInt8Weight(n!, k!, r, zp);
         for (const withBias of [false, true]) {
           const bias = withBias ? randomF32(n!, r) : null;
           const x = randomF32(m * k!, r, 3);
@@ -182,7 +121,7 @@ Deno.test("linearW8A8() splits outputs over two threads with the reference's bit
   ) {
     assert.ok(m! * n! * k! >= PARALLEL_MIN_MACS);
     for (const zp of [false, true]) {
-      const w = int8Weight(n!, k!, r, zp);
+      const w = randomInt8Weight(n!, k!, r, zp);
       const bias = randomF32(n!, r);
       const x = randomF32(m! * k!, r);
       const before = pool.stats.parallelCalls;
@@ -216,7 +155,7 @@ Deno.test("linearW8A8() keeps the reference's bits on edge rows: NaN, ±Inf, zer
   ];
   const m = rows.length;
   const x = Float32Array.from(rows.flat());
-  const w = int8Weight(n, k, r, false);
+  const w = randomInt8Weight(n, k, r, false);
   for (let t = 0; t < k; t++) w.q[t] = t % 2 ? 127 : -127; // row 0
   for (let t = 0; t < k; t++) w.q[k + t] = -128;
   for (const zp of [null, Int8Array.from([5, -128, 127, 0, -3, 9])]) {
@@ -237,7 +176,7 @@ Deno.test("linearW8A8() keeps the reference's bits on edge rows: NaN, ±Inf, zer
 Deno.test("linearW8A8() beyond k = 65536 (int32 could overflow) still returns the reference's bits", async () => {
   const r = rng(4);
   const k = 65537;
-  const w = int8Weight(2, k, r, true);
+  const w = randomInt8Weight(2, k, r, true);
   w.q.fill(-128);
   const x = new Float32Array(k).fill(-1);
   assertSameValues(
@@ -439,7 +378,7 @@ Deno.test("release() frees the copy of an Int4Weight (and of a W8A8 weight)", as
   const pool = wasmPool()!;
   const r = rng(11);
   const w4 = int4Weight(16, 128, 64, r, true);
-  const w8 = int8Weight(16, 64, r, false);
+  const w8 = randomInt8Weight(16, 64, r, false);
   await ONE.linearInt4(randomF32(128, r), "f32", 1, w4, null);
   await ONE.linearW8A8(randomF32(64, r), 1, w8, null);
   // Synchronous from here: no finalizer of another test's weights can run.
@@ -459,8 +398,8 @@ Deno.test("release() frees the copy of an Int4Weight (and of a W8A8 weight)", as
 Deno.test("stale values in reused kernel memory never reach a low-bit result", async () => {
   const r = rng(12);
   const w4 = int4Weight(8, 64, 32, r, true);
-  const w8 = int8Weight(8, 30, r, true);
-  const poison = int8Weight(8, 64, r, false);
+  const w8 = randomInt8Weight(8, 30, r, true);
+  const poison = randomInt8Weight(8, 64, r, false);
   for (const m of [1, 5, 40]) {
     const x4 = randomF32(m * 64, r);
     const x8 = randomF32(m * 30, r);
@@ -493,7 +432,7 @@ Deno.test("stale values in reused kernel memory never reach a low-bit result", a
 
 Deno.test("the reference kernel choice runs referenceLinearW8A8 and referenceLinearInt4", async () => {
   const r = rng(13);
-  const w8 = int8Weight(9, 21, r, true);
+  const w8 = randomInt8Weight(9, 21, r, true);
   const x8 = randomF32(2 * 21, r);
   const bias = randomF32(9, r);
   assertSameValues(
@@ -542,7 +481,7 @@ Deno.test("linearInt4() and linearW8A8() reject bad arguments with a clear messa
     ONE.linearInt4(new Float32Array(64), "f32", 1, w, new Float32Array(3)),
     /bias has 3 values, expected 2/,
   );
-  const w8 = int8Weight(2, 3, r, false);
+  const w8 = randomInt8Weight(2, 3, r, false);
   await assert.rejects(
     ONE.linearW8A8(new Float32Array(5), 2, w8, null),
     /linearW8A8: input has 5 values, expected 2 × 3 = 6/,

@@ -6,29 +6,17 @@
 
 import assert from "node:assert/strict";
 import { join, resolve } from "node:path";
-import { main } from "../cli.ts";
 import {
   makeDemoCheckpoint,
   writeSyntheticCheckpoint,
 } from "../src/demo/demo_checkpoint.ts";
 import { SafetensorsFile, writeSafetensors } from "../src/io/safetensors.ts";
 import { quantizeCheckpoint } from "../src/io/quantize_checkpoint.ts";
-import { captureIO, runCli, snapshot } from "./_checkpoint_fixtures.ts";
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tinyq-faults-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import { runCli, runMain, snapshot, withDir } from "./_checkpoint_fixtures.ts";
 
 /** Runs `tinyq quantize <input> --out <out>` in-process. */
-async function quantize(input: string, out: string, ...more: string[]) {
-  const io = captureIO();
-  const code = await main(["quantize", input, "--out", out, ...more], io);
-  return { code, stdout: io.stdout, stderr: io.stderr };
+function quantize(input: string, out: string, ...more: string[]) {
+  return runMain(["quantize", input, "--out", out, ...more]);
 }
 
 /** Names in `dir`, sorted (to see leftovers such as temporary outputs). */

@@ -7,7 +7,6 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { main } from "../cli.ts";
 import { makeDemoCheckpoint } from "../src/demo/demo_checkpoint.ts";
 import { Checkpoint } from "../src/io/checkpoint.ts";
 import { saveModule } from "../src/io/save_module.ts";
@@ -19,7 +18,13 @@ import { Linear } from "../src/linear.ts";
 import { Quantizer } from "../src/quant/quantizer.ts";
 import { formatNotes } from "../src/cli/quantize.ts";
 import { W8A16LinearLayer } from "../src/quant/w8a16_linear_layer.ts";
-import { captureIO, snapshot, writeFamily } from "./_checkpoint_fixtures.ts";
+import {
+  quantizeOk,
+  runMain,
+  snapshot,
+  withDir,
+  writeFamily,
+} from "./_checkpoint_fixtures.ts";
 
 // ---------------------------------------------------------------------------
 // Independent readers: the safetensors header as its spec defines it, and the
@@ -134,25 +139,10 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 // ---------------------------------------------------------------------------
 // Running the CLI
 
-async function run(args: string[]) {
-  const io = captureIO();
-  const code = await main(args, io);
-  return { code, stdout: io.stdout, stderr: io.stderr };
-}
-
 async function ok(args: string[]) {
-  const r = await run(args);
+  const r = await runMain(args);
   assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
   return r;
-}
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tinyq-formats-cli-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 /** The demo Llama: every shape odd for Marlin (hidden 16, mlp 40, vocab 32). */
@@ -216,16 +206,14 @@ Deno.test("quantize --format compressed-tensors writes pack-quantized words that
   await withDir(async (dir) => {
     const model = await demo(dir);
     const skip = ["--exclude", "model.layers.0.self_attn.k_proj"];
-    await ok(["quantize", model, "--out", join(dir, "tq"), ...skip]);
-    const r = await ok([
-      "quantize",
+    await quantizeOk(model, join(dir, "tq"), ...skip);
+    const r = await quantizeOk(
       model,
-      "--out",
       join(dir, "ct"),
       "--format",
       "compressed-tensors",
       ...skip,
-    ]);
+    );
     assert.match(r.stdout, /\(compressed-tensors format\)/);
 
     const input = await readRaw(model);
@@ -260,17 +248,15 @@ Deno.test("quantize --format compressed-tensors: config block for vLLM, ignore l
   await withDir(async (dir) => {
     const model = await demo(dir);
     const out = join(dir, "ct");
-    const r = await ok([
-      "quantize",
+    const r = await quantizeOk(
       model,
-      "--out",
       out,
       "--format",
       "compressed-tensors",
       "--exclude",
       "model.layers.0.self_attn.k_proj",
       "--json",
-    ]);
+    );
     const qc = (await config(out)).quantization_config as Record<
       string,
       unknown
@@ -331,14 +317,12 @@ Deno.test("quantize --format compressed-tensors warns about nothing when every s
       intermediate: 256,
       vocab: 32,
     });
-    const r = await ok([
-      "quantize",
+    const r = await quantizeOk(
       model,
-      "--out",
       join(dir, "ct"),
       "--format",
       "compressed-tensors",
-    ]);
+    );
     assert.equal(
       r.stderr,
       "tinyq: note: lm_head stays in float (compressed-tensors: vLLM loads lm_head unquantized and has no parameter for lm_head.weight_packed)\n",
@@ -352,15 +336,8 @@ Deno.test("quantize --format compressed-tensors on GPT-2 stores Conv1D layers in
   await withDir(async (dir) => {
     const model = join(dir, "gpt2");
     const f = await writeFamily(model, "gpt2", { dtype: "f16" });
-    await ok(["quantize", model, "--out", join(dir, "tq")]);
-    await ok([
-      "quantize",
-      model,
-      "--out",
-      join(dir, "ct"),
-      "--format",
-      "compressed-tensors",
-    ]);
+    await quantizeOk(model, join(dir, "tq"));
+    await quantizeOk(model, join(dir, "ct"), "--format", "compressed-tensors");
     const tq = tinyqLayers(await readRaw(join(dir, "tq")));
     const ct = await readRaw(join(dir, "ct"));
     const input = await readRaw(model);
@@ -392,15 +369,8 @@ Deno.test("quantize --format quanto writes weight._data, weight._scale, unit act
     const cfg = await config(model);
     delete cfg.tie_word_embeddings;
     await Deno.writeTextFile(join(model, "config.json"), JSON.stringify(cfg));
-    await ok(["quantize", model, "--out", join(dir, "tq")]);
-    const r = await ok([
-      "quantize",
-      model,
-      "--out",
-      join(dir, "qt"),
-      "--format",
-      "quanto",
-    ]);
+    await quantizeOk(model, join(dir, "tq"));
+    const r = await quantizeOk(model, join(dir, "qt"), "--format", "quanto");
     assert.equal(r.stderr, "");
     const tq = tinyqLayers(await readRaw(join(dir, "tq")));
     const qt = await readRaw(join(dir, "qt"));
@@ -437,16 +407,14 @@ Deno.test("quantize --format quanto writes weight._data, weight._scale, unit act
     });
 
     // lm_head left in float: nothing to untie, config.json as it was.
-    await ok([
-      "quantize",
+    await quantizeOk(
       model,
-      "--out",
       join(dir, "qt2"),
       "--format",
       "quanto",
       "--exclude",
       "lm_head",
-    ]);
+    );
     assert.deepEqual(await config(join(dir, "qt2")), cfg);
     const qmap2 = JSON.parse(
       await Deno.readTextFile(join(dir, "qt2", "quanto_qmap.json")),
@@ -460,15 +428,13 @@ Deno.test("quantize --format quanto keeps GPT-2's Conv1D layers in float, as qua
   await withDir(async (dir) => {
     const model = join(dir, "gpt2");
     const f = await writeFamily(model, "gpt2");
-    const r = await ok([
-      "quantize",
+    const r = await quantizeOk(
       model,
-      "--out",
       join(dir, "qt"),
       "--format",
       "quanto",
       "--json",
-    ]);
+    );
     const notes = r.stderr.match(/^tinyq: note: .*$/gm) ?? [];
     assert.deepEqual(
       notes.map((l) => l.split(" ")[2]).sort(),
@@ -526,7 +492,7 @@ function assertDequantized(
 Deno.test("dequantize round-trips all three formats to TinyQ's floats, up to the scale's dtype", async () => {
   await withDir(async (dir) => {
     const model = await demo(dir);
-    await ok(["quantize", model, "--out", join(dir, "tq")]);
+    await quantizeOk(model, join(dir, "tq"));
     const tqRaw = await readRaw(join(dir, "tq"));
     const tq = tinyqLayers(tqRaw);
     const all = [...tq.keys()];
@@ -541,7 +507,7 @@ Deno.test("dequantize round-trips all three formats to TinyQ's floats, up to the
       const q = join(dir, `q-${format}`);
       const back = join(dir, `back-${format}`);
       if (format !== "tinyq") {
-        await ok(["quantize", model, "--out", q, "--format", format]);
+        await quantizeOk(model, q, "--format", format);
       }
       const r = await ok([
         "dequantize",
@@ -599,15 +565,8 @@ Deno.test("dequantize restores GPT-2's Conv1D weights to [in, out] from compress
   await withDir(async (dir) => {
     const model = join(dir, "gpt2");
     const f = await writeFamily(model, "gpt2", { dtype: "f16" });
-    await ok(["quantize", model, "--out", join(dir, "tq")]);
-    await ok([
-      "quantize",
-      model,
-      "--out",
-      join(dir, "ct"),
-      "--format",
-      "compressed-tensors",
-    ]);
+    await quantizeOk(model, join(dir, "tq"));
+    await quantizeOk(model, join(dir, "ct"), "--format", "compressed-tensors");
     await ok([
       "dequantize",
       join(dir, "ct"),
@@ -668,14 +627,7 @@ Deno.test("inspect names the format and its warnings, and previews --format on a
       /\nquantize would convert 8 Linear weights/,
     );
 
-    await ok([
-      "quantize",
-      model,
-      "--out",
-      join(dir, "ct"),
-      "--format",
-      "compressed-tensors",
-    ]);
+    await quantizeOk(model, join(dir, "ct"), "--format", "compressed-tensors");
     r = await ok(["inspect", join(dir, "ct")]);
     assert.match(
       r.stdout,
@@ -693,14 +645,7 @@ Deno.test("inspect names the format and its warnings, and previews --format on a
     assert.equal(jq.quantization.modules.length, 7);
     assert.equal(jq.warnings.length, 7);
 
-    await ok([
-      "quantize",
-      model,
-      "--out",
-      join(dir, "qt"),
-      "--format",
-      "quanto",
-    ]);
+    await quantizeOk(model, join(dir, "qt"), "--format", "quanto");
     r = await ok([
       "inspect",
       join(dir, "qt"),
@@ -717,7 +662,7 @@ Deno.test("inspect names the format and its warnings, and previews --format on a
       /^note: --format compressed-tensors ignored: this checkpoint is already in quanto format$/m,
     );
 
-    const bad = await run(["inspect", model, "--format", "gguf"]);
+    const bad = await runMain(["inspect", model, "--format", "gguf"]);
     assert.equal(bad.code, 2);
     assert.match(
       bad.stderr,
@@ -731,7 +676,7 @@ Deno.test("eval compares compressed-tensors and quanto exports with the float or
     const model = await demo(dir);
     for (const format of ["compressed-tensors", "quanto"]) {
       const q = join(dir, format);
-      await ok(["quantize", model, "--out", q, "--format", format]);
+      await quantizeOk(model, q, "--format", format);
       const r = await ok(["eval", model, q, "--json"]);
       const j = JSON.parse(r.stdout);
       assert.equal(j.layers.length, format === "quanto" ? 8 : 7, format);
@@ -744,12 +689,12 @@ Deno.test("eval compares compressed-tensors and quanto exports with the float or
 Deno.test("Quantizer.loadModel reads every format back as W8A16 layers holding TinyQ's int8 values", async () => {
   await withDir(async (dir) => {
     const model = await demo(dir);
-    await ok(["quantize", model, "--out", join(dir, "tq")]);
+    await quantizeOk(model, join(dir, "tq"));
     const tq = tinyqLayers(await readRaw(join(dir, "tq")));
     for (const format of ["tinyq", "compressed-tensors", "quanto"]) {
       const q = join(dir, format === "tinyq" ? "tq" : format);
       if (format !== "tinyq") {
-        await ok(["quantize", model, "--out", q, "--format", format]);
+        await quantizeOk(model, q, "--format", format);
       }
       const quantizer = new Quantizer();
       try {
@@ -790,14 +735,7 @@ Deno.test("Quantizer.loadModel reads every format back as W8A16 layers holding T
 Deno.test("saveModule() with compressedTensorsFormat writes the CLI's bytes, and refuses a quantized lm_head", async () => {
   await withDir(async (dir) => {
     const model = await demo(dir);
-    await ok([
-      "quantize",
-      model,
-      "--out",
-      join(dir, "cli"),
-      "--format",
-      "compressed-tensors",
-    ]);
+    await quantizeOk(model, join(dir, "cli"), "--format", "compressed-tensors");
     {
       using ckpt = await Checkpoint.open(model);
       const m = await ckpt.toModule();
@@ -863,8 +801,8 @@ Deno.test("checkpoints compressed-tensors or quanto wrote (no TinyQ metadata) ar
     for (const format of ["compressed-tensors", "quanto"]) {
       const ours = join(dir, format);
       const theirs = join(dir, `${format}-foreign`);
-      await ok(["quantize", model, "--out", ours, "--format", format]);
-      await ok(["quantize", model, "--out", theirs, "--format", format]);
+      await quantizeOk(model, ours, "--format", format);
+      await quantizeOk(model, theirs, "--format", format);
       await stripTinyqMetadata(theirs);
       {
         using a = await Checkpoint.open(ours);
@@ -944,7 +882,7 @@ Deno.test("checkpoints compressed-tensors or quanto wrote (no TinyQ metadata) ar
       join(theirs, "quanto_qmap.json"),
       JSON.stringify(qmap),
     );
-    const r = await run(["inspect", theirs]);
+    const r = await runMain(["inspect", theirs]);
     assert.equal(r.code, 1);
     assert.match(
       r.stderr,
@@ -1004,7 +942,7 @@ Deno.test("export formats refuse what int8 weight-only per-channel cannot record
   await withDir(async (dir) => {
     const model = await demo(dir);
     const out = join(dir, "ct");
-    const r = await run([
+    const r = await runMain([
       "quantize",
       model,
       "--out",
@@ -1022,16 +960,14 @@ Deno.test("export formats refuse what int8 weight-only per-channel cannot record
     );
     await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
     // W8A32 keeps float activations: the same file as W8A16 bar the method.
-    await ok([
-      "quantize",
+    await quantizeOk(
       model,
-      "--out",
       out,
       "--method",
       "w8a32",
       "--format",
       "compressed-tensors",
-    ]);
+    );
   });
 });
 

@@ -8,49 +8,14 @@ import {
   w8a32Forward,
   W8A32LinearLayer,
 } from "../mod.ts";
+import { exactLinear } from "./_exact_linear.ts";
+import { floats } from "./_random.ts";
 
 setBackend("cpu");
 
-/** A deterministic pseudo-random stream (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 * 2 - 1;
-  };
-}
-
 function randomTensor(shape: number[], seed: number, scale = 1): Tensor {
-  const r = rng(seed);
   const n = shape.reduce((a, b) => a * b, 1);
-  return new Tensor(Float32Array.from({ length: n }, () => r() * scale), shape);
-}
-
-/** x @ dequant(W)ᵀ + b in f64, and Σ|x·w| per output (the error budget's scale). */
-function expected(
-  x: Float32Array,
-  w: Float32Array,
-  bias: Float32Array | null,
-  m: number,
-  k: number,
-  n: number,
-): { y: Float64Array; mag: Float64Array } {
-  const y = new Float64Array(m * n), mag = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < n; j++) {
-      let acc = 0, abs = 0;
-      for (let t = 0; t < k; t++) {
-        acc += x[i * k + t]! * w[j * k + t]!;
-        abs += Math.abs(x[i * k + t]! * w[j * k + t]!);
-      }
-      y[i * n + j] = acc + (bias ? bias[j]! : 0);
-      mag[i * n + j] = abs + (bias ? Math.abs(bias[j]!) : 0);
-    }
-  }
-  return { y, mag };
+  return new Tensor(floats(n, seed, scale), shape);
 }
 
 for (const [m, k, n] of [[1, 5, 3], [3, 64, 17], [2, 257, 9]] as const) {
@@ -63,7 +28,7 @@ for (const [m, k, n] of [[1, 5, 3], [3, 64, 17], [2, 257, 9]] as const) {
     assert.deepEqual(y.shape, [m, n]);
     assert.equal(y.dtype, "f32");
     const w = layer.dequantize().data as Float32Array;
-    const ref = expected(
+    const ref = exactLinear(
       x.data as Float32Array,
       w,
       layer.bias!.data as Float32Array,
@@ -91,7 +56,14 @@ for (const dtype of ["f16", "bf16"] as const) {
     const y = await layer.forward(x);
     assert.equal(y.dtype, dtype);
     const w = layer.dequantize().data as Float32Array;
-    const ref = expected(x.toF32Array(), w, layer.bias!.toF32Array(), m, k, n);
+    const ref = exactLinear(
+      x.toF32Array(),
+      w,
+      layer.bias!.toF32Array(),
+      m,
+      k,
+      n,
+    );
     const eps = dtype === "f16" ? 2 ** -11 : 2 ** -8; // half an ulp, relative
     const yf = y.toF32Array();
     for (let i = 0; i < m * n; i++) {
@@ -165,7 +137,7 @@ Deno.test("asymmetric weights carry zero points through forward", async () => {
   assert.equal(layer.zeroPoints?.dtype, "i8");
   const x = randomTensor([2, 16], 13);
   const y = await layer.forward(x);
-  const ref = expected(
+  const ref = exactLinear(
     x.data as Float32Array,
     layer.dequantize().data as Float32Array,
     null,

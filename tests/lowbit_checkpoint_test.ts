@@ -5,7 +5,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import fc from "fast-check";
-import { main } from "../cli.ts";
 import { makeDemoCheckpoint } from "../src/demo/demo_checkpoint.ts";
 import { writeSyntheticCheckpoint } from "../src/demo/demo_checkpoint.ts";
 import { Checkpoint } from "../src/io/checkpoint.ts";
@@ -27,7 +26,12 @@ import { W8A8LinearLayer } from "../src/quant/w8a8_linear_layer.ts";
 import { parseScheme } from "../src/cli/eval_schemes.ts";
 import { findFormat } from "../src/io/formats/registry.ts";
 import { detectCompressedTensors } from "../src/io/formats/compressed_tensors_config.ts";
-import { captureIO, snapshot } from "./_checkpoint_fixtures.ts";
+import {
+  quantizeOk,
+  runMain,
+  snapshot,
+  withDir,
+} from "./_checkpoint_fixtures.ts";
 
 // ------------------------------------------------------ independent spec
 
@@ -139,15 +143,6 @@ const f32Bits = (xs: ArrayLike<number>) => [
 
 // ------------------------------------------------------------- helpers
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tinyq-lowbit-test-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 /** A Llama-shaped checkpoint every supported group size splits. */
 function model(dir: string): Promise<unknown> {
   return makeDemoCheckpoint(join(dir, "m"), {
@@ -158,12 +153,6 @@ function model(dir: string): Promise<unknown> {
     heads: 4,
     kvHeads: 2,
   });
-}
-
-async function run(args: string[]) {
-  const io = captureIO(false);
-  const code = await main(args, io);
-  return { code, stdout: io.stdout, stderr: io.stderr };
 }
 
 /** The original weight of `path`, f32 [out, in]. */
@@ -207,17 +196,14 @@ Deno.test("w4a16 symmetric stores int4_weights U8 [out, in/2] (2j low nibble, q 
   await withDir(async (dir) => {
     await model(dir);
     const q = join(dir, "q");
-    const r = await run([
-      "quantize",
+    await quantizeOk(
       join(dir, "m"),
-      "--out",
       q,
       "--method",
       "w4a16",
       "--group-size",
       "64",
-    ]);
-    assert.equal(r.code, 0, r.stderr);
+    );
     const { w, out, inF } = await originalWeight(dir, LAYER);
     const packed = await rawTensor(q, `${LAYER}.int4_weights`);
     const scales = await rawTensor(q, `${LAYER}.scales`);
@@ -253,16 +239,13 @@ Deno.test("w4a16 --asymmetric stores codes q (no offset) and U8 zero_points [out
   await withDir(async (dir) => {
     await model(dir);
     const q = join(dir, "q");
-    const r = await run([
-      "quantize",
+    await quantizeOk(
       join(dir, "m"),
-      "--out",
       q,
       "-m",
       "w4a16",
       "--asymmetric",
-    ]);
-    assert.equal(r.code, 0, r.stderr);
+    );
     const { w, out, inF } = await originalWeight(dir, LAYER);
     const packed = await rawTensor(q, `${LAYER}.int4_weights`);
     const scales = await rawTensor(q, `${LAYER}.scales`);
@@ -297,16 +280,13 @@ Deno.test("--asymmetric int8 (w8a16 and w8a8) stores I8 zero_points [out] beside
     const { w, out, inF } = await originalWeight(dir, LAYER);
     for (const method of ["w8a16", "w8a8"]) {
       const q = join(dir, method);
-      const r = await run([
-        "quantize",
+      await quantizeOk(
         join(dir, "m"),
-        "--out",
         q,
         "-m",
         method,
         "--asymmetric",
-      ]);
-      assert.equal(r.code, 0, r.stderr);
+      );
       const qs = await rawTensor(q, `${LAYER}.int8_weights`);
       const ss = await rawTensor(q, `${LAYER}.scales`);
       const zs = await rawTensor(q, `${LAYER}.zero_points`);
@@ -334,7 +314,7 @@ Deno.test("w8a8 stores exactly the int8 tensors of w8a16, recording method w8a8 
     await model(dir);
     for (const m of ["w8a16", "w8a8"]) {
       assert.equal(
-        (await run([
+        (await runMain([
           "quantize",
           join(dir, "m"),
           "--out",
@@ -392,7 +372,7 @@ Deno.test("the quantization metadata and config.json record method, bits, group_
     await model(dir);
     const q = join(dir, "q");
     assert.equal(
-      (await run([
+      (await runMain([
         "quantize",
         join(dir, "m"),
         "--out",
@@ -491,18 +471,15 @@ for (const c of CASES) {
       const m = join(dir, "m");
       const cli = join(dir, "cli");
       const exclude = ["lm_head"];
-      const r = await run([
-        "quantize",
+      await quantizeOk(
         m,
-        "--out",
         cli,
         "-m",
         c.method,
         ...c.args,
         "-x",
         "lm_head",
-      ]);
-      assert.equal(r.code, 0, r.stderr);
+      );
       const quantizer = new Quantizer();
       try {
         await quantizer.loadModel(m);
@@ -533,7 +510,7 @@ for (const c of CASES) {
       }
 
       // eval against the original passes, with every layer compared.
-      const e = await run(["eval", m, cli, "--backend", "cpu", "--json"]);
+      const e = await runMain(["eval", m, cli, "--backend", "cpu", "--json"]);
       const report = JSON.parse(e.stdout);
       assert.equal(e.code, 0, e.stdout);
       assert.equal(report.verdict, "pass");
@@ -584,17 +561,7 @@ Deno.test("GPT-2 Conv1D weights go through w4a16 transposed, and come back [in, 
     ], {
       files: { "config.json": JSON.stringify({ model_type: "gpt2" }) },
     });
-    const r = await run([
-      "quantize",
-      g,
-      "--out",
-      join(dir, "q"),
-      "-m",
-      "w4a16",
-      "-g",
-      "64",
-    ]);
-    assert.equal(r.code, 0, r.stderr);
+    await quantizeOk(g, join(dir, "q"), "-m", "w4a16", "-g", "64");
     const packed = await rawTensor(
       join(dir, "q"),
       "h.0.attn.c_attn.int4_weights",
@@ -667,16 +634,13 @@ Deno.test("a Linear bigger than one 16 MiB block quantizes in blocks of whole ro
 
 async function ctExport(dir: string, args: string[]): Promise<string> {
   const out = join(dir, "ct");
-  const r = await run([
-    "quantize",
+  await quantizeOk(
     join(dir, "m"),
-    "--out",
     out,
     "--format",
     "compressed-tensors",
     ...args,
-  ]);
-  assert.equal(r.code, 0, r.stderr);
+  );
   return out;
 }
 
@@ -741,7 +705,7 @@ Deno.test("--format compressed-tensors -m w4a16 writes pack-quantized 4-bit grou
     );
     const layer = await ckpt.quantizedLayer(LAYER);
     assert.ok(layer instanceof W4A16LinearLayer && layer.groupSize === 64);
-    const e = await run([
+    const e = await runMain([
       "eval",
       join(dir, "m"),
       out,
@@ -809,7 +773,7 @@ Deno.test("--format compressed-tensors -m w4a16 --asymmetric adds weight_zero_po
         Math.fround((spec.codes[k]! - spec.zps[g]!) * bf16(spec.scales[g]!)),
       );
     }
-    const e = await run([
+    const e = await runMain([
       "eval",
       join(dir, "m"),
       out,
@@ -866,7 +830,7 @@ Deno.test("--format compressed-tensors -m w8a8 writes int-quantized int8 weight 
       inF,
     );
     assert.ok((await ckpt.quantizedLayer(LAYER)) instanceof W8A8LinearLayer);
-    const e = await run([
+    const e = await runMain([
       "eval",
       join(dir, "m"),
       out,
@@ -903,14 +867,21 @@ Deno.test("a group size that does not divide a layer's inputs fails before anyth
       vocab: 32,
     });
     const m = join(dir, "m");
-    let r = await run(["quantize", m, "--out", join(dir, "q"), "-m", "w4a16"]);
+    let r = await runMain([
+      "quantize",
+      m,
+      "--out",
+      join(dir, "q"),
+      "-m",
+      "w4a16",
+    ]);
     assert.equal(r.code, 1);
     assert.equal(
       r.stderr,
       `tinyq quantize: error: ${m}: tensor "lm_head.weight": 64 input features are not a multiple of the group size 128; ` +
         "use a smaller group (--group-size 32 or 64) or leave the layer in float (--exclude lm_head)\n",
     );
-    r = await run([
+    r = await runMain([
       "quantize",
       m,
       "--out",
@@ -928,10 +899,8 @@ Deno.test("a group size that does not divide a layer's inputs fails before anyth
     const left = [];
     for await (const e of Deno.readDir(dir)) left.push(e.name);
     assert.deepEqual(left, ["m"], "no output, no temporary folder");
-    r = await run([
-      "quantize",
+    r = await quantizeOk(
       m,
-      "--out",
       join(dir, "q"),
       "-m",
       "w4a16",
@@ -939,10 +908,9 @@ Deno.test("a group size that does not divide a layer's inputs fails before anyth
       "64",
       "-x",
       "down_proj",
-    ]);
-    assert.equal(r.code, 0, r.stderr);
+    );
     // eval --schemes checks the same way, before any work.
-    r = await run(["eval", m, "--schemes", "w8a16,w4a16-g64"]);
+    r = await runMain(["eval", m, "--schemes", "w8a16,w4a16-g64"]);
     assert.equal(r.code, 1);
     assert.match(
       r.stderr,
@@ -979,7 +947,7 @@ Deno.test("--method, --group-size and --schemes are checked up front as usage er
     ],
   ];
   for (const [args, line] of cases) {
-    const r = await run(args);
+    const r = await runMain(args);
     assert.equal(
       r.stderr,
       `${line} (see tinyq ${args[0]} --help)\n`,
@@ -1046,7 +1014,7 @@ Deno.test("eval <original> prints one row per scheme: bits per weight, size, wei
     await model(dir);
     const m = join(dir, "m");
     const schemes = ["w8a16", "w8a8", "w8a16-asym", "w4a16-g32", "w4a16-asym"];
-    const r = await run([
+    const r = await runMain([
       "eval",
       m,
       "--schemes",
@@ -1086,7 +1054,7 @@ Deno.test("eval <original> prints one row per scheme: bits per weight, size, wei
     );
 
     const j = JSON.parse(
-      (await run([
+      (await runMain([
         "eval",
         m,
         "--schemes",

@@ -26,27 +26,12 @@ import {
   W8A8LinearLayer,
 } from "../mod.ts";
 import torchFixtures from "./fixtures/lowbit.json" with { type: "json" };
+import { exactLinear } from "./_exact_linear.ts";
+import { floats } from "./_random.ts";
 
 setBackend("cpu");
 
 const f = Math.fround;
-
-/** A deterministic pseudo-random stream in [-1, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 * 2 - 1;
-  };
-}
-
-function randomF32(n: number, seed: number, scale = 1): Float32Array {
-  const r = rng(seed);
-  return Float32Array.from({ length: n }, () => r() * scale);
-}
 
 /** Round half to even, restated: nearest integer, ties to the even one. */
 function rhe(x: number): number {
@@ -121,7 +106,7 @@ for (const asymmetric of [false, true]) {
   const kind = asymmetric ? "asymmetric" : "symmetric";
   for (const [rows, cols, group] of shapes) {
     Deno.test(`quantizeInt4() ${kind} ${rows}×${cols} g${group} matches the spec bit for bit (codes, packing, scales, zero points)`, () => {
-      const w = randomF32(rows * cols, rows * 1000 + cols + group, 2);
+      const w = floats(rows * cols, rows * 1000 + cols + group, 2);
       // Skewed groups (all positive, all negative) and an all-zero group.
       for (let c = 0; c < group; c++) {
         w[c] = Math.abs(w[c]!) + 0.25;
@@ -150,7 +135,7 @@ for (const asymmetric of [false, true]) {
 
 for (const dtype of ["f16", "bf16"] as const) {
   Deno.test(`quantizeInt4() reads ${dtype} weights exactly as their f32 values`, () => {
-    const t = new Tensor(randomF32(4 * 64, 77), [4, 64]).to(dtype);
+    const t = new Tensor(floats(4 * 64, 77), [4, 64]).to(dtype);
     const asF32 = t.toF32Array();
     for (const asymmetric of [false, true]) {
       const a = quantizeInt4(t.data, dtype, 4, 64, {
@@ -165,7 +150,7 @@ for (const dtype of ["f16", "bf16"] as const) {
 }
 
 Deno.test("quantizeInt4() defaults to symmetric groups of 128", () => {
-  const q = quantizeInt4(randomF32(2 * 256, 3), "f32", 2, 256);
+  const q = quantizeInt4(floats(2 * 256, 3), "f32", 2, 256);
   assert.equal(q.groupSize, 128);
   assert.equal(q.scales.length, 4);
   assert.equal(q.zeroPoints, null);
@@ -322,30 +307,6 @@ Deno.test("property: dequantizeInt4(quantizeInt4(w)) is within scale/2 of w", ()
 
 // ----------------------------------------------------------- int4 kernels
 
-/** x · Wᵀ in f64 over the dequantized weight, and Σ|x·w| (the error scale). */
-function exactLinear(
-  x: Float32Array,
-  w: Float32Array,
-  bias: Float32Array | null,
-  m: number,
-  k: number,
-  n: number,
-): { y: Float64Array; mag: Float64Array } {
-  const y = new Float64Array(m * n), mag = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < n; j++) {
-      let acc = bias ? bias[j]! : 0, abs = bias ? Math.abs(bias[j]!) : 0;
-      for (let t = 0; t < k; t++) {
-        acc += x[i * k + t]! * w[j * k + t]!;
-        abs += Math.abs(x[i * k + t]! * w[j * k + t]!);
-      }
-      y[i * n + j] = acc;
-      mag[i * n + j] = abs;
-    }
-  }
-  return { y, mag };
-}
-
 /** f32 recursive summation over k terms: error ≤ (k + 2)·2⁻²⁴·Σ|terms|. */
 function assertClose(
   got: Float32Array,
@@ -376,12 +337,12 @@ for (const asymmetric of [false, true]) {
         asymmetric ? "asym" : "sym"
       }, ${m}×${k}×${n}, g${group})`,
       () => {
-        const w = quantizeInt4(randomF32(n * k, 21 + m), "f32", n, k, {
+        const w = quantizeInt4(floats(n * k, 21 + m), "f32", n, k, {
           groupSize: group,
           asymmetric,
         });
-        const x = randomF32(m * k, 31 + k, 3);
-        const bias = randomF32(n, 41);
+        const x = floats(m * k, 31 + k, 3);
+        const bias = floats(n, 41);
         const want = exactLinear(x, dequantizeInt4(w), bias, m, k, n);
         assertClose(linearInt4(x, m, w, bias), want, k, "fast");
         assertClose(referenceLinearInt4(x, m, w, bias), want, k, "reference");
@@ -423,10 +384,10 @@ Deno.test("referenceLinearInt4() sums each group in f32, then scales it", () => 
 
 Deno.test("linearInt4() reads packed bytes at any byte offset", () => {
   const [n, k] = [3, 64];
-  const w = quantizeInt4(randomF32(n * k, 8), "f32", n, k, { groupSize: 32 });
+  const w = quantizeInt4(floats(n * k, 8), "f32", n, k, { groupSize: 32 });
   const shifted = new Uint8Array(w.packed.length + 1).subarray(1);
   shifted.set(w.packed);
-  const x = randomF32(5 * k, 9);
+  const x = floats(5 * k, 9);
   assert.deepEqual(
     linearInt4(x, 5, { ...w, packed: shifted }, null),
     linearInt4(x, 5, w, null),
@@ -434,7 +395,7 @@ Deno.test("linearInt4() reads packed bytes at any byte offset", () => {
 });
 
 Deno.test("the int4 kernels check their arguments", () => {
-  const w = quantizeInt4(randomF32(64, 1), "f32", 1, 64, { groupSize: 32 });
+  const w = quantizeInt4(floats(64, 1), "f32", 1, 64, { groupSize: 32 });
   assert.throws(
     () => linearInt4(new Float32Array(63), 1, w, null),
     /x must have 64 elements, got 63/,
@@ -460,7 +421,7 @@ Deno.test("W4A16LinearLayer stores int4_weights, scales, zero_points and bias in
     ["scales", "f32", [3, 2]],
     ["bias", "bf16", [3]],
   ]);
-  const w = randomF32(3 * 64, 12);
+  const w = floats(3 * 64, 12);
   layer.quantize(new Tensor(w, [3, 64]), { asymmetric: true });
   assert.deepEqual(named(), [
     ["int4_weights", "u8", [3, 32]],
@@ -482,11 +443,11 @@ for (const dtype of ["f16", "bf16", "f32"] as const) {
   Deno.test(`W4A16LinearLayer.forward() takes ${dtype}, returns ${dtype}, within its rounding of x·dequant(W)ᵀ + b`, async () => {
     const [m, k, n] = [5, 128, 6];
     const layer = new W4A16LinearLayer(k, n, { groupSize: 64, dtype });
-    layer.quantize(new Tensor(randomF32(n * k, 51), [n, k]).to(dtype), {
+    layer.quantize(new Tensor(floats(n * k, 51), [n, k]).to(dtype), {
       asymmetric: dtype === "bf16",
     });
-    layer.bias = new Tensor(randomF32(n, 52), [n]).to(dtype);
-    const x = new Tensor(randomF32(m * k, 53), [m, k]).to(dtype);
+    layer.bias = new Tensor(floats(n, 52), [n]).to(dtype);
+    const x = new Tensor(floats(m * k, 53), [m, k]).to(dtype);
     const y = await layer.forward(x.reshape([1, m, k]));
     assert.equal(y.dtype, dtype);
     assert.deepEqual(y.shape, [1, m, n]);
@@ -509,7 +470,7 @@ for (const dtype of ["f16", "bf16", "f32"] as const) {
 
 Deno.test("W4A16LinearLayer.dequantize() is within scale/2 of the float weights", () => {
   const [n, k] = [4, 128];
-  const w = randomF32(n * k, 61);
+  const w = floats(n * k, 61);
   const layer = new W4A16LinearLayer(k, n, { bias: false });
   layer.quantize(new Tensor(w, [n, k]));
   const back = layer.dequantize();
@@ -525,10 +486,10 @@ Deno.test("W4A16LinearLayer.dequantize() is within scale/2 of the float weights"
 
 Deno.test("W4A16LinearLayer.fromTensors() rebuilds a layer from its stored tensors", async () => {
   const src = new W4A16LinearLayer(128, 3, { groupSize: 32 });
-  src.quantize(new Tensor(randomF32(3 * 128, 71), [3, 128]), {
+  src.quantize(new Tensor(floats(3 * 128, 71), [3, 128]), {
     asymmetric: true,
   });
-  src.bias = new Tensor(randomF32(3, 72), [3]);
+  src.bias = new Tensor(floats(3, 72), [3]);
   const copy = W4A16LinearLayer.fromTensors({
     int4Weights: src.int4Weights,
     scales: src.scales,
@@ -539,7 +500,7 @@ Deno.test("W4A16LinearLayer.fromTensors() rebuilds a layer from its stored tenso
     [copy.inFeatures, copy.outFeatures, copy.groupSize],
     [128, 3, 32],
   );
-  const x = new Tensor(randomF32(2 * 128, 73), [2, 128]);
+  const x = new Tensor(floats(2 * 128, 73), [2, 128]);
   assert.deepEqual(
     [...(await copy.forward(x)).data],
     [...(await src.forward(x)).data],
@@ -646,7 +607,7 @@ function int8Weight(
 
 Deno.test("quantizeActivationsPerToken() matches the spec: per-row absmax/127, ties to even, zero row → scale 1", () => {
   const [m, k] = [4, 37];
-  const x = randomF32(m * k, 81, 5);
+  const x = floats(m * k, 81, 5);
   x.fill(0, k, 2 * k); // row 1 all zeros
   // Row 2: absmax 127 → scale 1, so the values themselves are rounded.
   x.set([127, 0.5, 1.5, 2.5, -0.5, -1.5, -126.5, 3.4999], 2 * k);
@@ -677,13 +638,13 @@ for (const asymmetric of [false, true]) {
       } weights, ${m}×${k}×${n})`,
       () => {
         const w = int8Weight(
-          randomF32(n * k, 90 + k).map((v, i) => v + (i % 3 === 0 ? 0.6 : 0)),
+          floats(n * k, 90 + k).map((v, i) => v + (i % 3 === 0 ? 0.6 : 0)),
           n,
           k,
           asymmetric,
         );
-        const x = randomF32(m * k, 91 + m, 4);
-        const bias = randomF32(n, 92);
+        const x = floats(m * k, 91 + m, 4);
+        const bias = floats(n, 92);
         for (const b of [bias, null]) {
           const want = plainW8A8(x, m, w, b);
           assert.deepEqual(bits(linearW8A8(x, m, w, b)), bits(want.y));
@@ -713,8 +674,8 @@ Deno.test("W8A8 converts the int32 accumulator to f32 before scaling (|acc| > 2�
 });
 
 Deno.test("W8A8 gives NaN for a row holding NaN or Inf, and finite rows elsewhere", () => {
-  const w = int8Weight(randomF32(3 * 8, 5), 3, 8, false);
-  const x = randomF32(3 * 8, 6);
+  const w = int8Weight(floats(3 * 8, 5), 3, 8, false);
+  const x = floats(3 * 8, 6);
   x[8 + 2] = NaN;
   x[16] = Infinity;
   const y = linearW8A8(x, 3, w, null);
@@ -724,10 +685,10 @@ Deno.test("W8A8 gives NaN for a row holding NaN or Inf, and finite rows elsewher
 });
 
 Deno.test("linearW8A8() reads weights at any byte offset", () => {
-  const w = int8Weight(randomF32(4 * 32, 7), 4, 32, true);
+  const w = int8Weight(floats(4 * 32, 7), 4, 32, true);
   const q = new Int8Array(w.q.length + 3).subarray(3);
   q.set(w.q);
-  const x = randomF32(6 * 32, 8);
+  const x = floats(6 * 32, 8);
   assert.deepEqual(
     linearW8A8(x, 6, { ...w, q }, null),
     linearW8A8(x, 6, w, null),
@@ -739,9 +700,9 @@ Deno.test("linearW8A8() reads weights at any byte offset", () => {
 Deno.test("W8A8LinearLayer.forward() is the W8A8 kernel, within activation rounding of x·dequant(W)ᵀ + b", async () => {
   const [m, k, n] = [3, 48, 5];
   const layer = new W8A8LinearLayer(k, n);
-  layer.quantize(new Tensor(randomF32(n * k, 101), [n, k]));
-  layer.bias = new Tensor(randomF32(n, 102), [n]);
-  const x = randomF32(m * k, 103, 2);
+  layer.quantize(new Tensor(floats(n * k, 101), [n, k]));
+  layer.bias = new Tensor(floats(n, 102), [n]);
+  const x = floats(m * k, 103, 2);
   const y = await layer.forward(new Tensor(x, [m, 1, k]));
   assert.equal(y.dtype, "f32");
   assert.deepEqual(y.shape, [m, 1, n]);
@@ -775,10 +736,10 @@ Deno.test("W8A8LinearLayer.forward() is the W8A8 kernel, within activation round
 
 Deno.test("W8A8LinearLayer supports asymmetric weights and takes only f32", async () => {
   const layer = new W8A8LinearLayer(16, 2, { bias: false });
-  const w = randomF32(32, 111).map((v) => v + 2); // all positive rows
+  const w = floats(32, 111).map((v) => v + 2); // all positive rows
   layer.quantize(new Tensor(w, [2, 16]), { asymmetric: true });
   assert.equal(layer.zeroPoints?.dtype, "i8");
-  const x = randomF32(16, 112);
+  const x = floats(16, 112);
   const y = await layer.forward(new Tensor(x, [16]));
   const kw: Int8Weight = {
     q: layer.int8Weights.data as Int8Array,
@@ -825,7 +786,7 @@ function plainAsymInt8(
 for (const dtype of ["f32", "f16", "bf16"] as const) {
   Deno.test(`asymmetric int8 quantize() matches the spec bit for bit on ${dtype} weights (mixed, all-positive, all-negative, constant, zero rows)`, () => {
     const [rows, cols] = [7, 40];
-    const w = randomF32(rows * cols, 121, 3);
+    const w = floats(rows * cols, 121, 3);
     for (let c = 0; c < cols; c++) {
       w[cols + c] = Math.abs(w[cols + c]!) + 1; // all positive
       w[2 * cols + c] = -Math.abs(w[2 * cols + c]!) - 0.5; // all negative

@@ -9,6 +9,7 @@ import {
   type TensorEntry,
   writeSafetensors,
 } from "../src/io/safetensors.ts";
+import { withDir } from "./_checkpoint_fixtures.ts";
 
 const DTYPES: [DType, string, number][] = [
   ["f64", "F64", 8],
@@ -72,15 +73,6 @@ function entry(
     ? Uint8Array.from({ length: byteLength }, (_, i) => (i + seed) & 1)
     : pattern(byteLength, seed);
   return { name, dtype, shape, byteLength, bytes: () => data, data };
-}
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tinyq_safetensors_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 const encoder = new TextEncoder();

@@ -1,10 +1,5 @@
 import assert from "node:assert/strict";
-import {
-  createWebGpuBackend,
-  probeWebGpu,
-  type WebGpuBackend,
-  type WebGpuBackendOptions,
-} from "../src/backend/webgpu.ts";
+import { createWebGpuBackend } from "../src/backend/webgpu.ts";
 import {
   type Int4Weight,
   referenceLinearInt4,
@@ -16,77 +11,19 @@ import { dequantizeInt4 } from "../src/quant/int4.ts";
 import { W8A8LinearLayer } from "../src/quant/w8a8_linear_layer.ts";
 import { W4A16LinearLayer } from "../src/quant/w4a16_linear_layer.ts";
 import { Tensor } from "../src/tensor.ts";
+import { floatArrayToF32, type FloatDType } from "../src/dtype.ts";
+import { activations, floats, rng } from "./_random.ts";
 import {
-  f32ArrayToBf16,
-  floatArrayToF32,
-  type FloatDType,
-} from "../src/dtype.ts";
-
-// CI sets TINYQ_REQUIRE_WEBGPU=1: there a missing adapter fails every test
-// below instead of ignoring it.
-const probe = await probeWebGpu();
-const required = Deno.env.get("TINYQ_REQUIRE_WEBGPU") === "1";
-const ignore = !probe.adapter && !required;
-if (ignore) {
-  console.warn(
-    `webgpu_lowbit_test: ignoring the WebGPU tests, no adapter (${probe.description}); ` +
-      "set TINYQ_REQUIRE_WEBGPU=1 to fail instead",
-  );
-}
-
-function adapter(): GPUAdapter {
-  assert.ok(probe.adapter, `No WebGPU adapter: ${probe.description}`);
-  return probe.adapter;
-}
-
-// What the device offers (on lavapipe: native f16 and dot4I8Packed), and core
-// WGSL only (f16 through unpack2x16float, int8 dot products by shifts).
-const VARIANTS: Record<string, WebGpuBackendOptions> = {
-  native: {},
-  fallback: { disableShaderF16: true, disableDot4: true },
-};
-const backends = new Map<string, Promise<WebGpuBackend>>();
-function backend(variant: string): Promise<WebGpuBackend> {
-  let b = backends.get(variant);
-  if (!b) {
-    b = createWebGpuBackend(adapter(), "test", VARIANTS[variant]);
-    backends.set(variant, b);
-  }
-  return b;
-}
-
-/** A deterministic pseudo-random stream in [0, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function floats(length: number, seed: number, scale = 1): Float32Array {
-  const r = rng(seed);
-  return Float32Array.from({ length }, () => (r() * 2 - 1) * scale);
-}
-
-function int8Weight(
-  n: number,
-  k: number,
-  zp: boolean,
-  seed: number,
-): Int8Weight {
-  const r = rng(seed);
-  return {
-    q: Int8Array.from({ length: n * k }, () => r() * 256 - 128),
-    scales: Float32Array.from({ length: n }, () => 1e-3 + r() * 2e-2),
-    zeroPoints: zp ? Int8Array.from({ length: n }, () => r() * 41 - 20) : null,
-    n,
-    k,
-  };
-}
+  adapter,
+  assertClose,
+  backend,
+  ignore,
+  int8Weight,
+  pickRows,
+  probe,
+  rowNorms,
+  VARIANTS,
+} from "./_webgpu_harness.ts";
 
 function int4Weight(
   n: number,
@@ -109,29 +46,12 @@ function int4Weight(
   };
 }
 
-function activations(
-  x32: Float32Array,
-  dtype: FloatDType,
-): Float32Array | Float16Array | Uint16Array {
-  return dtype === "f32"
-    ? x32
-    : dtype === "f16"
-    ? Float16Array.from(x32)
-    : f32ArrayToBf16(x32);
-}
-
 // Rows checked against the plain-JS reference: all, or for the largest
 // shapes the tile edges and a few others (rows are independent everywhere).
 function checkedRows(m: number, work: number): number[] {
   if (work <= 2 ** 26) return Array.from({ length: m }, (_, i) => i);
   const picks = [0, 1, 7, 8, 63, 64, 65, 127, 128, 200, m - 2, m - 1];
   return [...new Set(picks.filter((i) => i >= 0 && i < m))];
-}
-
-function pickRows(x: Float32Array, k: number, rows: number[]): Float32Array {
-  const out = new Float32Array(rows.length * k);
-  rows.forEach((i, r) => out.set(x.subarray(i * k, (i + 1) * k), r * k));
-  return out;
 }
 
 /** Asserts `got` rows `rows` equal `want` (their reference) bit for bit. */
@@ -177,7 +97,7 @@ Deno.test({
   ignore,
   async fn(t) {
     for (const [ci, c] of W8A8_GRID.entries()) {
-      const w = int8Weight(c.n, c.k, c.zp, 100 + ci);
+      const w = int8Weight(c, 100 + ci);
       const x = floats(c.m * c.k, 200 + ci, 3);
       const bias = c.bias ? floats(c.n, 300 + ci) : null;
       const rows = checkedRows(c.m, c.m * c.k * c.n);
@@ -261,7 +181,7 @@ Deno.test({
     };
     for (const variant of Object.keys(VARIANTS)) {
       const gpu = await backend(variant);
-      for (const w of [identity, int8Weight(33, k, true, 6)]) {
+      for (const w of [identity, int8Weight({ n: 33, k, zp: true }, 6)]) {
         const y = await gpu.linearW8A8(x, m, w, null);
         const want = referenceLinearW8A8(x, m, w, null);
         for (let i = 0; i < m; i++) {
@@ -337,48 +257,6 @@ Deno.test({
   },
 });
 
-/** Euclidean norm of each row of a row-major [rows, k] array. */
-function rowNorms(a: ArrayLike<number>, rows: number, k: number): Float64Array {
-  const out = new Float64Array(rows);
-  for (let r = 0; r < rows; r++) {
-    let s = 0;
-    for (let t = 0; t < k; t++) s += a[r * k + t]! ** 2;
-    out[r] = Math.sqrt(s);
-  }
-  return out;
-}
-
-/**
- * Asserts `got` matches `want` within `rel · (‖x_i‖·‖w_j‖ + |bias_j|)`, w the
- * dequantized weight: Cauchy–Schwarz bounds Σ|x·w|, the scale of any f32
- * summation-order difference.
- */
-function assertClose(
-  got: Float32Array,
-  want: Float32Array,
-  rows: number[],
-  n: number,
-  xNorm: Float64Array,
-  wNorm: Float64Array,
-  bias: Float32Array | null,
-  rel: number,
-): void {
-  for (const [wi, i] of rows.entries()) {
-    for (let j = 0; j < n; j++) {
-      const g = got[i * n + j]!, e = want[wi * n + j]!;
-      const budget = rel *
-        (xNorm[wi]! * wNorm[j]! + Math.abs(bias ? bias[j]! : 0));
-      if (!(Math.abs(g - e) <= budget + 1e-30)) {
-        assert.fail(
-          `y[${i}, ${j}] = ${g}, reference ${e} (|diff| ${
-            Math.abs(g - e)
-          } > budget ${budget})`,
-        );
-      }
-    }
-  }
-}
-
 interface Int4Case {
   m: number;
   k: number;
@@ -442,7 +320,7 @@ Deno.test({
         await t.step(label, async () => {
           const y = await gpu.linearInt4(x, c.dtype, c.m, w, bias);
           assert.equal(y.length, c.m * c.n);
-          assertClose(y, want, rows, c.n, xNorm, wNorm, bias, 1e-5);
+          assertClose(y, want, rows, c.n, xNorm, wNorm, null, bias, 1e-5);
           outs.push(y);
         });
         gpu.release(w);
@@ -469,7 +347,7 @@ Deno.test({
       const x = floats(m * k, 9, 2);
       const bias = floats(n, 10);
       const rows = Array.from({ length: m }, (_, i) => i);
-      const w8 = int8Weight(n, k, true, 11);
+      const w8 = int8Weight({ n, k, zp: true }, 11);
       assertSame(
         await gpu.linearW8A8(x, m, w8, bias),
         referenceLinearW8A8(x, m, w8, bias),
@@ -486,6 +364,7 @@ Deno.test({
         n,
         rowNorms(xf, m, k),
         rowNorms(dequantizeInt4(w4), n, k),
+        null,
         bias,
         1e-5,
       );
@@ -518,7 +397,7 @@ Deno.test({
       assert.deepEqual(await gpu.linearInt4(x, "f32", 2, w4, null), y1);
       gpu.release(w4);
       // W8A8 and the int8 kernels keep one copy of an Int8Weight.
-      const w8 = int8Weight(50, 128, false, 15);
+      const w8 = int8Weight({ n: 50, k: 128, zp: false }, 15);
       await gpu.linearInt8(x, "f32", 2, w8, null);
       const int8Held = gpu.residentBytes;
       await gpu.linearW8A8(x, 2, w8, null);

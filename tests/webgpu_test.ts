@@ -1,66 +1,23 @@
 import assert from "node:assert/strict";
-import {
-  createWebGpuBackend,
-  probeWebGpu,
-  type WebGpuBackend,
-  type WebGpuBackendOptions,
-} from "../src/backend/webgpu.ts";
+import { createWebGpuBackend } from "../src/backend/webgpu.ts";
 import {
   referenceLinearF32,
   referenceLinearInt8,
 } from "../src/backend/cpu_reference.ts";
-import type { F32Weight, Int8Weight } from "../src/backend/backend.ts";
+import type { F32Weight } from "../src/backend/backend.ts";
+import { floatArrayToF32, type FloatDType } from "../src/dtype.ts";
+import { activations, floats } from "./_random.ts";
 import {
-  f32ArrayToBf16,
-  floatArrayToF32,
-  type FloatDType,
-} from "../src/dtype.ts";
-
-// CI sets TINYQ_REQUIRE_WEBGPU=1: there a missing adapter fails every test
-// below instead of ignoring it.
-const probe = await probeWebGpu();
-const required = Deno.env.get("TINYQ_REQUIRE_WEBGPU") === "1";
-const ignore = !probe.adapter && !required;
-if (ignore) {
-  console.warn(
-    `webgpu_test: ignoring the WebGPU tests, no adapter (${probe.description}); ` +
-      "set TINYQ_REQUIRE_WEBGPU=1 to fail instead",
-  );
-}
-
-function adapter(): GPUAdapter {
-  assert.ok(probe.adapter, `No WebGPU adapter: ${probe.description}`);
-  return probe.adapter;
-}
-
-// The two ends of the feature matrix: whatever the device offers (on lavapipe
-// native f16 and unpack4xI8), and core WGSL only (f16 via unpack2x16float,
-// int8 via shifts).
-const VARIANTS: Record<string, WebGpuBackendOptions> = {
-  native: {},
-  fallback: { disableShaderF16: true, disableDot4: true },
-};
-const backends = new Map<string, Promise<WebGpuBackend>>();
-function backend(variant: string): Promise<WebGpuBackend> {
-  let b = backends.get(variant);
-  if (!b) {
-    b = createWebGpuBackend(adapter(), "test", VARIANTS[variant]);
-    backends.set(variant, b);
-  }
-  return b;
-}
-
-/** A deterministic pseudo-random stream in [0, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+  adapter,
+  assertClose,
+  backend,
+  ignore,
+  int8Weight,
+  pickRows,
+  probe,
+  rowNorms,
+  VARIANTS,
+} from "./_webgpu_harness.ts";
 
 interface Case {
   m: number;
@@ -71,87 +28,6 @@ interface Case {
   zp: boolean;
   /** Run on this variant only (the largest shape costs seconds on lavapipe). */
   only?: string;
-}
-
-function int8Weight(c: Case, seed: number): Int8Weight {
-  const r = rng(seed);
-  const q = new Int8Array(c.n * c.k);
-  for (let i = 0; i < q.length; i++) q[i] = r() * 256 - 128;
-  const scales = Float32Array.from({ length: c.n }, () => 1e-3 + r() * 2e-2);
-  const zeroPoints = c.zp
-    ? Int8Array.from({ length: c.n }, () => r() * 41 - 20)
-    : null;
-  return { q, scales, zeroPoints, n: c.n, k: c.k };
-}
-
-function floats(length: number, seed: number, scale = 1): Float32Array {
-  const r = rng(seed);
-  const out = new Float32Array(length);
-  for (let i = 0; i < length; i++) out[i] = (r() * 2 - 1) * scale;
-  return out;
-}
-
-function activations(
-  x32: Float32Array,
-  dtype: FloatDType,
-): Float32Array | Float16Array | Uint16Array {
-  return dtype === "f32"
-    ? x32
-    : dtype === "f16"
-    ? Float16Array.from(x32)
-    : f32ArrayToBf16(x32);
-}
-
-/** Euclidean norm of each row of a row-major [rows, k] array. */
-function rowNorms(
-  a: ArrayLike<number>,
-  rows: number,
-  k: number,
-  shift?: Int8Array | null,
-): Float64Array {
-  const out = new Float64Array(rows);
-  for (let r = 0; r < rows; r++) {
-    let s = 0;
-    for (let t = 0; t < k; t++) {
-      const v = a[r * k + t]! - (shift ? shift[r]! : 0);
-      s += v * v;
-    }
-    out[r] = Math.sqrt(s);
-  }
-  return out;
-}
-
-/**
- * Asserts `got` matches `want` on the given rows. The budget of output (i, j)
- * is `rel · (scale_j · ‖x_i‖·‖w_j − zp_j‖ + |bias_j|)`: Cauchy–Schwarz bounds
- * Σ|x·w|, the scale of any f32 summation-order difference.
- */
-function assertClose(
-  got: Float32Array,
-  want: Float32Array,
-  rows: number[],
-  n: number,
-  xNorm: Float64Array,
-  wNorm: Float64Array,
-  scales: Float32Array | null,
-  bias: Float32Array | null,
-  rel: number,
-): void {
-  for (const [wi, i] of rows.entries()) {
-    for (let j = 0; j < n; j++) {
-      const g = got[i * n + j]!, e = want[wi * n + j]!;
-      const budget = rel *
-        ((scales ? scales[j]! : 1) * xNorm[wi]! * wNorm[j]! +
-          Math.abs(bias ? bias[j]! : 0));
-      if (!(Math.abs(g - e) <= budget + 1e-30)) {
-        assert.fail(
-          `y[${i}, ${j}] = ${g}, reference ${e} (|diff| ${
-            Math.abs(g - e)
-          } > budget ${budget})`,
-        );
-      }
-    }
-  }
 }
 
 // Rows checked against the reference: all of them, or for the largest shapes
@@ -196,10 +72,7 @@ Deno.test({
       const xf = floatArrayToF32(x, c.dtype);
       const bias = c.bias ? floats(c.n, 300 + ci) : null;
       const rows = checkedRows(c.m, c.m * c.k * c.n);
-      const xRows = new Float32Array(rows.length * c.k);
-      rows.forEach((i, r) =>
-        xRows.set(xf.subarray(i * c.k, (i + 1) * c.k), r * c.k)
-      );
+      const xRows = pickRows(xf, c.k, rows);
       const want = referenceLinearInt8(xRows, rows.length, w, bias);
       const xNorm = rowNorms(xRows, rows.length, c.k);
       const wNorm = rowNorms(w.q, c.n, c.k, w.zeroPoints);
@@ -381,14 +254,7 @@ Deno.test({
   ignore,
   async fn() {
     const gpu = await createWebGpuBackend(adapter(), "test");
-    const w = int8Weight({
-      m: 1,
-      k: 4,
-      n: 2,
-      dtype: "f32",
-      bias: false,
-      zp: false,
-    }, 1);
+    const w = int8Weight({ n: 2, k: 4, zp: false }, 1);
     await assert.rejects(
       gpu.linearInt8(new Float32Array(5), "f32", 1, w, null),
       /Activations have 5 values, expected m·k = 1·4/,
@@ -427,14 +293,7 @@ Deno.test({
       timing: true,
     });
     try {
-      const w = int8Weight({
-        m: 1,
-        k: 256,
-        n: 256,
-        dtype: "f32",
-        bias: false,
-        zp: false,
-      }, 3);
+      const w = int8Weight({ n: 256, k: 256, zp: false }, 3);
       await timed.linearInt8(floats(256, 4), "f32", 1, w, null);
       if (adapter().features.has("timestamp-query")) {
         assert.ok(

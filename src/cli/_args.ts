@@ -17,7 +17,8 @@ export interface Parsed {
 }
 
 /**
- * Parses `args` for `tinyq <command>`, with `--help`/`-h` always known.
+ * Parses `args` for `tinyq <command>`, with `--help`/`-h` and
+ * `--verbose`/`-v` (which `main` reads for stack traces) always known.
  * Throws {@linkcode UsageError} for unknown flags, missing values and wrong
  * positional counts.
  */
@@ -31,7 +32,11 @@ export function parseCommandArgs(
   try {
     parsed = parseArgs({
       args: [...args],
-      options: { ...options, help: { type: "boolean", short: "h" } },
+      options: {
+        ...options,
+        help: { type: "boolean", short: "h" },
+        verbose: { type: "boolean", short: "v" },
+      },
       strict: true,
       allowPositionals: true,
     });

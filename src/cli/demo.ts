@@ -18,7 +18,7 @@ import {
   formatSchemes,
 } from "./eval_schemes.ts";
 import { parseMethodFlags } from "./_method.ts";
-import { ProgressBar } from "./progress.ts";
+import { withProgress } from "./progress.ts";
 import { formatQuantizeSummary } from "./quantize.ts";
 import { humanBytes } from "./tables.ts";
 
@@ -50,7 +50,6 @@ export async function demoCommand(
     "group-size": { type: "string", short: "g" },
     asymmetric: { type: "boolean" },
     backend: { type: "string" },
-    verbose: { type: "boolean", short: "v" },
   }, { min: 0, max: 0, names: "" });
   if (flag(p, "help")) {
     io.out(DEMO_HELP);
@@ -75,19 +74,18 @@ export async function demoCommand(
         humanBytes(made.bytes)
       }, ${made.shards.length} shards)\n\n`,
     );
-    const bar = new ProgressBar(io, "quantize");
-    let result;
-    try {
-      result = await quantizeCheckpoint(model, out, {
-        method,
-        ...(groupSize !== undefined ? { groupSize } : {}),
-        asymmetric: flag(p, "asymmetric"),
-        exclude: ["lm_head"],
-        onProgress: (s) => bar.update(s),
-      });
-    } finally {
-      bar.done();
-    }
+    const result = await withProgress(
+      io,
+      "quantize",
+      (bar) =>
+        quantizeCheckpoint(model, out, {
+          method,
+          ...(groupSize !== undefined ? { groupSize } : {}),
+          asymmetric: flag(p, "asymmetric"),
+          exclude: ["lm_head"],
+          onProgress: (s) => bar.update(s),
+        }),
+    );
     io.out(formatQuantizeSummary(result) + "\n");
     const report = await evaluateCheckpoints(model, out);
     io.out(formatEval(report));

@@ -6,11 +6,11 @@
  */
 
 import { dequantizeCheckpoint } from "../io/dequantize_checkpoint.ts";
-import { parseSize } from "../io/quantize_checkpoint.ts";
 import type { FloatDType } from "../dtype.ts";
 import { flag, parseCommandArgs, str } from "./_args.ts";
+import { maxShardSizeFlag, outFlag } from "./_flags.ts";
 import { type CliIO, UsageError } from "./_io.ts";
-import { ProgressBar } from "./progress.ts";
+import { withProgress } from "./progress.ts";
 import { tensorLine } from "./quantize.ts";
 import { mib, seconds } from "./tables.ts";
 
@@ -50,7 +50,6 @@ export async function dequantizeCommand(
     "max-shard-size": { type: "string" },
     force: { type: "boolean", short: "f" },
     json: { type: "boolean" },
-    verbose: { type: "boolean", short: "v" },
   }, {
     min: 1,
     max: 1,
@@ -60,10 +59,7 @@ export async function dequantizeCommand(
     io.out(DEQUANTIZE_HELP);
     return 0;
   }
-  const out = str(p, "out");
-  if (out === undefined || out === "") {
-    throw new UsageError("dequantize", "missing --out <path>");
-  }
+  const out = outFlag("dequantize", p);
   const dtypeText = str(p, "dtype")?.toLowerCase();
   if (dtypeText !== undefined && !["f32", "f16", "bf16"].includes(dtypeText)) {
     throw new UsageError(
@@ -71,32 +67,22 @@ export async function dequantizeCommand(
       `unknown --dtype "${str(p, "dtype")}"; expected f32, f16 or bf16`,
     );
   }
-  const shardText = str(p, "max-shard-size");
-  const maxShardSize = shardText === undefined
-    ? undefined
-    : parseSize(shardText);
-  if (shardText !== undefined && maxShardSize === undefined) {
-    throw new UsageError(
-      "dequantize",
-      `invalid --max-shard-size "${shardText}"; expected a size such as 2GB or 500MB`,
-    );
-  }
-  const bar = new ProgressBar(io, "dequantize");
+  const maxShardSize = maxShardSizeFlag("dequantize", p);
   const verbose = flag(p, "verbose");
-  let r;
-  try {
-    r = await dequantizeCheckpoint(p.positionals[0]!, out, {
-      ...(dtypeText ? { dtype: dtypeText as FloatDType } : {}),
-      ...(maxShardSize !== undefined ? { maxShardSize } : {}),
-      force: flag(p, "force"),
-      onProgress: (s) => bar.update(s),
-      onTensor: verbose
-        ? (e) => bar.log(tensorLine(e, dtypeText ?? "float"))
-        : undefined,
-    });
-  } finally {
-    bar.done();
-  }
+  const r = await withProgress(
+    io,
+    "dequantize",
+    (bar) =>
+      dequantizeCheckpoint(p.positionals[0]!, out, {
+        ...(dtypeText ? { dtype: dtypeText as FloatDType } : {}),
+        maxShardSize,
+        force: flag(p, "force"),
+        onProgress: (s) => bar.update(s),
+        onTensor: verbose
+          ? (e) => bar.log(tensorLine(e, dtypeText ?? "float"))
+          : undefined,
+      }),
+  );
   if (flag(p, "json")) {
     io.out(JSON.stringify(r, null, 2) + "\n");
   } else {

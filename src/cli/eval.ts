@@ -27,7 +27,7 @@ import {
   formatSchemes,
   parseScheme,
 } from "./eval_schemes.ts";
-import { ProgressBar } from "./progress.ts";
+import { withProgress } from "./progress.ts";
 import { formatTable, shape } from "./tables.ts";
 
 /** `tinyq eval --help`. */
@@ -356,7 +356,6 @@ export async function evalCommand(
     tokens: { type: "string" },
     seed: { type: "string" },
     json: { type: "boolean" },
-    verbose: { type: "boolean", short: "v" },
   }, {
     min: 1,
     max: 2,
@@ -394,19 +393,18 @@ export async function evalCommand(
   const tokens = intFlag("eval", "tokens", str(p, "tokens"), 1);
   const seed = intFlag("eval", "seed", str(p, "seed"), 0);
   if (p.positionals.length === 1) {
-    const bar = new ProgressBar(io, "eval");
-    let report;
-    try {
-      report = await compareSchemes(p.positionals[0]!, {
-        schemes: schemes ?? DEFAULT_SCHEMES,
-        exclude,
-        ...(tokens !== undefined ? { tokens } : {}),
-        ...(seed !== undefined ? { seed } : {}),
-        onProgress: (s) => bar.update(s),
-      });
-    } finally {
-      bar.done();
-    }
+    const report = await withProgress(
+      io,
+      "eval",
+      (bar) =>
+        compareSchemes(p.positionals[0]!, {
+          schemes: schemes ?? DEFAULT_SCHEMES,
+          exclude,
+          ...(tokens !== undefined ? { tokens } : {}),
+          ...(seed !== undefined ? { seed } : {}),
+          onProgress: (s) => bar.update(s),
+        }),
+    );
     io.out(
       flag(p, "json")
         ? JSON.stringify(report, (_k, v) => v === Infinity ? "inf" : v, 2) +

@@ -11,12 +11,13 @@ import type {
   FormatLayer,
   FormatWarning,
 } from "../io/formats/format.ts";
-import { findFormat, FORMATS } from "../io/formats/registry.ts";
+import { FORMATS } from "../io/formats/registry.ts";
 import { TINYQ_VERSION } from "../io/formats/tinyq.ts";
-import { numel } from "../tensor.ts";
-import { DTYPE_SIZE } from "../dtype.ts";
-import { flag, list, parseCommandArgs, str } from "./_args.ts";
-import { type CliIO, UsageError } from "./_io.ts";
+import { specBytes } from "../io/_emit.ts";
+import { formatLayer } from "../io/_write_checkpoint.ts";
+import { flag, list, parseCommandArgs } from "./_args.ts";
+import { formatFlag } from "./_flags.ts";
+import type { CliIO } from "./_io.ts";
 import { formatTable, humanBytes, mib, shape } from "./tables.ts";
 
 /** `tinyq inspect --help`. */
@@ -50,12 +51,7 @@ function planFor(
   format: CheckpointFormat,
 ): { plan: TensorPlan[]; layers: Map<string, FormatLayer> } {
   const layers = new Map<string, FormatLayer>(
-    ckpt.linears().map((l) => [`${l.path}.weight`, {
-      path: l.path,
-      outFeatures: l.outFeatures!,
-      inFeatures: l.inFeatures!,
-      transposed: l.transposed,
-    }]),
+    ckpt.linears().map((l) => [`${l.path}.weight`, formatLayer(l)]),
   );
   const plan = ckpt.plan(exclude).map((t): TensorPlan => {
     const l = layers.get(t.name);
@@ -74,7 +70,6 @@ export async function inspectCommand(
     exclude: { type: "string", short: "x", multiple: true },
     format: { type: "string" },
     json: { type: "boolean" },
-    verbose: { type: "boolean", short: "v" },
   }, {
     min: 1,
     max: 1,
@@ -84,16 +79,7 @@ export async function inspectCommand(
     io.out(INSPECT_HELP);
     return 0;
   }
-  const formatName = str(p, "format");
-  const asked = formatName === undefined ? null : findFormat(formatName);
-  if (asked === undefined) {
-    throw new UsageError(
-      "inspect",
-      `unknown --format "${formatName}"; known formats: ${
-        FORMATS.map((f) => f.name).join(", ")
-      }`,
-    );
-  }
+  const asked = formatFlag("inspect", p);
   using ckpt = await Checkpoint.open(p.positionals[0]!);
   const q = ckpt.quantization;
   const already = ckpt.alreadyQuantized();
@@ -126,7 +112,7 @@ export async function inspectCommand(
     const l = layers.get(r.name)!;
     const dtype = ckpt.entry(r.name)!.info.dtype;
     return s + format.linearTensors(l.path, l.outFeatures, l.inFeatures, dtype)
-      .reduce((n, t) => n + numel(t.shape) * DTYPE_SIZE[t.dtype], 0);
+      .reduce((n, t) => n + specBytes(t), 0);
   }, 0);
   let warnings: FormatWarning[] = [];
   if (q) {

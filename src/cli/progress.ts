@@ -113,3 +113,17 @@ export class ProgressBar {
     this.#shown = false;
   }
 }
+
+/** Runs `work` with a bar labelled `label`, cleared however the work ends. */
+export async function withProgress<T>(
+  io: CliIO,
+  label: string,
+  work: (bar: ProgressBar) => Promise<T>,
+): Promise<T> {
+  const bar = new ProgressBar(io, label);
+  try {
+    return await work(bar);
+  } finally {
+    bar.done();
+  }
+}

@@ -5,16 +5,16 @@
  */
 
 import {
-  parseSize,
   quantizeCheckpoint,
   type QuantizeResult,
   type TensorEvent,
 } from "../io/quantize_checkpoint.ts";
-import { findFormat, FORMATS } from "../io/formats/registry.ts";
+import { FORMATS } from "../io/formats/registry.ts";
 import { flag, list, parseCommandArgs, str } from "./_args.ts";
+import { formatFlag, maxShardSizeFlag, outFlag } from "./_flags.ts";
 import { type CliIO, UsageError } from "./_io.ts";
 import { describeScheme, parseMethodFlags } from "./_method.ts";
-import { ProgressBar } from "./progress.ts";
+import { withProgress } from "./progress.ts";
 import { mib, seconds, shape } from "./tables.ts";
 
 /** `tinyq quantize --help`. */
@@ -184,7 +184,6 @@ export async function quantizeCommand(
     format: { type: "string" },
     force: { type: "boolean", short: "f" },
     json: { type: "boolean" },
-    verbose: { type: "boolean", short: "v" },
   }, {
     min: 1,
     max: 1,
@@ -194,59 +193,38 @@ export async function quantizeCommand(
     io.out(QUANTIZE_HELP);
     return 0;
   }
-  const out = str(p, "out");
-  if (out === undefined || out === "") {
-    throw new UsageError("quantize", "missing --out <path>");
-  }
+  const out = outFlag("quantize", p);
   const { method: methodText, groupSize } = parseMethodFlags(
     "quantize",
     str(p, "method"),
     str(p, "group-size"),
   );
-  const shardText = str(p, "max-shard-size");
-  const maxShardSize = shardText === undefined
-    ? undefined
-    : parseSize(shardText);
-  if (shardText !== undefined && maxShardSize === undefined) {
-    throw new UsageError(
-      "quantize",
-      `invalid --max-shard-size "${shardText}"; expected a size such as 2GB, 500MB or 1GiB`,
-    );
-  }
-  const formatName = str(p, "format") ?? FORMATS[0]!.name;
-  const format = findFormat(formatName);
-  if (!format) {
-    throw new UsageError(
-      "quantize",
-      `unknown --format "${formatName}"; known formats: ${
-        FORMATS.map((f) => f.name).join(", ")
-      }`,
-    );
-  }
+  const maxShardSize = maxShardSizeFlag("quantize", p);
+  const format = formatFlag("quantize", p) ?? FORMATS[0]!;
   const exclude = list(p, "exclude");
   if (exclude.some((x) => x === "")) {
     throw new UsageError("quantize", "--exclude needs a module name or glob");
   }
   const verbose = flag(p, "verbose");
-  const bar = new ProgressBar(io, "quantize");
-  let result: QuantizeResult;
-  try {
-    result = await quantizeCheckpoint(p.positionals[0]!, out, {
-      method: methodText,
-      ...(groupSize !== undefined ? { groupSize } : {}),
-      asymmetric: flag(p, "asymmetric"),
-      exclude,
-      ...(maxShardSize !== undefined ? { maxShardSize } : {}),
-      force: flag(p, "force"),
-      format,
-      onProgress: (s) => bar.update(s),
-      onTensor: verbose
-        ? (e) => bar.log(tensorLine(e, methodText === "w4a16" ? "int4" : "i8"))
-        : undefined,
-    });
-  } finally {
-    bar.done();
-  }
+  const result = await withProgress(
+    io,
+    "quantize",
+    (bar) =>
+      quantizeCheckpoint(p.positionals[0]!, out, {
+        method: methodText,
+        ...(groupSize !== undefined ? { groupSize } : {}),
+        asymmetric: flag(p, "asymmetric"),
+        exclude,
+        maxShardSize,
+        force: flag(p, "force"),
+        format,
+        onProgress: (s) => bar.update(s),
+        onTensor: verbose
+          ? (e) =>
+            bar.log(tensorLine(e, methodText === "w4a16" ? "int4" : "i8"))
+          : undefined,
+      }),
+  );
   io.err(formatNotes(result));
   io.out(
     flag(p, "json")

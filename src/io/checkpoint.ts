@@ -33,8 +33,8 @@ import { W8A32LinearLayer } from "../quant/w8a32_linear_layer.ts";
 import { W8A8LinearLayer } from "../quant/w8a8_linear_layer.ts";
 import { W4A16LinearLayer } from "../quant/w4a16_linear_layer.ts";
 import { dequantizeInt4 } from "../quant/int4.ts";
-import type { Int4Weight } from "../backend/cpu_lowbit.ts";
-import { SafetensorsFile, type TensorInfo } from "./safetensors.ts";
+import type { Int4Weight } from "../backend/backend.ts";
+import type { SafetensorsFile, TensorInfo } from "./safetensors.ts";
 import type {
   CheckpointFormat,
   DecodedLinear,
@@ -47,7 +47,8 @@ import {
   classifyModule,
   type FamilyChoice,
 } from "./_families.ts";
-import { INDEX_NAME, type Layout, locate } from "./_folder.ts";
+import { type Layout, locate } from "./_folder.ts";
+import { openShards } from "./_shards.ts";
 import {
   type DetectedQuantization,
   detectQuantization,
@@ -230,52 +231,11 @@ export class Checkpoint {
     const layout = await locate(path);
     const files = new Map<string, SafetensorsFile>();
     try {
-      const entries: CheckpointEntry[] = [];
-      const seen = new Map<string, string>();
-      for (const shard of layout.shardNames) {
-        const filePath = layout.kind === "file"
-          ? layout.input
-          : join(layout.dir, shard);
-        const f = await SafetensorsFile.open(filePath);
-        files.set(shard, f);
-        for (const info of f.tensors) {
-          const other = seen.get(info.name);
-          if (other !== undefined) {
-            throw new CheckpointError(
-              filePath,
-              `also in ${other}; a tensor must be in one shard`,
-              info.name,
-            );
-          }
-          seen.set(info.name, shard);
-          entries.push({ name: info.name, shard, info });
-        }
-      }
-      if (layout.weightMap) {
-        const indexPath = join(layout.dir, INDEX_NAME);
-        for (const [name, shard] of layout.weightMap) {
-          if (seen.get(name) !== shard) {
-            throw new CheckpointError(
-              indexPath,
-              `weight_map puts it in ${shard}, which has no tensor of that name`,
-              name,
-            );
-          }
-        }
-        for (const e of entries) {
-          if (!layout.weightMap.has(e.name)) {
-            throw new CheckpointError(
-              join(layout.dir, e.shard),
-              `is not in the weight_map of ${INDEX_NAME}`,
-              e.name,
-            );
-          }
-        }
-      }
+      const { entries, shardOf } = await openShards(layout, files);
       const quantization = await detectQuantization(
         layout,
         files,
-        seen,
+        shardOf,
         new Map(entries.map((e) => [e.name, e.info])),
         formats,
       );

@@ -8,8 +8,7 @@
  */
 
 import { outShape, rowsOf } from "../_forward.ts";
-import type { Int8Weight } from "../backend/backend.ts";
-import type { Int4Weight } from "../backend/cpu_lowbit.ts";
+import type { Int4Weight, Int8Weight } from "../backend/backend.ts";
 import { f32ToFloatArray, type FloatDType, isFloatDType } from "../dtype.ts";
 import type { Module } from "../module.ts";
 import { Tensor } from "../tensor.ts";
@@ -47,15 +46,16 @@ export function optionalBuffer(layer: Module, name: string): Tensor | null {
 }
 
 /**
- * Checks that `weights` can be quantized into an [out, in] layer: that shape,
- * f32, f16 or bf16. `name` names the tensor in the error.
+ * The dtype of `weights` once checked that they can be quantized into an
+ * [out, in] layer: that shape, f32, f16 or bf16. `name` names the tensor in
+ * the error.
  */
 export function checkWeightsToQuantize(
   weights: Tensor,
   outFeatures: number,
   inFeatures: number,
   name: string,
-): void {
+): FloatDType {
   if (
     weights.ndim !== 2 || weights.shape[0] !== outFeatures ||
     weights.shape[1] !== inFeatures
@@ -71,6 +71,7 @@ export function checkWeightsToQuantize(
       `Tensor "${name}" must be f32, f16 or bf16 to quantize, got ${weights.dtype}`,
     );
   }
+  return weights.dtype;
 }
 
 /**

@@ -5,11 +5,11 @@
  * @module
  */
 
-import { outShape, rowsOf } from "../_forward.ts";
-import type { Int8Weight } from "../backend/backend.ts";
+import type { Activations, Int8Weight } from "../backend/backend.ts";
 import { activeBackend } from "../backend/select.ts";
-import { f32ToFloatArray, type FloatDType } from "../dtype.ts";
-import { Tensor } from "../tensor.ts";
+import type { FloatDType } from "../dtype.ts";
+import type { Tensor } from "../tensor.ts";
+import { forwardRows } from "./_quantized_layer.ts";
 
 // The kernel-side view of an int8 weight, kept per int8 tensor so that a
 // backend sees the same object on every call (its key for GPU buffers).
@@ -67,34 +67,44 @@ export async function releaseInt8Weight(weight: Tensor): Promise<void> {
   (await activeBackend()).release(w);
 }
 
+/**
+ * An int8 layer's forward on the active backend, for the activation dtypes
+ * `takes` of `scheme` (`takesText` in the error, with `hint` naming the
+ * scheme to use instead).
+ */
 async function int8Forward(
+  scheme: "W8A32" | "W8A16",
+  takes: readonly FloatDType[],
+  takesText: string,
+  hint: string,
   weight: Tensor,
   input: Tensor,
   scales: Tensor,
   bias: Tensor | null,
   zeroPoints: Tensor | null,
-  layer: string,
 ): Promise<Tensor> {
-  const w = int8WeightOf(weight, scales, zeroPoints);
-  const m = rowsOf(input, w.k, layer);
-  if (bias && bias.size !== w.n) {
-    throw new RangeError(
-      `${layer} bias must have ${w.n} elements, got ${bias.size}`,
+  if (!(takes as readonly string[]).includes(input.dtype)) {
+    throw new TypeError(
+      `${scheme} takes ${takesText} activations, got ${input.dtype} (${hint})`,
     );
   }
-  const backend = await activeBackend();
-  const y = await backend.linearInt8(
-    input.data as Float32Array | Float16Array | Uint16Array,
-    input.dtype as FloatDType,
-    m,
-    w,
-    bias ? bias.toF32Array() : null,
-  );
-  return new Tensor(
-    f32ToFloatArray(y, input.dtype as FloatDType),
-    outShape(input, w.n),
-    input.dtype,
-  );
+  const layer = `${scheme}LinearLayer`;
+  const w = int8WeightOf(weight, scales, zeroPoints);
+  return await forwardRows(layer, input, w.k, w.n, bias, async (m, b) => {
+    if (bias && bias.size !== w.n) {
+      throw new RangeError(
+        `${layer} bias must have ${w.n} elements, got ${bias.size}`,
+      );
+    }
+    const backend = await activeBackend();
+    return await backend.linearInt8(
+      input.data as Activations,
+      input.dtype as FloatDType,
+      m,
+      w,
+      b,
+    );
+  });
 }
 
 /**
@@ -120,20 +130,16 @@ export function w8a32Forward(
   bias: Tensor | null = null,
   zeroPoints: Tensor | null = null,
 ): Promise<Tensor> {
-  if (input.dtype !== "f32") {
-    return Promise.reject(
-      new TypeError(
-        `W8A32 takes f32 activations, got ${input.dtype} (use W8A16 for f16/bf16)`,
-      ),
-    );
-  }
   return int8Forward(
+    "W8A32",
+    ["f32"],
+    "f32",
+    "use W8A16 for f16/bf16",
     weight,
     input,
     scales,
     bias,
     zeroPoints,
-    "W8A32LinearLayer",
   );
 }
 
@@ -162,19 +168,15 @@ export function w8a16Forward(
   bias: Tensor | null = null,
   zeroPoints: Tensor | null = null,
 ): Promise<Tensor> {
-  if (input.dtype !== "f16" && input.dtype !== "bf16") {
-    return Promise.reject(
-      new TypeError(
-        `W8A16 takes f16 or bf16 activations, got ${input.dtype} (use W8A32 for f32)`,
-      ),
-    );
-  }
   return int8Forward(
+    "W8A16",
+    ["f16", "bf16"],
+    "f16 or bf16",
+    "use W8A32 for f32",
     weight,
     input,
     scales,
     bias,
     zeroPoints,
-    "W8A16LinearLayer",
   );
 }

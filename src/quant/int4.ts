@@ -17,7 +17,7 @@
  * @module
  */
 
-import type { Int4Weight } from "../backend/cpu_lowbit.ts";
+import type { Int4Weight } from "../backend/backend.ts";
 import type { FloatDType, TypedArray } from "../dtype.ts";
 import { NonFiniteWeightError } from "./quantize_rows.ts";
 import { roundHalfToEven } from "./round.ts";

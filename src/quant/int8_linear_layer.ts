@@ -4,12 +4,18 @@
  * @module
  */
 
-import { type FloatDType, isFloatDType } from "../dtype.ts";
+import type { FloatDType } from "../dtype.ts";
 import { Module } from "../module.ts";
 import { Tensor } from "../tensor.ts";
 import { quantizeRowsInt8 } from "./quantize_rows.ts";
 import { quantizeRowsInt8Asymmetric } from "./quantize_rows_asymmetric.ts";
 import { releaseInt8Weight } from "./forward.ts";
+import {
+  checkedBias,
+  checkWeightsToQuantize,
+  initialBias,
+  optionalBuffer,
+} from "./_quantized_layer.ts";
 
 /** Options of the quantized layers' constructors (TinyQ's `bias`, `dtype`). */
 export interface QuantizedLinearOptions {
@@ -56,12 +62,7 @@ export abstract class Int8LinearLayer extends Module {
       new Tensor(new Float32Array(outFeatures).fill(1), [outFeatures]),
     );
     this.setTensor("zero_points", null);
-    this.setTensor(
-      "bias",
-      options.bias === false
-        ? null
-        : Tensor.zeros([outFeatures], options.dtype ?? "f32"),
-    );
+    this.setTensor("bias", initialBias(outFeatures, options));
   }
 
   #buffer(name: string): Tensor {
@@ -104,7 +105,7 @@ export abstract class Int8LinearLayer extends Module {
 
   /** Zero points, i8 [out], for asymmetric weights; null when symmetric. */
   get zeroPoints(): Tensor | null {
-    return (this.getTensor("zero_points") as Tensor | null | undefined) ?? null;
+    return optionalBuffer(this, "zero_points");
   }
   set zeroPoints(t: Tensor | null) {
     if (t && (t.dtype !== "i8" || t.size !== this.outFeatures)) {
@@ -119,17 +120,10 @@ export abstract class Int8LinearLayer extends Module {
 
   /** The bias, [out] in any float dtype, or null. */
   get bias(): Tensor | null {
-    return (this.getTensor("bias") as Tensor | null | undefined) ?? null;
+    return optionalBuffer(this, "bias");
   }
   set bias(t: Tensor | null) {
-    if (t && (!isFloatDType(t.dtype) || t.size !== this.outFeatures)) {
-      throw new TypeError(
-        `bias must be a float [${this.outFeatures}], got ${t.dtype} [${
-          t.shape.join(", ")
-        }]`,
-      );
-    }
-    this.setTensor("bias", t?.reshape([this.outFeatures]) ?? null);
+    this.setTensor("bias", checkedBias(t, this.outFeatures));
   }
 
   /**
@@ -138,25 +132,16 @@ export abstract class Int8LinearLayer extends Module {
    */
   quantize(weights: Tensor, options: QuantizeOptions = {}): void {
     const name = options.name ?? "weights";
-    if (
-      weights.ndim !== 2 || weights.shape[0] !== this.outFeatures ||
-      weights.shape[1] !== this.inFeatures
-    ) {
-      throw new RangeError(
-        `Tensor "${name}" must be [${this.outFeatures}, ${this.inFeatures}] to quantize, got [${
-          weights.shape.join(", ")
-        }]`,
-      );
-    }
-    if (!isFloatDType(weights.dtype)) {
-      throw new TypeError(
-        `Tensor "${name}" must be f32, f16 or bf16 to quantize, got ${weights.dtype}`,
-      );
-    }
+    const dtype = checkWeightsToQuantize(
+      weights,
+      this.outFeatures,
+      this.inFeatures,
+      name,
+    );
     if (options.asymmetric) {
       const r = quantizeRowsInt8Asymmetric(
         weights.data,
-        weights.dtype,
+        dtype,
         this.outFeatures,
         this.inFeatures,
         name,
@@ -168,7 +153,7 @@ export abstract class Int8LinearLayer extends Module {
     }
     const { q, scales } = quantizeRowsInt8(
       weights.data,
-      weights.dtype,
+      dtype,
       this.outFeatures,
       this.inFeatures,
       name,

@@ -5,13 +5,19 @@
  * @module
  */
 
-import { outShape, rowsOf } from "../_forward.ts";
-import type { Activations } from "../backend/backend.ts";
-import type { Int4Weight } from "../backend/cpu_lowbit.ts";
-import { f32ToFloatArray, type FloatDType, isFloatDType } from "../dtype.ts";
+import type { Activations, Int4Weight } from "../backend/backend.ts";
+import { type FloatDType, isFloatDType } from "../dtype.ts";
 import { Module } from "../module.ts";
 import { Tensor } from "../tensor.ts";
-import { releaseLowBit, runInt4 } from "./_lowbit_backend.ts";
+import { runInt4 } from "./_lowbit_backend.ts";
+import {
+  checkedBias,
+  checkWeightsToQuantize,
+  forwardRows,
+  initialBias,
+  KernelWeight,
+  optionalBuffer,
+} from "./_quantized_layer.ts";
 import {
   checkInt4GroupSize,
   DEFAULT_INT4_GROUP_SIZE,
@@ -79,7 +85,7 @@ export class W4A16LinearLayer extends Module {
   readonly outFeatures: number;
   /** Inputs per group sharing a scale (and zero point). */
   readonly groupSize: Int4GroupSize;
-  #kernel: { weight: Tensor; w: Int4Weight } | null = null;
+  #kernel = new KernelWeight<Int4Weight>();
 
   /**
    * Creates the buffers: codes for zero weights, unit scales, a zero bias
@@ -114,12 +120,7 @@ export class W4A16LinearLayer extends Module {
       ),
     );
     this.setTensor("zero_points", null);
-    this.setTensor(
-      "bias",
-      options.bias === false
-        ? null
-        : Tensor.zeros([outFeatures], options.dtype ?? "f32"),
-    );
+    this.setTensor("bias", initialBias(outFeatures, options));
   }
 
   /**
@@ -215,7 +216,7 @@ export class W4A16LinearLayer extends Module {
 
   /** One zero point (0–15) per group, u8 [out, in / groupSize]; null when symmetric. */
   get zeroPoints(): Tensor | null {
-    return (this.getTensor("zero_points") as Tensor | null | undefined) ?? null;
+    return optionalBuffer(this, "zero_points");
   }
   set zeroPoints(t: Tensor | null) {
     if (t) {
@@ -231,17 +232,10 @@ export class W4A16LinearLayer extends Module {
 
   /** The bias, [out] in any float dtype, or null. */
   get bias(): Tensor | null {
-    return (this.getTensor("bias") as Tensor | null | undefined) ?? null;
+    return optionalBuffer(this, "bias");
   }
   set bias(t: Tensor | null) {
-    if (t && (!isFloatDType(t.dtype) || t.size !== this.outFeatures)) {
-      throw new TypeError(
-        `bias must be a float [${this.outFeatures}], got ${t.dtype} [${
-          t.shape.join(", ")
-        }]`,
-      );
-    }
-    this.setTensor("bias", t?.reshape([this.outFeatures]) ?? null);
+    this.setTensor("bias", checkedBias(t, this.outFeatures));
   }
 
   /**
@@ -250,24 +244,15 @@ export class W4A16LinearLayer extends Module {
    */
   quantize(weights: Tensor, options: QuantizeOptions = {}): void {
     const name = options.name ?? "weights";
-    if (
-      weights.ndim !== 2 || weights.shape[0] !== this.outFeatures ||
-      weights.shape[1] !== this.inFeatures
-    ) {
-      throw new RangeError(
-        `Tensor "${name}" must be [${this.outFeatures}, ${this.inFeatures}] to quantize, got [${
-          weights.shape.join(", ")
-        }]`,
-      );
-    }
-    if (!isFloatDType(weights.dtype)) {
-      throw new TypeError(
-        `Tensor "${name}" must be f32, f16 or bf16 to quantize, got ${weights.dtype}`,
-      );
-    }
+    const dtype = checkWeightsToQuantize(
+      weights,
+      this.outFeatures,
+      this.inFeatures,
+      name,
+    );
     const q = quantizeInt4(
       weights.data,
-      weights.dtype,
+      dtype,
       this.outFeatures,
       this.inFeatures,
       { groupSize: this.groupSize, asymmetric: options.asymmetric, name },
@@ -301,52 +286,41 @@ export class W4A16LinearLayer extends Module {
         `W4A16LinearLayer takes f16, bf16 or f32 activations, got ${input.dtype}`,
       );
     }
-    const m = rowsOf(input, this.inFeatures, "W4A16LinearLayer");
-    const bias = this.bias ? this.bias.toF32Array() : null;
-    const dtype = input.dtype as FloatDType;
-    const y = await runInt4(
-      input.data as Activations,
-      dtype,
-      m,
-      this.#kernelWeight(),
-      bias,
-    );
-    return new Tensor(
-      f32ToFloatArray(y, dtype),
-      outShape(input, this.outFeatures),
-      dtype,
+    return await forwardRows(
+      "W4A16LinearLayer",
+      input,
+      this.inFeatures,
+      this.outFeatures,
+      this.bias,
+      (m, bias) =>
+        runInt4(
+          input.data as Activations,
+          input.dtype as FloatDType,
+          m,
+          this.#kernelWeight(),
+          bias,
+        ),
     );
   }
 
-  // One Int4Weight object per set of tensors: its identity is the backend's
-  // cache key (GPU buffers), so it must stay the same across calls.
   #kernelWeight(): Int4Weight {
     const weight = this.int4Weights;
     const scales = this.scales.data as Float32Array;
     const zeroPoints = (this.zeroPoints?.data as Uint8Array | undefined) ??
       null;
-    const k = this.#kernel;
-    if (
-      k && k.weight === weight && k.w.scales === scales &&
-      k.w.zeroPoints === zeroPoints
-    ) return k.w;
-    if (k) void releaseLowBit(k.w);
-    const w: Int4Weight = {
+    return this.#kernel.of([weight, scales, zeroPoints], () => ({
       packed: weight.data as Uint8Array,
       scales,
       zeroPoints,
       n: this.outFeatures,
       k: this.inFeatures,
       groupSize: this.groupSize,
-    };
-    this.#kernel = { weight, w };
-    return w;
+    }));
   }
 
   /** Frees the backend's copy of the weights (GPU buffers). */
   override dispose(): void {
-    if (this.#kernel) void releaseLowBit(this.#kernel.w);
-    this.#kernel = null;
+    this.#kernel.release();
     super.dispose();
   }
 }

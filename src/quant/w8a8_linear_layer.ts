@@ -5,10 +5,10 @@
  * @module
  */
 
-import { outShape, rowsOf } from "../_forward.ts";
 import type { Int8Weight } from "../backend/backend.ts";
-import { Tensor } from "../tensor.ts";
-import { releaseLowBit, runW8A8 } from "./_lowbit_backend.ts";
+import type { Tensor } from "../tensor.ts";
+import { runW8A8 } from "./_lowbit_backend.ts";
+import { forwardRows, KernelWeight } from "./_quantized_layer.ts";
 import { Int8LinearLayer } from "./int8_linear_layer.ts";
 
 /**
@@ -38,7 +38,7 @@ import { Int8LinearLayer } from "./int8_linear_layer.ts";
  * ```
  */
 export class W8A8LinearLayer extends Int8LinearLayer {
-  #kernel: { weight: Tensor; w: Int8Weight } | null = null;
+  #kernel = new KernelWeight<Int8Weight>();
 
   /** `quant(x) @ Wᵀ · s_x · s_w + bias` for f32 input [..., in]; f32 result [..., out]. */
   async forward(input: Tensor): Promise<Tensor> {
@@ -47,44 +47,33 @@ export class W8A8LinearLayer extends Int8LinearLayer {
         `W8A8LinearLayer takes f32 activations, got ${input.dtype} (convert with input.to("f32"))`,
       );
     }
-    const m = rowsOf(input, this.inFeatures, "W8A8LinearLayer");
-    const bias = this.bias ? this.bias.toF32Array() : null;
-    const y = await runW8A8(
-      input.data as Float32Array,
-      m,
-      this.#kernelWeight(),
-      bias,
+    return await forwardRows(
+      "W8A8LinearLayer",
+      input,
+      this.inFeatures,
+      this.outFeatures,
+      this.bias,
+      (m, bias) =>
+        runW8A8(input.data as Float32Array, m, this.#kernelWeight(), bias),
     );
-    return new Tensor(y, outShape(input, this.outFeatures));
   }
 
-  // One Int8Weight object per set of tensors: its identity is the backend's
-  // cache key (GPU buffers), so it must stay the same across calls.
   #kernelWeight(): Int8Weight {
     const weight = this.int8Weights;
     const scales = this.scales.data as Float32Array;
     const zeroPoints = (this.zeroPoints?.data as Int8Array | undefined) ?? null;
-    const k = this.#kernel;
-    if (
-      k && k.weight === weight && k.w.scales === scales &&
-      k.w.zeroPoints === zeroPoints
-    ) return k.w;
-    if (k) void releaseLowBit(k.w);
-    const w: Int8Weight = {
+    return this.#kernel.of([weight, scales, zeroPoints], () => ({
       q: weight.data as Int8Array,
       scales,
       zeroPoints,
       n: this.outFeatures,
       k: this.inFeatures,
-    };
-    this.#kernel = { weight, w };
-    return w;
+    }));
   }
 
   /** Frees the backend's copy of the weights (GPU buffers). */
   override dispose(): void {
-    if (this.#kernel) void releaseLowBit(this.#kernel.w);
-    this.#kernel = null;
+    this.#kernel.release();
     super.dispose();
   }
 }

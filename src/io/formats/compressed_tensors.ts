@@ -62,7 +62,7 @@ import type {
   TensorSpec,
   WeightScheme,
 } from "./format.ts";
-import type { Int4Weight } from "../../backend/cpu_lowbit.ts";
+import type { Int4Weight } from "../../backend/backend.ts";
 import {
   describeTensor,
   exportMetadata,

@@ -10,7 +10,7 @@
 
 import type { DType } from "../../dtype.ts";
 import type { Tensor } from "../../tensor.ts";
-import type { Int4Weight } from "../../backend/cpu_lowbit.ts";
+import type { Int4Weight } from "../../backend/backend.ts";
 
 /** The description of one output tensor, known before any data is computed. */
 export interface TensorSpec {

@@ -17,7 +17,7 @@
 
 import type { DType } from "../../dtype.ts";
 import type { Tensor } from "../../tensor.ts";
-import type { Int4Weight } from "../../backend/cpu_lowbit.ts";
+import type { Int4Weight } from "../../backend/backend.ts";
 import {
   type CheckpointFormat,
   type DecodedLinear,

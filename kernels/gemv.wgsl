@@ -7,7 +7,7 @@
 // rowp, bias and y are indexed by global output row; y is [m, n] f32.
 // Workgroup 32 × 8: eight weight rows, 32 lanes per row striding over K so that
 // a row's lanes read 512 contiguous bytes of int8 weights per step; the lanes'
-// partial sums are added in workgroup memory (no subgroup ops needed).
+// partial sums are added by reduce_lanes (gemv_reduce.wgsl, prepended).
 // Grid: (ceil(rows / 8), m).
 
 struct Params { n: u32, kb: u32, row0: u32, rows: u32, m: u32 }
@@ -17,10 +17,7 @@ struct Params { n: u32, kb: u32, row0: u32, rows: u32, m: u32 }
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<uniform> p: Params;
 
-const LANES = 32u;
-const ROWS = 8u;
-
-var<workgroup> partial: array<f32, 256>;
+alias Acc = f32;
 
 @compute @workgroup_size(32, 8)
 fn main(
@@ -39,17 +36,9 @@ fn main(
         dot(xv[2], wv[2] - zp) + dot(xv[3], wv[3] - zp);
     }
   }
-  let slot = lid.y * LANES + lid.x;
-  partial[slot] = acc;
-  workgroupBarrier();
-  for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-    if (lid.x < s) {
-      partial[slot] += partial[slot + s];
-    }
-    workgroupBarrier();
-  }
+  let sum = reduce_lanes(lid, acc);
   if (lid.x == 0u && r < p.rows) {
     let j = p.row0 + r;
-    y[i * p.n + j] = partial[slot] * rowp[j].x + bias[j];
+    y[i * p.n + j] = sum * rowp[j].x + bias[j];
   }
 }

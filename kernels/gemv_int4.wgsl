@@ -12,7 +12,8 @@
 // W_GROUP, the group size, is a constant the backend prepends; y is [m, n] f32.
 // Workgroup 32 × 8: eight weight rows, 32 lanes per row striding over the
 // 32-element blocks (512 contiguous weight bytes per row and step); partial
-// sums are added in workgroup memory. Grid: (ceil(rows / 8), m).
+// sums are added by reduce_lanes (gemv_reduce.wgsl, prepended).
+// Grid: (ceil(rows / 8), m).
 
 struct Params { n: u32, kb: u32, row0: u32, rows: u32, m: u32 }
 
@@ -23,12 +24,9 @@ struct Params { n: u32, kb: u32, row0: u32, rows: u32, m: u32 }
 @group(0) @binding(6) var<storage, read> scales: array<f32>;
 @group(0) @binding(7) var<storage, read> zps: array<u32>;
 
-const LANES = 32u;
-const ROWS = 8u;
+alias Acc = f32;
 const LO = vec4<u32>(0u, 4u, 8u, 12u);
 const HI = vec4<u32>(16u, 20u, 24u, 28u);
-
-var<workgroup> partial: array<f32, 256>;
 
 // The four codes of a word at shifts `sh`, less the zero point, as f32.
 fn nib(q: u32, sh: vec4<u32>, zp: f32) -> vec4<f32> {
@@ -58,17 +56,9 @@ fn main(
       acc += part * scales[g];
     }
   }
-  let slot = lid.y * LANES + lid.x;
-  partial[slot] = acc;
-  workgroupBarrier();
-  for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-    if (lid.x < s) {
-      partial[slot] += partial[slot + s];
-    }
-    workgroupBarrier();
-  }
+  let sum = reduce_lanes(lid, acc);
   if (lid.x == 0u && r < p.rows) {
     let j = p.row0 + r;
-    y[i * p.n + j] = partial[slot] + bias[j];
+    y[i * p.n + j] = sum + bias[j];
   }
 }

@@ -7,15 +7,13 @@
 // 16 elements (one vec4<u32>) at a time; rows zero-padded to 16 elements.
 // Workgroup 32 × 8: eight weight rows, 32 lanes per row striding over K, so a
 // row's lanes read 512 contiguous bytes per step; the lanes' partial sums are
-// added in workgroup memory (wrapping i32, exact). Grid: (ceil(rows / 8), m).
+// added by reduce_lanes (gemv_reduce.wgsl, prepended; wrapping i32, exact).
+// Grid: (ceil(rows / 8), m).
 
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(8) var<storage, read> qx: array<vec4<u32>>;
 
-const LANES = 32u;
-const ROWS = 8u;
-
-var<workgroup> partial: array<i32, 256>;
+alias Acc = i32;
 
 @compute @workgroup_size(32, 8)
 fn main(
@@ -33,16 +31,8 @@ fn main(
         dot4i8(a.w, q.w);
     }
   }
-  let slot = lid.y * LANES + lid.x;
-  partial[slot] = acc;
-  workgroupBarrier();
-  for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-    if (lid.x < s) {
-      partial[slot] += partial[slot + s];
-    }
-    workgroupBarrier();
-  }
+  let sum = reduce_lanes(lid, acc);
   if (lid.x == 0u && r < p.rows) {
-    store_w8a8(partial[slot], i, r);
+    store_w8a8(sum, i, r);
   }
 }

@@ -16,9 +16,19 @@
 
 import { Worker } from "node:worker_threads";
 import type { FloatDType } from "../dtype.ts";
-import type { Activations, F32Weight, Int8Weight } from "./backend.ts";
-import type { Int4Weight } from "./cpu_lowbit.ts";
-import { Arena, kernelsModule, paddedK, TILE_FLOATS } from "./_cpu_wasm.ts";
+import type {
+  Activations,
+  F32Weight,
+  Int4Weight,
+  Int8Weight,
+} from "./backend.ts";
+import {
+  Arena,
+  kernelsModule,
+  type LinearOut,
+  paddedK,
+  TILE_FLOATS,
+} from "./_cpu_wasm.ts";
 import { WORKER_SOURCE } from "./_cpu_worker.ts";
 
 /** Below this many multiply-adds a call stays on one thread: a worker round trip costs ~0.1 ms. */
@@ -30,11 +40,15 @@ export const PARALLEL_MIN_MACS = 1 << 20;
  */
 const SPLIT_ALIGN = 8;
 
+/** A weight's copy in an arena (byte offsets; zp 0: no zero points). */
 interface Resident {
   arena: Arena;
   off: number;
   bytes: number;
+  /** Values per row of the copy (padded). */
   kp: number;
+  scales: number;
+  zp: number;
   /** Not kept: larger than the whole cache budget, freed after its call. */
   transient?: boolean;
 }
@@ -68,6 +82,8 @@ interface Slot {
   pending: { resolve: () => void; reject: (e: Error) => void } | null;
   dead: boolean;
 }
+
+type Weight = Int8Weight | F32Weight | Int4Weight;
 
 type KernelName = "linear_i8" | "linear_f32" | "linear_w8a8" | "linear_i4";
 
@@ -144,16 +160,6 @@ class WasmPool {
     this.#budget = bytes;
   }
 
-  /** The weight's copy, made now unless kept from an earlier call. */
-  #lookup(w: object): Resident | null {
-    const r = this.#resident.get(w);
-    if (r) {
-      this.#lru.delete(r);
-      this.#lru.set(r, new WeakRef(w));
-    }
-    return r ?? null;
-  }
-
   /** Room for a new copy: drops the least recently used ones over budget. */
   #place(
     bytes: number,
@@ -186,76 +192,90 @@ class WasmPool {
     if (this.#forget(r)) r.arena.free(r.off, r.bytes);
   }
 
-  #residentInt8(w: Int8Weight): Resident | null {
-    const cached = this.#lookup(w);
-    if (cached) return cached;
-    const { n, k } = w;
-    const kp = paddedK(k);
-    const qBytes = align(n * kp);
-    const bytes = qBytes + align(4 * n) + (w.zeroPoints ? n : 0);
-    const got = this.#place(bytes);
-    if (!got) return null;
-    const u8 = new Uint8Array(got.arena.buffer, got.off, bytes);
-    copyRows(u8, new Uint8Array(w.q.buffer, w.q.byteOffset, n * k), n, k, kp);
-    u8.set(bytesOf(w.scales.subarray(0, n)), qBytes);
-    if (w.zeroPoints) {
-      u8.set(bytesOf(w.zeroPoints.subarray(0, n)), qBytes + align(4 * n));
+  /** The weight's copy: kept from an earlier call, or made now. */
+  #copyOf(w: Weight): Resident | null {
+    const kept = this.#resident.get(w);
+    if (kept) {
+      this.#lru.delete(kept);
+      this.#lru.set(kept, new WeakRef(w));
+      return kept;
     }
-    return this.#keep(w, { ...got, bytes, kp });
-  }
-
-  #residentF32(w: F32Weight): Resident | null {
-    const cached = this.#lookup(w);
-    if (cached) return cached;
     const { n, k } = w;
+    if ("packed" in w) {
+      // The codes [n, k/2] in the blocked layout of the decode kernel
+      // (interleave_int4 in wasm/kernels.c; k is a multiple of 32, so rows
+      // need no padding), reordered from a staging copy in the same arena.
+      const g = n * (k / w.groupSize);
+      const codes = n * k / 2;
+      return this.#copy(
+        w,
+        codes,
+        k,
+        w.scales.subarray(0, g),
+        w.zeroPoints?.subarray(0, g) ?? null,
+        (arena, off) => {
+          const stage = this.#alloc(codes, arena);
+          if (!stage) return false;
+          new Uint8Array(arena.buffer, stage.off, codes).set(
+            w.packed.subarray(0, codes),
+          );
+          arena.exports.interleave_int4(stage.off, n, k / 2, off);
+          arena.free(stage.off, codes);
+          return true;
+        },
+      );
+    }
     const kp = paddedK(k);
-    const bytes = 4 * n * kp;
-    const got = this.#place(bytes);
-    if (!got) return null;
-    copyRows(
-      new Uint8Array(got.arena.buffer, got.off, bytes),
-      bytesOf(w.data.subarray(0, n * k)),
-      n,
-      4 * k,
-      4 * kp,
-    );
-    return this.#keep(w, { ...got, bytes, kp });
+    const [values, size, scales, zps] = "q" in w
+      ? [w.q, 1, w.scales.subarray(0, n), w.zeroPoints?.subarray(0, n) ?? null]
+      : [w.data, 4, new Float32Array(0), null];
+    return this.#copy(w, size * n * kp, kp, scales, zps, (arena, off) => {
+      copyRows(
+        new Uint8Array(arena.buffer, off, size * n * kp),
+        bytesOf(values.subarray(0, n * k)),
+        n,
+        size * k,
+        size * kp,
+      );
+      return true;
+    });
   }
 
-  // The packed codes [n, k/2] in the blocked layout of the decode kernel
-  // (interleave_int4 in wasm/kernels.c; k is a multiple of 32, so rows need
-  // no padding), then the scales [n, k/group], then the zero points if any.
-  #residentInt4(w: Int4Weight): Resident | null {
-    const cached = this.#lookup(w);
-    if (cached) return cached;
-    const { n, k } = w;
-    const g = n * (k / w.groupSize);
-    const codeBytes = n * k / 2;
-    const wBytes = align(codeBytes);
-    const bytes = wBytes + align(4 * g) + (w.zeroPoints ? g : 0);
+  /**
+   * Places a new copy: `codes` bytes of weight values written by `write`
+   * (false: it found no room), then the scales, then the zero points if any.
+   */
+  #copy(
+    w: Weight,
+    codes: number,
+    kp: number,
+    scales: Float32Array,
+    zps: Int8Array | Uint8Array | null,
+    write: (arena: Arena, off: number) => boolean,
+  ): Resident | null {
+    const scalesAt = align(codes);
+    const zpAt = scalesAt + align(scales.byteLength);
+    const bytes = zpAt + (zps?.length ?? 0);
     const got = this.#place(bytes);
     if (!got) return null;
-    const { arena, off } = got;
-    const stage = this.#alloc(codeBytes, arena);
-    if (!stage) {
+    const { arena, off, transient } = got;
+    if (!write(arena, off)) {
       arena.free(off, bytes);
       return null;
     }
-    new Uint8Array(arena.buffer, stage.off, codeBytes).set(
-      w.packed.subarray(0, codeBytes),
-    );
-    arena.exports.interleave_int4(stage.off, n, k / 2, off);
-    arena.free(stage.off, codeBytes);
     const u8 = new Uint8Array(arena.buffer, off, bytes);
-    u8.set(bytesOf(w.scales.subarray(0, g)), wBytes);
-    if (w.zeroPoints) {
-      u8.set(w.zeroPoints.subarray(0, g), wBytes + align(4 * g));
-    }
-    return this.#keep(w, { ...got, bytes, kp: k });
-  }
-
-  #keep(w: object, r: Resident): Resident {
-    if (r.transient) return r;
+    u8.set(bytesOf(scales), scalesAt);
+    if (zps) u8.set(bytesOf(zps), zpAt);
+    const r: Resident = {
+      arena,
+      off,
+      bytes,
+      kp,
+      scales: off + scalesAt,
+      zp: zps ? off + zpAt : 0,
+      transient,
+    };
+    if (transient) return r;
     this.#resident.set(w, r);
     this.#lru.set(r, new WeakRef(w));
     this.#finalizer.register(w, r, w);
@@ -286,37 +306,14 @@ class WasmPool {
     bias: Float32Array | null,
     threads: number,
   ): Promise<Float32Array | null> {
-    return this.#exclusive(() => {
-      const r = this.#residentInt8(w);
-      if (!r) return null;
-      const { n } = w;
-      const scales = r.off + align(n * r.kp);
-      const zp = w.zeroPoints ? scales + align(4 * n) : 0;
-      return this.#call(
-        m,
-        w.k,
-        n,
-        r,
-        bias,
-        threads,
-        "linear_i8",
-        floatRows(x, xDtype, m, w.k, r.kp),
-        (io, j0, j1, t) => [
-          io.x,
-          m,
-          r.kp,
-          r.off,
-          zp,
-          scales,
-          io.bias,
-          io.y,
-          n,
-          j0,
-          j1,
-          io.tiles + t * 4 * TILE_FLOATS,
-        ],
-      );
-    });
+    return this.#call(w, x, m, bias, threads, "linear_i8", (r) => ({
+      ...floatRows(x, xDtype, m, w.k, r.kp),
+      args: (
+        io,
+        out,
+        tile,
+      ) => [io.x, m, r.kp, r.off, r.zp, r.scales, ...out, tile],
+    }));
   }
 
   /** `linearF32` on the kernels, or null as above. */
@@ -327,22 +324,10 @@ class WasmPool {
     bias: Float32Array | null,
     threads: number,
   ): Promise<Float32Array | null> {
-    return this.#exclusive(() => {
-      const r = this.#residentF32(w);
-      if (!r) return null;
-      const { n } = w;
-      return this.#call(
-        m,
-        w.k,
-        n,
-        r,
-        bias,
-        threads,
-        "linear_f32",
-        floatRows(x, "f32", m, w.k, r.kp),
-        (io, j0, j1) => [io.x, m, r.kp, r.off, io.bias, io.y, n, j0, j1],
-      );
-    });
+    return this.#call(w, x, m, bias, threads, "linear_f32", (r) => ({
+      ...floatRows(x, "f32", m, w.k, r.kp),
+      args: (io, out) => [io.x, m, r.kp, r.off, ...out],
+    }));
   }
 
   /**
@@ -356,59 +341,37 @@ class WasmPool {
     bias: Float32Array | null,
     threads: number,
   ): Promise<Float32Array | null> {
-    return this.#exclusive(() => {
-      const r = this.#residentInt8(w);
-      if (!r) return null;
-      const { n, k } = w;
-      const { kp } = r;
-      const scales = r.off + align(n * kp);
-      const zp = w.zeroPoints ? scales + align(4 * n) : 0;
+    return this.#call(w, x, m, bias, threads, "linear_w8a8", (r) => {
       // io.x holds the codes (i16 [m, kp]), then s_x [m], then Σq_x [m].
-      const xqBytes = align(2 * m * kp);
-      const plan: ActivationPlan = {
-        bytes: xqBytes + 2 * align(4 * m),
-        stageBytes: align(4 * m * k),
+      const xs = align(2 * m * r.kp);
+      const xsum = xs + align(4 * m);
+      return {
+        bytes: xsum + align(4 * m),
+        stage: true,
         fill(arena, io) {
-          new Float32Array(arena.buffer, io.stage, m * k).set(
-            x.subarray(0, m * k),
-          );
           arena.exports.quantize_tokens(
             io.stage,
             m,
-            k,
-            kp,
+            w.k,
+            r.kp,
             io.x,
-            io.x + xqBytes,
-            io.x + xqBytes + align(4 * m),
+            io.x + xs,
+            io.x + xsum,
           );
           return 0;
         },
-      };
-      return this.#call(
-        m,
-        k,
-        n,
-        r,
-        bias,
-        threads,
-        "linear_w8a8",
-        plan,
-        (io, j0, j1) => [
+        args: (io, out) => [
           io.x,
-          io.x + xqBytes,
-          io.x + xqBytes + align(4 * m),
+          io.x + xs,
+          io.x + xsum,
           m,
-          kp,
+          r.kp,
           r.off,
-          zp,
-          scales,
-          io.bias,
-          io.y,
-          n,
-          j0,
-          j1,
+          r.zp,
+          r.scales,
+          ...out,
         ],
-      );
+      };
     });
   }
 
@@ -421,117 +384,99 @@ class WasmPool {
     bias: Float32Array | null,
     threads: number,
   ): Promise<Float32Array | null> {
-    return this.#exclusive(() => {
-      const r = this.#residentInt4(w);
-      if (!r) return null;
-      const { n, k, groupSize } = w;
-      const g = n * (k / groupSize);
-      const scales = r.off + align(n * k / 2);
-      const zp = w.zeroPoints ? scales + align(4 * g) : 0;
-      const size = xDtype === "f32" ? 4 : 2;
-      const plan: ActivationPlan = {
-        bytes: align(4 * m * k),
-        stageBytes: align(size * m * k),
-        fill(arena, io) {
-          new Uint8Array(arena.buffer, io.stage, size * m * k).set(
-            new Uint8Array(x.buffer, x.byteOffset, size * m * k),
-          );
-          return arena.exports.prepare_int4_x(
-            io.stage,
-            KINDS[xDtype],
-            m,
-            k,
-            io.x,
-          );
-        },
-      };
-      return this.#call(
+    const { k, groupSize } = w;
+    return this.#call(w, x, m, bias, threads, "linear_i4", (r) => ({
+      bytes: 4 * m * k,
+      stage: true,
+      fill: (arena, io) =>
+        arena.exports.prepare_int4_x(io.stage, KINDS[xDtype], m, k, io.x),
+      args: (io, out, tile, fast) => [
+        io.x,
         m,
         k,
-        n,
-        r,
-        bias,
-        threads,
-        "linear_i4",
-        plan,
-        (io, j0, j1, t, fast) => [
-          io.x,
-          m,
-          k,
-          r.off,
-          zp,
-          scales,
-          groupSize,
-          io.bias,
-          io.y,
-          n,
-          j0,
-          j1,
-          io.tiles + t * 4 * TILE_FLOATS,
-          fast ? 0 : 1,
-        ],
-      );
-    });
+        r.off,
+        r.zp,
+        r.scales,
+        groupSize,
+        ...out,
+        tile,
+        fast ? 0 : 1,
+      ],
+    }));
   }
 
-  async #call(
+  /**
+   * Runs `fn` on the weight's copy, or returns null when the weight or the
+   * call's buffers find no room in a shared memory.
+   */
+  #call(
+    w: Weight,
+    x: Activations,
     m: number,
-    k: number,
-    n: number,
-    r: Resident,
     bias: Float32Array | null,
     threads: number,
     fn: KernelName,
-    plan: ActivationPlan,
-    argsOf: (
-      io: CallIo,
-      j0: number,
-      j1: number,
-      t: number,
-      filled: number,
-    ) => number[],
+    kernel: (r: Resident) => KernelCall,
   ): Promise<Float32Array | null> {
-    const { arena } = r;
-    const units = Math.ceil(n / SPLIT_ALIGN);
-    const t = m * n * k < PARALLEL_MIN_MACS
-      ? 1
-      : 1 + this.#ensureWorkers(Math.min(threads, units) - 1);
-    const xBytes = align(plan.bytes);
-    const stageBytes = align(plan.stageBytes);
-    const yBytes = align(4 * m * n);
-    const biasBytes = bias ? align(4 * n) : 0;
-    const bytes = xBytes + stageBytes + yBytes + biasBytes +
-      t * 4 * TILE_FLOATS;
-    const got = this.#alloc(bytes, arena);
-    if (!got) {
-      if (r.transient) arena.free(r.off, r.bytes);
-      return null;
-    }
-    const base = got.off;
-    try {
-      const io: CallIo = {
-        x: base,
-        stage: base + xBytes,
-        y: base + xBytes + stageBytes,
-        bias: bias ? base + xBytes + stageBytes + yBytes : 0,
-        tiles: base + xBytes + stageBytes + yBytes + biasBytes,
-      };
-      const filled = plan.fill(arena, io);
-      if (bias) {
-        new Float32Array(arena.buffer, io.bias, n).set(bias.subarray(0, n));
+    return this.#exclusive(async () => {
+      const r = this.#copyOf(w);
+      if (!r) return null;
+      const { n, k } = w;
+      const { arena } = r;
+      const call = kernel(r);
+      const units = Math.ceil(n / SPLIT_ALIGN);
+      const t = m * n * k < PARALLEL_MIN_MACS
+        ? 1
+        : 1 + this.#ensureWorkers(Math.min(threads, units) - 1);
+      const xBytes = align(call.bytes);
+      const staged = call.stage ? x.BYTES_PER_ELEMENT * m * k : 0;
+      const stageBytes = align(staged);
+      const yBytes = align(4 * m * n);
+      const biasBytes = bias ? align(4 * n) : 0;
+      const bytes = xBytes + stageBytes + yBytes + biasBytes +
+        t * 4 * TILE_FLOATS;
+      const got = this.#alloc(bytes, arena);
+      if (!got) {
+        if (r.transient) arena.free(r.off, r.bytes);
+        return null;
       }
-      await this.#run(
-        arena,
-        fn,
-        t,
-        n,
-        (j0, j1, th) => argsOf(io, j0, j1, th, filled),
-      );
-      return new Float32Array(arena.buffer, io.y, m * n).slice();
-    } finally {
-      arena.free(base, bytes);
-      if (r.transient) arena.free(r.off, r.bytes);
-    }
+      const base = got.off;
+      try {
+        const io: CallIo = {
+          x: base,
+          stage: base + xBytes,
+          y: base + xBytes + stageBytes,
+          bias: bias ? base + xBytes + stageBytes + yBytes : 0,
+          tiles: base + xBytes + stageBytes + yBytes + biasBytes,
+        };
+        if (staged) {
+          new Uint8Array(arena.buffer, io.stage, staged).set(
+            bytesOf(x.subarray(0, m * k)),
+          );
+        }
+        const filled = call.fill(arena, io);
+        if (bias) {
+          new Float32Array(arena.buffer, io.bias, n).set(bias.subarray(0, n));
+        }
+        await this.#run(
+          arena,
+          fn,
+          t,
+          n,
+          (j0, j1, th) =>
+            call.args(
+              io,
+              [io.bias, io.y, n, j0, j1],
+              io.tiles + th * 4 * TILE_FLOATS,
+              filled,
+            ),
+        );
+        return new Float32Array(arena.buffer, io.y, m * n).slice();
+      } finally {
+        arena.free(base, bytes);
+        if (r.transient) arena.free(r.off, r.bytes);
+      }
+    });
   }
 
   /** Splits [0, n) into `t` ranges; range 0 runs here, the rest on workers. */
@@ -660,14 +605,16 @@ interface CallIo {
   tiles: number;
 }
 
-/** A call's activations: their size in the arena and how they get there. */
-interface ActivationPlan {
+/** How a kernel call gets its activations, and the arguments it takes. */
+interface KernelCall {
   /** Bytes at `io.x`. */
   bytes: number;
-  /** Bytes at `io.stage`. */
-  stageBytes: number;
-  /** Fills `io.x` on the calling thread; returns what `argsOf` gets as `filled`. */
+  /** Whether the caller's activations are copied, as they are, to `io.stage`. */
+  stage: boolean;
+  /** Fills `io.x` on the calling thread; returns what `args` gets as `filled`. */
   fill(arena: Arena, io: CallIo): number;
+  /** The kernel's arguments, given the ones all kernels end with, and scratch. */
+  args(io: CallIo, out: LinearOut, tile: number, filled: number): number[];
 }
 
 /** Kernel codes of the activation dtypes. */
@@ -683,21 +630,18 @@ function floatRows(
   m: number,
   k: number,
   kp: number,
-): ActivationPlan {
+): Omit<KernelCall, "args"> {
   const wide = xDtype !== "f32";
   return {
     bytes: 4 * m * kp,
-    stageBytes: wide ? 2 * m * k : 0,
+    stage: wide,
     fill(arena, io) {
       if (wide) {
-        new Uint16Array(arena.buffer, io.stage, m * k).set(
-          new Uint16Array(x.buffer, x.byteOffset, m * k),
-        );
         arena.exports.widen_rows(io.stage, KINDS[xDtype], m, k, io.x, kp);
       } else {
         copyRows(
           new Uint8Array(arena.buffer, io.x, 4 * m * kp),
-          bytesOf((x as Float32Array).subarray(0, m * k)),
+          bytesOf(x.subarray(0, m * k)),
           m,
           4 * k,
           4 * kp,

@@ -7,6 +7,18 @@
 
 import { KERNELS_WASM_BASE64 } from "./_cpu_wasm_bytes.ts";
 
+/**
+ * The arguments every linear kernel ends with: bias (0: none) and y, then
+ * the output features [j0, j1) of y's n that this call computes.
+ */
+export type LinearOut = [
+  bias: number,
+  y: number,
+  n: number,
+  j0: number,
+  j1: number,
+];
+
 /** The functions wasm/kernels.c exports (pointers are byte offsets). */
 export interface KernelExports {
   widen_rows(
@@ -18,29 +30,19 @@ export interface KernelExports {
     stride: number,
   ): void;
   linear_i8(
-    x: number,
-    m: number,
-    kp: number,
-    q: number,
-    zp: number,
-    scales: number,
-    bias: number,
-    y: number,
-    n: number,
-    j0: number,
-    j1: number,
-    buf: number,
+    ...args: [
+      x: number,
+      m: number,
+      kp: number,
+      q: number,
+      zp: number,
+      scales: number,
+      ...LinearOut,
+      buf: number,
+    ]
   ): void;
   linear_f32(
-    x: number,
-    m: number,
-    kp: number,
-    w: number,
-    bias: number,
-    y: number,
-    n: number,
-    j0: number,
-    j1: number,
+    ...args: [x: number, m: number, kp: number, w: number, ...LinearOut]
   ): void;
   quantize_rows(
     src: number,
@@ -60,19 +62,17 @@ export interface KernelExports {
     xsum: number,
   ): void;
   linear_w8a8(
-    xq: number,
-    xs: number,
-    xsum: number,
-    m: number,
-    kp: number,
-    q: number,
-    zp: number,
-    scales: number,
-    bias: number,
-    y: number,
-    n: number,
-    j0: number,
-    j1: number,
+    ...args: [
+      xq: number,
+      xs: number,
+      xsum: number,
+      m: number,
+      kp: number,
+      q: number,
+      zp: number,
+      scales: number,
+      ...LinearOut,
+    ]
   ): void;
   interleave_int4(src: number, n: number, kb: number, dst: number): void;
   prepare_int4_x(
@@ -83,20 +83,18 @@ export interface KernelExports {
     dst: number,
   ): number;
   linear_i4(
-    x: number,
-    m: number,
-    k: number,
-    w: number,
-    zp: number,
-    scales: number,
-    groupSize: number,
-    bias: number,
-    y: number,
-    n: number,
-    j0: number,
-    j1: number,
-    buf: number,
-    exact: number,
+    ...args: [
+      x: number,
+      m: number,
+      k: number,
+      w: number,
+      zp: number,
+      scales: number,
+      groupSize: number,
+      ...LinearOut,
+      buf: number,
+      exact: number,
+    ]
   ): void;
 }
 
@@ -114,6 +112,11 @@ export function paddedK(k: number): number {
 const PAGE = 65536;
 const MAX_PAGES = 65536; // wasm32: 4 GiB
 const ALIGN = 64; // a cache line
+
+/** The bytes a block of `bytes` takes: whole cache lines, at least one. */
+function blockSize(bytes: number): number {
+  return Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
+}
 
 let compiled: WebAssembly.Module | null | undefined;
 
@@ -174,7 +177,7 @@ export class Arena {
 
   /** Reserves `bytes`; returns the offset, or -1 when 4 GiB would not do. */
   alloc(bytes: number): number {
-    const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
+    const size = blockSize(bytes);
     for (let i = 0; i < this.#free.length; i++) {
       const hole = this.#free[i]!;
       if (hole.size >= size) {
@@ -211,7 +214,7 @@ export class Arena {
 
   /** Returns a block from {@linkcode Arena.alloc} (`bytes` as asked then). */
   free(off: number, bytes: number): void {
-    const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
+    const size = blockSize(bytes);
     const list = this.#free;
     let i = 0;
     while (i < list.length && list[i]!.off < off) i++;

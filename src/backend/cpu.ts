@@ -32,11 +32,11 @@ import type {
   Backend,
   BackendInfo,
   F32Weight,
+  Int4Weight,
   Int8Weight,
 } from "./backend.ts";
 import { referenceLinearF32, referenceLinearInt8 } from "./cpu_reference.ts";
 import {
-  type Int4Weight,
   linearInt4,
   linearW8A8,
   referenceLinearInt4,
@@ -50,6 +50,13 @@ import {
   parseThreads,
 } from "./_cpu_config.ts";
 import { wasmPool } from "./_cpu_pool.ts";
+import {
+  checkActivations,
+  checkInt4Weight,
+  checkInt8Weight,
+  checkShapes,
+  W8A8_MAX_K,
+} from "./_checks.ts";
 
 export type { CpuKernel } from "./_cpu_config.ts";
 
@@ -118,8 +125,8 @@ export class CpuBackend implements Backend {
     w: Int8Weight,
     bias: Float32Array | null,
   ): Promise<Float32Array> {
-    checkShapes(x.length, m, w.n, w.k, bias, "linearInt8");
-    checkInt8(w);
+    checkShapes("linearInt8", x.length, m, w.k, w.n, bias);
+    checkInt8Weight(w, "linearInt8");
     if (m * w.n === 0) return new Float32Array(m * w.n);
     const pool = this.kernel === "wasm" ? wasmPool() : null;
     const y = pool &&
@@ -134,7 +141,7 @@ export class CpuBackend implements Backend {
     w: F32Weight,
     bias: Float32Array | null,
   ): Promise<Float32Array> {
-    checkShapes(x.length, m, w.n, w.k, bias, "linearF32");
+    checkShapes("linearF32", x.length, m, w.k, w.n, bias);
     if (w.data.length < w.n * w.k) {
       throw new RangeError(
         `linearF32: weight [${w.n}, ${w.k}] needs ${
@@ -180,12 +187,10 @@ export class CpuBackend implements Backend {
     w: Int8Weight,
     bias: Float32Array | null,
   ): Promise<Float32Array> {
-    checkShapes(x.length, m, w.n, w.k, bias, "linearW8A8");
-    checkInt8(w, "linearW8A8");
+    checkShapes("linearW8A8", x.length, m, w.k, w.n, bias);
+    checkInt8Weight(w, "linearW8A8");
     if (this.kernel === "reference") return referenceLinearW8A8(x, m, w, bias);
-    const pool = this.kernel === "wasm" && w.k <= W8A8_MAX_K && m * w.n > 0
-      ? wasmPool()
-      : null;
+    const pool = w.k <= W8A8_MAX_K && m * w.n > 0 ? wasmPool() : null;
     const y = pool && await pool.linearW8A8(x, m, w, bias, this.threads);
     return y ?? linearW8A8(x, m, w, bias);
   }
@@ -224,14 +229,12 @@ export class CpuBackend implements Backend {
     bias: Float32Array | null,
   ): Promise<Float32Array> {
     checkActivations(x, xDtype, "linearInt4");
-    checkShapes(x.length, m, w.n, w.k, bias, "linearInt4");
-    checkInt4(w);
+    checkShapes("linearInt4", x.length, m, w.k, w.n, bias);
+    checkInt4Weight(w, "linearInt4");
     if (this.kernel === "reference") {
       return referenceLinearInt4(floatArrayToF32(x, xDtype), m, w, bias);
     }
-    const pool = this.kernel === "wasm" && m * w.n * w.k > 0
-      ? wasmPool()
-      : null;
+    const pool = m * w.n * w.k > 0 ? wasmPool() : null;
     const y = pool &&
       await pool.linearInt4(x, xDtype, m, w, bias, this.threads);
     return y ?? linearInt4(floatArrayToF32(x, xDtype), m, w, bias);
@@ -240,89 +243,5 @@ export class CpuBackend implements Backend {
   /** Frees the copy of a weight the kernels keep (it is made again if used). */
   release(w: Int8Weight | F32Weight | Int4Weight): void {
     wasmPool()?.release(w);
-  }
-}
-
-/** W8A8 sums in int32: exact while |Σ qx·q| < 2³¹, so for k ≤ 2¹⁶. */
-const W8A8_MAX_K = 65536;
-
-function checkShapes(
-  xLength: number,
-  m: number,
-  n: number,
-  k: number,
-  bias: Float32Array | null,
-  op: string,
-): void {
-  for (const [name, v] of [["m", m], ["n", n], ["k", k]] as const) {
-    if (!Number.isSafeInteger(v) || v < 0) {
-      throw new RangeError(
-        `${op}: ${name} must be a non-negative integer, got ${v}`,
-      );
-    }
-  }
-  if (xLength !== m * k) {
-    throw new RangeError(
-      `${op}: input has ${xLength} values, expected ${m} × ${k} = ${m * k}`,
-    );
-  }
-  if (bias && bias.length !== n) {
-    throw new RangeError(
-      `${op}: bias has ${bias.length} values, expected ${n}`,
-    );
-  }
-}
-
-function checkInt8(w: Int8Weight, op = "linearInt8"): void {
-  if (
-    w.q.length < w.n * w.k || w.scales.length < w.n ||
-    (w.zeroPoints !== null && w.zeroPoints.length < w.n)
-  ) {
-    throw new RangeError(
-      `${op}: weight [${w.n}, ${w.k}] has ${w.q.length} values, ${w.scales.length} scales` +
-        (w.zeroPoints ? `, ${w.zeroPoints.length} zero points` : ""),
-    );
-  }
-}
-
-function checkInt4(w: Int4Weight): void {
-  const { n, k, groupSize } = w;
-  if (
-    !(groupSize === 32 || groupSize === 64 || groupSize === 128) ||
-    k % groupSize !== 0
-  ) {
-    throw new RangeError(
-      `linearInt4: k = ${k} must be a multiple of the group size (32, 64 or 128), got group size ${groupSize}`,
-    );
-  }
-  const groups = n * (k / groupSize);
-  if (
-    w.packed.length !== n * k / 2 || w.scales.length !== groups ||
-    (w.zeroPoints !== null && w.zeroPoints.length !== groups)
-  ) {
-    throw new RangeError(
-      `linearInt4: weight [${n}, ${k}] in groups of ${groupSize} needs ${
-        n * k / 2
-      } bytes and ${groups} scales${
-        w.zeroPoints ? " and zero points" : ""
-      }, got ${w.packed.length} bytes, ${w.scales.length} scales` +
-        (w.zeroPoints ? `, ${w.zeroPoints.length} zero points` : ""),
-    );
-  }
-}
-
-const ARRAY_OF: Record<
-  FloatDType,
-  Float32ArrayConstructor | Float16ArrayConstructor | Uint16ArrayConstructor
-> = { f32: Float32Array, f16: Float16Array, bf16: Uint16Array };
-
-function checkActivations(x: Activations, dtype: FloatDType, op: string) {
-  const want = ARRAY_OF[dtype];
-  if (!want || !(x instanceof want)) {
-    throw new TypeError(
-      `${op}: ${dtype} activations must be a ${
-        want?.name ?? "float array"
-      }, got ${x.constructor.name}`,
-    );
   }
 }

@@ -15,6 +15,7 @@
 import type { Int4Weight, Int8Weight } from "./backend.ts";
 
 export type { Int4Weight } from "./backend.ts";
+import { checkInt4Weight, checkInt8Weight, W8A8_MAX_K } from "./_checks.ts";
 
 /** Activations quantized to int8, one scale per row. */
 export interface QuantizedActivations {
@@ -99,7 +100,7 @@ export function referenceLinearW8A8(
   bias: Float32Array | null,
 ): Float32Array {
   const { q, scales, zeroPoints, n, k } = w;
-  checkInt8Weight(w, bias);
+  checkArgs("referenceLinearW8A8", x, m, w, bias);
   const a = quantizeActivationsPerToken(x, m, k);
   const y = new Float32Array(m * n);
   for (let i = 0; i < m; i++) {
@@ -150,7 +151,7 @@ export function linearW8A8(
   bias: Float32Array | null,
 ): Float32Array {
   const { q, scales, zeroPoints, n, k } = w;
-  checkInt8Weight(w, bias);
+  checkArgs("linearW8A8", x, m, w, bias);
   const a = quantizeActivationsPerToken(x, m, k);
   const xq = Int32Array.from(a.q);
   const xsum = new Float64Array(m);
@@ -162,7 +163,7 @@ export function linearW8A8(
     }
   }
   // acc[i·n + j] = Σₜ qx[i, t] · q[j, t], exact.
-  const acc = k % 4 === 0 && k <= 65536
+  const acc = k % 4 === 0 && k <= W8A8_MAX_K
     ? dotsByWords(xq, m, q, n, k)
     : dotsPlain(xq, m, q, n, k);
   const y = new Float32Array(m * n);
@@ -301,8 +302,7 @@ export function referenceLinearInt4(
   w: Int4Weight,
   bias: Float32Array | null,
 ): Float32Array {
-  checkInt4Weight(w, bias);
-  checkLength("x", x.length, m * w.k);
+  checkArgs("referenceLinearInt4", x, m, w, bias);
   const { packed, scales, zeroPoints, n, k, groupSize } = w;
   const groups = k / groupSize;
   const y = new Float32Array(m * n);
@@ -348,8 +348,7 @@ export function linearInt4(
   w: Int4Weight,
   bias: Float32Array | null,
 ): Float32Array {
-  checkInt4Weight(w, bias);
-  checkLength("x", x.length, m * w.k);
+  checkArgs("linearInt4", x, m, w, bias);
   const { packed, k, groupSize } = w;
   const groups = k / groupSize;
   // Little-endian words: nibble c of word u is element 8u + c (byte order =
@@ -501,33 +500,22 @@ function int4OneRow(
   }
 }
 
+/** Throws unless the weight is whole, x holds m·k values and bias n. */
+function checkArgs(
+  op: string,
+  x: Float32Array,
+  m: number,
+  w: Int8Weight | Int4Weight,
+  bias: Float32Array | null,
+): void {
+  if ("packed" in w) checkInt4Weight(w, op);
+  else checkInt8Weight(w, op);
+  checkLength("x", x.length, m * w.k);
+  if (bias) checkLength("bias", bias.length, w.n);
+}
+
 function checkLength(what: string, got: number, want: number): void {
   if (got !== want) {
     throw new RangeError(`${what} must have ${want} elements, got ${got}`);
   }
-}
-
-function checkInt8Weight(w: Int8Weight, bias: Float32Array | null): void {
-  checkLength("Int8 weight q", w.q.length, w.n * w.k);
-  checkLength("Int8 weight scales", w.scales.length, w.n);
-  if (w.zeroPoints) checkLength("Int8 zero points", w.zeroPoints.length, w.n);
-  if (bias) checkLength("bias", bias.length, w.n);
-}
-
-function checkInt4Weight(w: Int4Weight, bias: Float32Array | null): void {
-  const { n, k, groupSize } = w;
-  if (
-    !(groupSize === 32 || groupSize === 64 || groupSize === 128) ||
-    k % groupSize !== 0
-  ) {
-    throw new RangeError(
-      `Int4 weight: k = ${k} must be a multiple of the group size (32, 64 or 128), got group size ${groupSize}`,
-    );
-  }
-  checkLength("Int4 weight packed", w.packed.length, n * k / 2);
-  checkLength("Int4 weight scales", w.scales.length, n * k / groupSize);
-  if (w.zeroPoints) {
-    checkLength("Int4 zero points", w.zeroPoints.length, n * k / groupSize);
-  }
-  if (bias) checkLength("bias", bias.length, n);
 }

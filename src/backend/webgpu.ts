@@ -20,9 +20,11 @@ import type {
   Backend,
   BackendInfo,
   F32Weight,
+  Int4Weight,
   Int8Weight,
 } from "./backend.ts";
 import gemv from "../../kernels/gemv.wgsl" with { type: "text" };
+import gemvReduce from "../../kernels/gemv_reduce.wgsl" with { type: "text" };
 import gemm from "../../kernels/gemm.wgsl" with { type: "text" };
 import xF32 from "../../kernels/load_x_f32.wgsl" with { type: "text" };
 import xF16 from "../../kernels/load_x_f16.wgsl" with { type: "text" };
@@ -41,7 +43,7 @@ import dotI8Shift from "../../kernels/dot_i8_shift.wgsl" with { type: "text" };
 import w8a8Output from "../../kernels/w8a8_output.wgsl" with { type: "text" };
 import gemvW8A8 from "../../kernels/gemv_w8a8.wgsl" with { type: "text" };
 import gemmW8A8 from "../../kernels/gemm_w8a8.wgsl" with { type: "text" };
-import type { Int4Weight } from "./cpu_lowbit.ts";
+import { checkActivations, W8A8_MAX_K } from "./_checks.ts";
 
 /** What probing `navigator.gpu` found. */
 export interface WebGpuProbe {
@@ -127,7 +129,12 @@ export interface WebGpuBackendOptions {
   timing?: boolean;
 }
 
-/** The WebGPU backend: a {@linkcode Backend} plus what it runs on. */
+/**
+ * The WebGPU backend: a {@linkcode Backend} plus what it runs on. Its W8A8
+ * quantizes each activation row on the GPU and sums in int32
+ * (`dot4I8Packed` where available): the values of `referenceLinearW8A8`,
+ * bit for bit, for k ≤ 65536.
+ */
 export interface WebGpuBackend extends Backend {
   /** The device the kernels run on. */
   readonly device: GPUDevice;
@@ -143,31 +150,6 @@ export interface WebGpuBackend extends Backend {
    * device with "timestamp-query".
    */
   readonly kernelMs: number;
-  /**
-   * W8A8: each row of `x` (f32 [m, k]) is quantized to int8 on the GPU with
-   * its own scale, multiplied by the int8 weight exactly in int32
-   * (`dot4I8Packed` where available), and rescaled in f32 — the same values
-   * as `referenceLinearW8A8`, bit for bit. Needs k ≤ 65536.
-   */
-  linearW8A8(
-    x: Float32Array,
-    m: number,
-    w: Int8Weight,
-    bias: Float32Array | null,
-  ): Promise<Float32Array>;
-  /**
-   * W4A16: `x` ([m, k] in `xDtype`) times a group-wise int4 weight, the
-   * nibbles unpacked in registers, f32 sums; result f32 [m, n].
-   */
-  linearInt4(
-    x: Activations,
-    xDtype: FloatDType,
-    m: number,
-    w: Int4Weight,
-    bias: Float32Array | null,
-  ): Promise<Float32Array>;
-  /** Frees the GPU buffers of a weight of any kind. */
-  release(w: Int8Weight | F32Weight | Int4Weight): void;
   /** Frees every GPU resource; later calls reject. */
   destroy(): void;
 }
@@ -179,7 +161,6 @@ const BLOCK = 16; // K is padded to 16 so that every load is 128 bits
 const MAX_GROUPS = 65535;
 const POOL_BYTES = 256 * 2 ** 20; // idle buffers kept for reuse, at most
 const ONE = 0x3f800000; // 1.0 as f32 bits, a uniform the compiler cannot fold
-const W8A8_MAX_K = 65536; // int32 sums of int8 products stay exact up to here
 const U = GPUBufferUsage;
 const X_LOADERS = { f32: xF32, f16: xF16Packed, bf16: xBf16 };
 // Per-chunk weight buffers are bound here, in order (int4: codes, scales, zps).
@@ -224,7 +205,7 @@ function assemble(parts: string[]): string {
 /** The matrix product pass: a GEMV for a few activation rows, else a GEMM. */
 function matmul(mb: number, gemvParts: string[], gemmParts: string[]): Pass {
   return mb <= GEMV_MAX_M
-    ? { parts: gemvParts, grid: "gemv" }
+    ? { parts: [gemvReduce, ...gemvParts], grid: "gemv" }
     : { parts: gemmParts, grid: "gemm" };
 }
 
@@ -359,7 +340,10 @@ class GpuBackend implements WebGpuBackend {
     w: Int8Weight,
     bias: Float32Array | null,
   ): Promise<Float32Array> {
-    const parts = [this.#xLoader(x, xDtype), this.dot4 ? wI8Dot4 : wI8Shift];
+    const parts = [
+      this.#xLoader(x, xDtype, "linearInt8"),
+      this.dot4 ? wI8Dot4 : wI8Shift,
+    ];
     return await this.#linear(x, m, w, bias, (mb) => [
       matmul(mb, [...parts, gemv], [...parts, gemm]),
     ]);
@@ -382,7 +366,7 @@ class GpuBackend implements WebGpuBackend {
     w: Int8Weight,
     bias: Float32Array | null,
   ): Promise<Float32Array> {
-    this.#xLoader(x, "f32"); // checks that x is a Float32Array
+    checkActivations(x, "f32", "linearW8A8");
     if (w.k > W8A8_MAX_K) {
       throw new RangeError(
         `W8A8 on WebGPU sums int8 products in int32, exact for k ≤ ${W8A8_MAX_K}; this weight has k = ${w.k}`,
@@ -407,7 +391,7 @@ class GpuBackend implements WebGpuBackend {
     w: Int4Weight,
     bias: Float32Array | null,
   ): Promise<Float32Array> {
-    const xl = this.#xLoader(x, xDtype);
+    const xl = this.#xLoader(x, xDtype, "linearInt4");
     // #linear uploads (and so checks) the weight before it builds the passes.
     const group = `const W_GROUP = ${w.groupSize}u;`;
     return await this.#linear(x, m, w, bias, (mb) => [
@@ -416,15 +400,8 @@ class GpuBackend implements WebGpuBackend {
   }
 
   /** The loader for activations of `dtype`, after checking their array type. */
-  #xLoader(x: Activations, dtype: FloatDType): string {
-    const want = { f32: Float32Array, f16: Float16Array, bf16: Uint16Array };
-    if (!(x instanceof want[dtype])) {
-      throw new TypeError(
-        `${dtype} activations must be a ${
-          want[dtype].name
-        }, got ${x.constructor.name}`,
-      );
-    }
+  #xLoader(x: Activations, dtype: FloatDType, op: string): string {
+    checkActivations(x, dtype, op);
     return dtype === "f16" && this.shaderF16 ? xF16 : X_LOADERS[dtype];
   }
 

@@ -12,7 +12,7 @@ import type { Int4Weight, Int8Weight } from "../backend/backend.ts";
 import { f32ToFloatArray, type FloatDType, isFloatDType } from "../dtype.ts";
 import type { Module } from "../module.ts";
 import { Tensor } from "../tensor.ts";
-import { releaseLowBit } from "./_lowbit_backend.ts";
+import { activeBackend } from "../backend/select.ts";
 import type { QuantizedLinearOptions } from "./int8_linear_layer.ts";
 
 /** A new layer's bias: zeros [out] (f32 unless `dtype`), or null for `bias: false`. */
@@ -118,7 +118,8 @@ export class KernelWeight<W extends Int8Weight | Int4Weight> {
 
   /** Frees what the backend keeps for the current view, if any. */
   release(): void {
-    if (this.#weight) void releaseLowBit(this.#weight);
+    const w = this.#weight;
+    if (w) void activeBackend().then((b) => b.release(w), () => {});
     this.#weight = null;
     this.#tensors = [];
   }

@@ -9,7 +9,7 @@ import type { Activations, Int4Weight } from "../backend/backend.ts";
 import { type FloatDType, isFloatDType } from "../dtype.ts";
 import { Module } from "../module.ts";
 import { Tensor } from "../tensor.ts";
-import { runInt4 } from "./_lowbit_backend.ts";
+import { activeBackend } from "../backend/select.ts";
 import {
   checkedBias,
   checkWeightsToQuantize,
@@ -292,8 +292,8 @@ export class W4A16LinearLayer extends Module {
       this.inFeatures,
       this.outFeatures,
       this.bias,
-      (m, bias) =>
-        runInt4(
+      async (m, bias) =>
+        await (await activeBackend()).linearInt4(
           input.data as Activations,
           input.dtype as FloatDType,
           m,

@@ -7,7 +7,7 @@
 
 import type { Int8Weight } from "../backend/backend.ts";
 import type { Tensor } from "../tensor.ts";
-import { runW8A8 } from "./_lowbit_backend.ts";
+import { activeBackend } from "../backend/select.ts";
 import { forwardRows, KernelWeight } from "./_quantized_layer.ts";
 import { Int8LinearLayer } from "./int8_linear_layer.ts";
 
@@ -53,8 +53,13 @@ export class W8A8LinearLayer extends Int8LinearLayer {
       this.inFeatures,
       this.outFeatures,
       this.bias,
-      (m, bias) =>
-        runW8A8(input.data as Float32Array, m, this.#kernelWeight(), bias),
+      async (m, bias) =>
+        await (await activeBackend()).linearW8A8(
+          input.data as Float32Array,
+          m,
+          this.#kernelWeight(),
+          bias,
+        ),
     );
   }
 

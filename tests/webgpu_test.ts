@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { createWebGpuBackend } from "../src/backend/webgpu.ts";
+import {
+  createWebGpuBackend,
+  type WebGpuBackend,
+} from "../src/backend/webgpu.ts";
+import { activeBackend, setBackend } from "../src/backend/select.ts";
 import {
   referenceLinearF32,
   referenceLinearInt8,
@@ -386,4 +390,26 @@ Deno.test("asking for webgpu where there is no adapter is a clear error", async 
     auto.reason!,
     /^no WebGPU adapter \(requestAdapter\(\) returned null\)/,
   );
+});
+
+Deno.test({
+  name: "a lost WebGPU device is given up: the next call opens a new one",
+  ignore,
+  async fn() {
+    setBackend("webgpu");
+    try {
+      const first = await activeBackend() as WebGpuBackend;
+      first.device.destroy(); // a lost device, as a driver reset would leave
+      await first.device.lost;
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      const second = await activeBackend() as WebGpuBackend;
+      assert.notEqual(second, first);
+      const w = { data: new Float32Array([1, 2]), n: 1, k: 2 };
+      const y = await second.linearF32(new Float32Array([3, 4]), 1, w, null);
+      assert.deepEqual([...y], [11]);
+      second.release(w);
+    } finally {
+      setBackend("auto");
+    }
+  },
 });

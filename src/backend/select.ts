@@ -8,7 +8,11 @@
 
 import type { Backend, BackendInfo } from "./backend.ts";
 import { CpuBackend } from "./cpu.ts";
-import { createWebGpuBackend, probeWebGpu } from "./webgpu.ts";
+import {
+  createWebGpuBackend,
+  probeWebGpu,
+  type WebGpuBackend,
+} from "./webgpu.ts";
 
 /** What a user may ask for. */
 export type BackendChoice = "auto" | "cpu" | "webgpu";
@@ -106,12 +110,22 @@ async function choose(): Promise<Backend> {
   );
 }
 
-/** The backend that `forward` uses now, chosen once and then reused. */
+/**
+ * The backend that `forward` uses now, chosen once and then reused. A failed
+ * choice (webgpu requested where none exists) is not cached, and a lost GPU
+ * device is given up so that the next call chooses anew.
+ */
 export function activeBackend(): Promise<Backend> {
   if (!active) {
-    active = choose();
-    // A failed choice (e.g. webgpu requested where none exists) is not cached.
-    active.catch(() => active = null);
+    const pending = choose();
+    const forget = () => {
+      if (active === pending) active = null;
+    };
+    pending.then(
+      (b) => (b as Partial<WebGpuBackend>).device?.lost.then(forget),
+      forget,
+    );
+    active = pending;
   }
   return active;
 }

@@ -451,7 +451,7 @@ Deno.test({
     );
     await assert.rejects(
       gpu.linearInt4(new Float32Array(63), "f32", 1, w, null),
-      /Activations have 63 values, expected m·k = 1·64/,
+      /linearInt4: input has 63 values, expected 1 × 64 = 64/,
     );
   },
 });

@@ -261,7 +261,7 @@ Deno.test({
     const w = int8Weight({ n: 2, k: 4, zp: false }, 1);
     await assert.rejects(
       gpu.linearInt8(new Float32Array(5), "f32", 1, w, null),
-      /Activations have 5 values, expected m·k = 1·4/,
+      /linearInt8: input has 5 values, expected 1 × 4 = 4/,
     );
     await assert.rejects(
       gpu.linearInt8(new Float32Array(4), "f16", 1, w, null),
@@ -269,7 +269,7 @@ Deno.test({
     );
     await assert.rejects(
       gpu.linearInt8(new Float32Array(4), "f32", 1, w, new Float32Array(3)),
-      /Bias has 3 values, expected 2/,
+      /linearInt8: bias has 3 values, expected 2/,
     );
     await assert.rejects(
       gpu.linearInt8(new Float32Array(4), "f32", 1, {

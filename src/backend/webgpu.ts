@@ -43,7 +43,7 @@ import dotI8Shift from "../../kernels/dot_i8_shift.wgsl" with { type: "text" };
 import w8a8Output from "../../kernels/w8a8_output.wgsl" with { type: "text" };
 import gemvW8A8 from "../../kernels/gemv_w8a8.wgsl" with { type: "text" };
 import gemmW8A8 from "../../kernels/gemm_w8a8.wgsl" with { type: "text" };
-import { checkActivations, W8A8_MAX_K } from "./_checks.ts";
+import { checkActivations, checkShapes, W8A8_MAX_K } from "./_checks.ts";
 
 /** What probing `navigator.gpu` found. */
 export interface WebGpuProbe {
@@ -344,7 +344,7 @@ class GpuBackend implements WebGpuBackend {
       this.#xLoader(x, xDtype, "linearInt8"),
       this.dot4 ? wI8Dot4 : wI8Shift,
     ];
-    return await this.#linear(x, m, w, bias, (mb) => [
+    return await this.#linear("linearInt8", x, m, w, bias, (mb) => [
       matmul(mb, [...parts, gemv], [...parts, gemm]),
     ]);
   }
@@ -355,7 +355,7 @@ class GpuBackend implements WebGpuBackend {
     w: F32Weight,
     bias: Float32Array | null,
   ): Promise<Float32Array> {
-    return await this.#linear(x, m, w, bias, (mb) => [
+    return await this.#linear("linearF32", x, m, w, bias, (mb) => [
       matmul(mb, [xF32, wF32, gemv], [xF32, wF32, gemm]),
     ]);
   }
@@ -378,7 +378,7 @@ class GpuBackend implements WebGpuBackend {
       [8, mb * kPad],
       [9, 8 * mb],
     ];
-    return await this.#linear(x, m, w, bias, (mb) => [
+    return await this.#linear("linearW8A8", x, m, w, bias, (mb) => [
       { parts: [quantizeX], grid: "rows" },
       matmul(mb, [...parts, gemvW8A8], [...parts, gemmW8A8]),
     ], scratch);
@@ -394,7 +394,7 @@ class GpuBackend implements WebGpuBackend {
     const xl = this.#xLoader(x, xDtype, "linearInt4");
     // #linear uploads (and so checks) the weight before it builds the passes.
     const group = `const W_GROUP = ${w.groupSize}u;`;
-    return await this.#linear(x, m, w, bias, (mb) => [
+    return await this.#linear("linearInt4", x, m, w, bias, (mb) => [
       matmul(mb, [xl, group, gemvInt4], [xl, group, wI4, gemm]),
     ]);
   }
@@ -424,6 +424,7 @@ class GpuBackend implements WebGpuBackend {
   }
 
   async #linear(
+    op: string,
     x: Activations,
     m: number,
     w: Weight,
@@ -433,14 +434,7 @@ class GpuBackend implements WebGpuBackend {
   ): Promise<Float32Array> {
     if (this.#lost) throw new Error(this.#lost);
     const { n, k } = w;
-    if (!Number.isInteger(m) || m < 0 || x.length !== m * k) {
-      throw new RangeError(
-        `Activations have ${x.length} values, expected m·k = ${m}·${k}`,
-      );
-    }
-    if (bias && bias.length !== n) {
-      throw new RangeError(`Bias has ${bias.length} values, expected ${n}`);
-    }
+    checkShapes(op, x.length, m, k, n, bias);
     const res = await this.#upload(w);
     const kPad = roundUp(k, BLOCK);
     // Activation rows per dispatch: x and y must each fit one binding.

@@ -25,124 +25,147 @@ import { activations, randomF32, randomInt8Weight, rng } from "./_random.ts";
 const ONE = new CpuBackend("test", { threads: 1, kernel: "wasm" });
 const TWO = new CpuBackend("test", { threads: 2, kernel: "wasm" });
 const REF = new CpuBackend("test", { kernel: "reference" });
+/** Both builds of the kernels, each on one and two threads. */
+const BUILDS = [
+  ["relaxed", ONE, TWO],
+  [
+    "simd128",
+    new CpuBackend("test", { threads: 1, kernel: "simd128" }),
+    new CpuBackend("test", { threads: 2, kernel: "simd128" }),
+  ],
+] as const;
 
 Deno.test("CpuBackend runs the wasm kernels when asked and the reference when forced", () => {
   assert.equal(ONE.kernel, "wasm");
   assert.equal(TWO.threads, 2);
   assert.equal(REF.kernel, "reference");
-  assert.match(TWO.info.reason, /wasm SIMD, 2 threads/);
+  assert.equal(REF.build, null);
+  // Deno 2.9 validates relaxed SIMD, so "wasm" picks that build.
+  assert.equal(TWO.build, "relaxed");
+  assert.match(TWO.info.reason, /wasm relaxed SIMD, 2 threads/);
+  assert.equal(BUILDS[1][1].build, "simd128");
+  assert.match(BUILDS[1][2].info.reason, /wasm SIMD, 2 threads/);
 });
 
-Deno.test("linearInt8() matches x @ dequant(W)ᵀ + b on odd shapes, every dtype, bias and zero points", async () => {
-  const r = rng(1);
-  for (const m of [1, 3, 7, 16, 17, 64, 257]) {
-    for (const [n, k] of [[1, 15], [17, 33], [8, 16], [20, 100]]) {
-      for (const zp of [false, true]) {
-        const w = randomInt8Weight(n!, k!, r, zp);
-        const deq = (j: number, t: number) =>
-          (w.q[j * k! + t]! - (w.zeroPoints?.[j] ?? 0)) * w.scales[j]!;
-        for (const dtype of ["f32", "f16", "bf16"] as const) {
-          const bias = r() < 0.5 ? randomF32(n!, r) : null;
-          const x = activations(randomF32(m * k!, r, 3), dtype);
-          const y = await ONE.linearInt8(x, dtype, m, w, bias);
-          const label = `m=${m} n=${n} k=${k} zp=${zp} ${dtype} bias=${!!bias}`;
-          assertCloseToExact(
-            y,
-            floatArrayToF32(x, dtype),
-            m,
-            n!,
-            k!,
-            deq,
-            bias,
-            label,
-          );
+for (const [build, ONE, TWO] of BUILDS) {
+  Deno.test(`${build}: linearInt8() matches x @ dequant(W)ᵀ + b on odd shapes, every dtype, bias and zero points`, async () => {
+    const r = rng(1);
+    for (const m of [1, 3, 7, 16, 17, 64, 257]) {
+      for (const [n, k] of [[1, 15], [17, 33], [8, 16], [20, 100]]) {
+        for (const zp of [false, true]) {
+          const w = randomInt8Weight(n!, k!, r, zp);
+          const deq = (j: number, t: number) =>
+            (w.q[j * k! + t]! - (w.zeroPoints?.[j] ?? 0)) * w.scales[j]!;
+          for (const dtype of ["f32", "f16", "bf16"] as const) {
+            const bias = r() < 0.5 ? randomF32(n!, r) : null;
+            const x = activations(randomF32(m * k!, r, 3), dtype);
+            const y = await ONE.linearInt8(x, dtype, m, w, bias);
+            const label =
+              `m=${m} n=${n} k=${k} zp=${zp} ${dtype} bias=${!!bias}`;
+            assertCloseToExact(
+              y,
+              floatArrayToF32(x, dtype),
+              m,
+              n!,
+              k!,
+              deq,
+              bias,
+              label,
+            );
+          }
+          ONE.release(w);
         }
+      }
+    }
+  });
+}
+
+for (const [build, ONE, TWO] of BUILDS) {
+  Deno.test(`${build}: linearF32() matches x @ Wᵀ + b on odd shapes`, async () => {
+    const r = rng(2);
+    for (const m of [1, 3, 7, 17, 64, 257]) {
+      for (const [n, k] of [[1, 15], [17, 33], [9, 16], [20, 100], [5, 1]]) {
+        const w = { data: randomF32(n! * k!, r), n: n!, k: k! };
+        const bias = m % 2 ? randomF32(n!, r) : null;
+        const x = randomF32(m * k!, r, 2);
+        const y = await ONE.linearF32(x, m, w, bias);
+        assertCloseToExact(
+          y,
+          x,
+          m,
+          n!,
+          k!,
+          (j, t) => w.data[j * k! + t]!,
+          bias,
+          `m=${m} n=${n} k=${k}`,
+        );
         ONE.release(w);
       }
     }
-  }
-});
+  });
+}
 
-Deno.test("linearF32() matches x @ Wᵀ + b on odd shapes", async () => {
-  const r = rng(2);
-  for (const m of [1, 3, 7, 17, 64, 257]) {
-    for (const [n, k] of [[1, 15], [17, 33], [9, 16], [20, 100], [5, 1]]) {
-      const w = { data: randomF32(n! * k!, r), n: n!, k: k! };
-      const bias = m % 2 ? randomF32(n!, r) : null;
-      const x = randomF32(m * k!, r, 2);
-      const y = await ONE.linearF32(x, m, w, bias);
+for (const [build, ONE, TWO] of BUILDS) {
+  Deno.test(`${build}: two threads split the outputs and give the one-thread results bit for bit`, async () => {
+    const pool = wasmPool(build)!;
+    const r = rng(3);
+    // Shapes above the parallel threshold, with splits that end mid-tile.
+    const shapes = [
+      [1, 17, 65537],
+      [3, 257, 1399],
+      [13, 101, 900],
+      [64, 33, 500],
+      [257, 40, 111],
+    ];
+    for (const [m, n, k] of shapes) {
+      assert.ok(m! * n! * k! >= PARALLEL_MIN_MACS);
+      for (const zp of [false, true]) {
+        const w = randomInt8Weight(n!, k!, r, zp);
+        const bias = randomF32(n!, r);
+        for (const dtype of ["f32", "bf16"] as const) {
+          const x = activations(randomF32(m! * k!, r), dtype);
+          const before = pool.stats.parallelCalls;
+          const two = await TWO.linearInt8(x, dtype, m!, w, bias);
+          assert.equal(
+            pool.stats.parallelCalls,
+            before + 1,
+            "the call used the workers",
+          );
+          const one = await ONE.linearInt8(x, dtype, m!, w, bias);
+          assert.deepEqual(two, one, `m=${m} n=${n} k=${k} zp=${zp} ${dtype}`);
+        }
+        TWO.release(w);
+      }
+      const wf = { data: randomF32(n! * k!, r), n: n!, k: k! };
+      const x = randomF32(m! * k!, r);
+      const two = await TWO.linearF32(x, m!, wf, null);
+      assert.deepEqual(two, await ONE.linearF32(x, m!, wf, null));
       assertCloseToExact(
-        y,
+        two,
         x,
-        m,
+        m!,
         n!,
         k!,
-        (j, t) => w.data[j * k! + t]!,
-        bias,
-        `m=${m} n=${n} k=${k}`,
+        (j, t) => wf.data[j * k! + t]!,
+        null,
+        `f32 m=${m} n=${n}`,
       );
-      ONE.release(w);
+      TWO.release(wf);
     }
-  }
-});
+  });
+}
 
-Deno.test("two threads split the outputs and give the one-thread results bit for bit", async () => {
-  const pool = wasmPool()!;
-  const r = rng(3);
-  // Shapes above the parallel threshold, with splits that end mid-tile.
-  const shapes = [
-    [1, 17, 65537],
-    [3, 257, 1399],
-    [13, 101, 900],
-    [64, 33, 500],
-    [257, 40, 111],
-  ];
-  for (const [m, n, k] of shapes) {
-    assert.ok(m! * n! * k! >= PARALLEL_MIN_MACS);
-    for (const zp of [false, true]) {
-      const w = randomInt8Weight(n!, k!, r, zp);
-      const bias = randomF32(n!, r);
-      for (const dtype of ["f32", "bf16"] as const) {
-        const x = activations(randomF32(m! * k!, r), dtype);
-        const before = pool.stats.parallelCalls;
-        const two = await TWO.linearInt8(x, dtype, m!, w, bias);
-        assert.equal(
-          pool.stats.parallelCalls,
-          before + 1,
-          "the call used the workers",
-        );
-        const one = await ONE.linearInt8(x, dtype, m!, w, bias);
-        assert.deepEqual(two, one, `m=${m} n=${n} k=${k} zp=${zp} ${dtype}`);
-      }
-      TWO.release(w);
-    }
-    const wf = { data: randomF32(n! * k!, r), n: n!, k: k! };
-    const x = randomF32(m! * k!, r);
-    const two = await TWO.linearF32(x, m!, wf, null);
-    assert.deepEqual(two, await ONE.linearF32(x, m!, wf, null));
-    assertCloseToExact(
-      two,
-      x,
-      m!,
-      n!,
-      k!,
-      (j, t) => wf.data[j * k! + t]!,
-      null,
-      `f32 m=${m} n=${n}`,
-    );
-    TWO.release(wf);
-  }
-});
-
-Deno.test("linearInt8() on two threads is within tolerance at decode size", async () => {
-  const r = rng(4);
-  const w = randomInt8Weight(300, 4000, r, false);
-  const x = randomF32(4000, r);
-  const y = await TWO.linearInt8(x, "f32", 1, w, null);
-  const deq = (j: number, t: number) => w.q[j * 4000 + t]! * w.scales[j]!;
-  assertCloseToExact(y, x, 1, 300, 4000, deq, null, "1x4000x300");
-  TWO.release(w);
-});
+for (const [build, ONE, TWO] of BUILDS) {
+  Deno.test(`${build}: linearInt8() on two threads is within tolerance at decode size`, async () => {
+    const r = rng(4);
+    const w = randomInt8Weight(300, 4000, r, false);
+    const x = randomF32(4000, r);
+    const y = await TWO.linearInt8(x, "f32", 1, w, null);
+    const deq = (j: number, t: number) => w.q[j * 4000 + t]! * w.scales[j]!;
+    assertCloseToExact(y, x, 1, 300, 4000, deq, null, "1x4000x300");
+    TWO.release(w);
+  });
+}
 
 Deno.test("concurrent calls on several weights each get their own result", async () => {
   const r = rng(5);
@@ -214,46 +237,55 @@ Deno.test("stale values in reused kernel memory never reach a result", async () 
   ONE.release(poison);
 });
 
-Deno.test("every f16 and bf16 activation bit pattern widens exactly (subnormals, ±Inf, NaN)", async () => {
-  // y = x · 1 · 1: the kernel's output is its f32 view of each input value.
-  const w: Int8Weight = {
-    q: new Int8Array([1]),
-    scales: new Float32Array([1]),
-    zeroPoints: null,
-    n: 1,
-    k: 1,
-  };
-  const bits = Uint16Array.from({ length: 65536 }, (_, i) => i);
-  for (const dtype of ["f16", "bf16"] as const) {
-    const x = dtype === "f16" ? new Float16Array(bits.buffer) : bits;
-    const y = await ONE.linearInt8(x, dtype, 65536, w, null);
-    const want = referenceLinearInt8(floatArrayToF32(x, dtype), 65536, w, null);
-    for (let i = 0; i < 65536; i++) {
-      if (
-        !Object.is(y[i], want[i]) &&
-        !(Number.isNaN(y[i]) && Number.isNaN(want[i]))
-      ) {
-        assert.fail(
-          `${dtype} bits 0x${i.toString(16)}: got ${y[i]}, want ${want[i]}`,
-        );
+for (const [build, ONE, TWO] of BUILDS) {
+  Deno.test(`${build}: every f16 and bf16 activation bit pattern widens exactly (subnormals, ±Inf, NaN)`, async () => {
+    // y = x · 1 · 1: the kernel's output is its f32 view of each input value.
+    const w: Int8Weight = {
+      q: new Int8Array([1]),
+      scales: new Float32Array([1]),
+      zeroPoints: null,
+      n: 1,
+      k: 1,
+    };
+    const bits = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    for (const dtype of ["f16", "bf16"] as const) {
+      const x = dtype === "f16" ? new Float16Array(bits.buffer) : bits;
+      const y = await ONE.linearInt8(x, dtype, 65536, w, null);
+      const want = referenceLinearInt8(
+        floatArrayToF32(x, dtype),
+        65536,
+        w,
+        null,
+      );
+      for (let i = 0; i < 65536; i++) {
+        if (
+          !Object.is(y[i], want[i]) &&
+          !(Number.isNaN(y[i]) && Number.isNaN(want[i]))
+        ) {
+          assert.fail(
+            `${dtype} bits 0x${i.toString(16)}: got ${y[i]}, want ${want[i]}`,
+          );
+        }
       }
     }
-  }
-  ONE.release(w);
-});
+    ONE.release(w);
+  });
+}
 
-Deno.test("non-finite activations propagate as in the reference", async () => {
-  const w: Int8Weight = {
-    q: new Int8Array([1, 2, 0, 4, -3, 5, 7, 0, 0, 0, 0, 1]),
-    scales: new Float32Array([0.5, 1, 2]),
-    zeroPoints: null,
-    n: 3,
-    k: 4,
-  };
-  const x = new Float32Array([Infinity, 1, 2, 3, 1, NaN, 0, 0]);
-  const y = await ONE.linearInt8(x, "f32", 2, w, null);
-  assert.deepEqual(y, referenceLinearInt8(x, 2, w, null));
-});
+for (const [build, ONE, TWO] of BUILDS) {
+  Deno.test(`${build}: non-finite activations propagate as in the reference`, async () => {
+    const w: Int8Weight = {
+      q: new Int8Array([1, 2, 0, 4, -3, 5, 7, 0, 0, 0, 0, 1]),
+      scales: new Float32Array([0.5, 1, 2]),
+      zeroPoints: null,
+      n: 3,
+      k: 4,
+    };
+    const x = new Float32Array([Infinity, 1, 2, 3, 1, NaN, 0, 0]);
+    const y = await ONE.linearInt8(x, "f32", 2, w, null);
+    assert.deepEqual(y, referenceLinearInt8(x, 2, w, null));
+  });
+}
 
 Deno.test("the reference kernel choice returns the reference's exact results", async () => {
   const r = rng(7);
@@ -316,7 +348,7 @@ Deno.test("TINYQ_THREADS and TINYQ_CPU_KERNEL values are checked", () => {
   assert.equal(parseKernel(" Reference ", "TINYQ_CPU_KERNEL"), "reference");
   assert.throws(
     () => parseKernel("js", "TINYQ_CPU_KERNEL"),
-    /TINYQ_CPU_KERNEL must be "wasm" or "reference", got "js"/,
+    /TINYQ_CPU_KERNEL must be "wasm", "simd128" or "reference", got "js"/,
   );
   assert.throws(
     () => new CpuBackend("t", { threads: 1.5 }),

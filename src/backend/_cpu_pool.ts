@@ -24,10 +24,12 @@ import type {
 } from "./backend.ts";
 import {
   Arena,
+  bestBuild,
   kernelsModule,
   type LinearOut,
   paddedK,
   TILE_FLOATS,
+  type WasmBuild,
 } from "./_cpu_wasm.ts";
 import { WORKER_SOURCE } from "./_cpu_worker.ts";
 
@@ -120,8 +122,12 @@ class WasmPool {
     residentWeights: 0,
   };
 
-  constructor(module: WebAssembly.Module) {
+  /** Which build of the kernels this pool runs. */
+  readonly build: WasmBuild;
+
+  constructor(module: WebAssembly.Module, build: WasmBuild) {
     this.#module = module;
+    this.build = build;
   }
 
   /** Runs `fn` after every call before it has finished. */
@@ -312,7 +318,8 @@ class WasmPool {
         io,
         out,
         tile,
-      ) => [io.x, m, r.kp, r.off, r.zp, r.scales, ...out, tile],
+        fast,
+      ) => [io.x, m, r.kp, r.off, r.zp, r.scales, ...out, tile, fast ? 0 : 1],
     }));
   }
 
@@ -622,7 +629,8 @@ const KINDS: Record<FloatDType, number> = { f32: 0, f16: 1, bf16: 2 };
 
 /**
  * Float activations as f32 rows of stride `kp` (pad zeroed): copied, or
- * staged and widened in the kernels.
+ * staged and widened in the kernels; `fill` returns whether the decode
+ * kernels may carry codes scaled by 2^24 (fits_scaled in wasm/kernels.c).
  */
 function floatRows(
   x: Activations,
@@ -637,17 +645,23 @@ function floatRows(
     stage: wide,
     fill(arena, io) {
       if (wide) {
-        arena.exports.widen_rows(io.stage, KINDS[xDtype], m, k, io.x, kp);
-      } else {
-        copyRows(
-          new Uint8Array(arena.buffer, io.x, 4 * m * kp),
-          bytesOf(x.subarray(0, m * k)),
+        return arena.exports.widen_rows(
+          io.stage,
+          KINDS[xDtype],
           m,
-          4 * k,
-          4 * kp,
+          k,
+          io.x,
+          kp,
         );
       }
-      return 0;
+      copyRows(
+        new Uint8Array(arena.buffer, io.x, 4 * m * kp),
+        bytesOf(x.subarray(0, m * k)),
+        m,
+        4 * k,
+        4 * kp,
+      );
+      return arena.exports.fits_scaled(io.x, m * kp);
     },
   };
 }
@@ -678,13 +692,18 @@ function copyRows(
   }
 }
 
-let pool: WasmPool | null | undefined;
+const pools = new Map<WasmBuild, WasmPool | null>();
 
-/** The process-wide pool, or null where the kernels cannot run. */
-export function wasmPool(): WasmPool | null {
+/**
+ * The process-wide pool of one build of the kernels (default: the best this
+ * runtime runs), or null where they cannot run.
+ */
+export function wasmPool(build: WasmBuild = bestBuild()): WasmPool | null {
+  let pool = pools.get(build);
   if (pool === undefined) {
-    const module = kernelsModule();
-    pool = module ? new WasmPool(module) : null;
+    const module = kernelsModule(build);
+    pool = module ? new WasmPool(module, build) : null;
+    pools.set(build, pool);
   }
   return pool;
 }

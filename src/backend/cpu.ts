@@ -49,7 +49,8 @@ import {
   parseKernel,
   parseThreads,
 } from "./_cpu_config.ts";
-import { wasmPool } from "./_cpu_pool.ts";
+import { type WasmPool, wasmPool } from "./_cpu_pool.ts";
+import type { WasmBuild } from "./_cpu_wasm.ts";
 import {
   checkActivations,
   checkInt4Weight,
@@ -59,12 +60,17 @@ import {
 } from "./_checks.ts";
 
 export type { CpuKernel } from "./_cpu_config.ts";
+export type { WasmBuild } from "./_cpu_wasm.ts";
 
 /** Options of {@linkcode CpuBackend}; each defaults to its environment variable. */
 export interface CpuBackendOptions {
   /** Threads for the matrix products (default `TINYQ_THREADS`, else the CPU count, at most 16). */
   threads?: number;
-  /** `"wasm"` (default, or `TINYQ_CPU_KERNEL`) or `"reference"`. */
+  /**
+   * `"wasm"` (default, or `TINYQ_CPU_KERNEL`: the relaxed-SIMD build where
+   * the runtime validates it, else SIMD128), `"simd128"` (that build
+   * forced) or `"reference"`.
+   */
   kernel?: CpuKernel;
 }
 
@@ -93,8 +99,11 @@ export class CpuBackend implements Backend {
   readonly info: BackendInfo;
   /** Threads the matrix products use. */
   readonly threads: number;
-  /** The kernels in use: `"wasm"`, or `"reference"` (asked for, or no WebAssembly). */
+  /** The kernels in use: `"wasm"`, `"simd128"`, or `"reference"` (asked for, or no WebAssembly). */
   readonly kernel: CpuKernel;
+  /** The WebAssembly build in use (`"relaxed"` or `"simd128"`), null for the reference. */
+  readonly build: WasmBuild | null;
+  readonly #pool: WasmPool | null;
 
   /**
    * Creates the CPU backend; `reason` says why it was chosen. Throws a
@@ -108,10 +117,16 @@ export class CpuBackend implements Backend {
     const kernel = options.kernel === undefined
       ? defaultKernel()
       : parseKernel(options.kernel, "kernel");
-    this.kernel = kernel === "wasm" && wasmPool() ? "wasm" : "reference";
-    const detail = this.kernel === "wasm"
-      ? `wasm SIMD, ${this.threads} thread${this.threads === 1 ? "" : "s"}`
-      : kernel === "wasm"
+    this.#pool = kernel === "reference"
+      ? null
+      : wasmPool(kernel === "simd128" ? "simd128" : undefined);
+    this.kernel = this.#pool ? kernel : "reference";
+    this.build = this.#pool?.build ?? null;
+    const detail = this.#pool
+      ? `wasm ${
+        this.#pool.build === "relaxed" ? "relaxed SIMD" : "SIMD"
+      }, ${this.threads} thread${this.threads === 1 ? "" : "s"}`
+      : kernel !== "reference"
       ? "reference kernels: WebAssembly SIMD unavailable"
       : "reference kernels";
     this.info = { name: "cpu", reason: `${reason} (${detail})` };
@@ -128,7 +143,7 @@ export class CpuBackend implements Backend {
     checkShapes("linearInt8", x.length, m, w.k, w.n, bias);
     checkInt8Weight(w, "linearInt8");
     if (m * w.n === 0) return new Float32Array(m * w.n);
-    const pool = this.kernel === "wasm" ? wasmPool() : null;
+    const pool = this.#pool;
     const y = pool &&
       await pool.linearInt8(x, xDtype, m, w, bias, this.threads);
     return y ?? referenceLinearInt8(floatArrayToF32(x, xDtype), m, w, bias);
@@ -150,7 +165,7 @@ export class CpuBackend implements Backend {
       );
     }
     if (m * w.n === 0) return new Float32Array(m * w.n);
-    const pool = this.kernel === "wasm" ? wasmPool() : null;
+    const pool = this.#pool;
     const y = pool && await pool.linearF32(x, m, w, bias, this.threads);
     return y ?? referenceLinearF32(x, m, w, bias);
   }
@@ -190,7 +205,7 @@ export class CpuBackend implements Backend {
     checkShapes("linearW8A8", x.length, m, w.k, w.n, bias);
     checkInt8Weight(w, "linearW8A8");
     if (this.kernel === "reference") return referenceLinearW8A8(x, m, w, bias);
-    const pool = w.k <= W8A8_MAX_K && m * w.n > 0 ? wasmPool() : null;
+    const pool = w.k <= W8A8_MAX_K && m * w.n > 0 ? this.#pool : null;
     const y = pool && await pool.linearW8A8(x, m, w, bias, this.threads);
     return y ?? linearW8A8(x, m, w, bias);
   }
@@ -234,7 +249,7 @@ export class CpuBackend implements Backend {
     if (this.kernel === "reference") {
       return referenceLinearInt4(floatArrayToF32(x, xDtype), m, w, bias);
     }
-    const pool = m * w.n * w.k > 0 ? wasmPool() : null;
+    const pool = m * w.n * w.k > 0 ? this.#pool : null;
     const y = pool &&
       await pool.linearInt4(x, xDtype, m, w, bias, this.threads);
     return y ?? linearInt4(floatArrayToF32(x, xDtype), m, w, bias);
@@ -242,6 +257,6 @@ export class CpuBackend implements Backend {
 
   /** Frees the copy of a weight the kernels keep (it is made again if used). */
   release(w: Int8Weight | F32Weight | Int4Weight): void {
-    wasmPool()?.release(w);
+    this.#pool?.release(w);
   }
 }

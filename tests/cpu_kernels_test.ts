@@ -47,7 +47,7 @@ Deno.test("CpuBackend runs the wasm kernels when asked and the reference when fo
   assert.match(BUILDS[1][2].info.reason, /wasm SIMD, 2 threads/);
 });
 
-for (const [build, ONE, TWO] of BUILDS) {
+for (const [build, ONE, _TWO] of BUILDS) {
   Deno.test(`${build}: linearInt8() matches x @ dequant(W)ᵀ + b on odd shapes, every dtype, bias and zero points`, async () => {
     const r = rng(1);
     for (const m of [1, 3, 7, 16, 17, 64, 257]) {
@@ -80,7 +80,7 @@ for (const [build, ONE, TWO] of BUILDS) {
   });
 }
 
-for (const [build, ONE, TWO] of BUILDS) {
+for (const [build, ONE, _TWO] of BUILDS) {
   Deno.test(`${build}: linearF32() matches x @ Wᵀ + b on odd shapes`, async () => {
     const r = rng(2);
     for (const m of [1, 3, 7, 17, 64, 257]) {
@@ -155,7 +155,7 @@ for (const [build, ONE, TWO] of BUILDS) {
   });
 }
 
-for (const [build, ONE, TWO] of BUILDS) {
+for (const [build, _ONE, TWO] of BUILDS) {
   Deno.test(`${build}: linearInt8() on two threads is within tolerance at decode size`, async () => {
     const r = rng(4);
     const w = randomInt8Weight(300, 4000, r, false);
@@ -237,7 +237,7 @@ Deno.test("stale values in reused kernel memory never reach a result", async () 
   ONE.release(poison);
 });
 
-for (const [build, ONE, TWO] of BUILDS) {
+for (const [build, ONE, _TWO] of BUILDS) {
   Deno.test(`${build}: every f16 and bf16 activation bit pattern widens exactly (subnormals, ±Inf, NaN)`, async () => {
     // y = x · 1 · 1: the kernel's output is its f32 view of each input value.
     const w: Int8Weight = {
@@ -272,7 +272,7 @@ for (const [build, ONE, TWO] of BUILDS) {
   });
 }
 
-for (const [build, ONE, TWO] of BUILDS) {
+for (const [build, ONE, _TWO] of BUILDS) {
   Deno.test(`${build}: non-finite activations propagate as in the reference`, async () => {
     const w: Int8Weight = {
       q: new Int8Array([1, 2, 0, 4, -3, 5, 7, 0, 0, 0, 0, 1]),

@@ -120,7 +120,7 @@ for (const [build, ONE, TWO] of BUILDS) {
   });
 }
 
-for (const [build, ONE, TWO] of BUILDS) {
+for (const [build, _ONE, TWO] of BUILDS) {
   Deno.test(`${build}: linearW8A8() splits outputs over two threads with the reference's bits`, async () => {
     const pool = wasmPool(build)!;
     const r = rng(2);
@@ -150,7 +150,7 @@ for (const [build, ONE, TWO] of BUILDS) {
   });
 }
 
-for (const [build, ONE, TWO] of BUILDS) {
+for (const [build, ONE, _TWO] of BUILDS) {
   Deno.test(`${build}: linearW8A8() keeps the reference's bits on edge rows: NaN, ±Inf, zeros, subnormals, ties, |acc| > 2²⁴`, async () => {
     const k = 2048, n = 6;
     const r = rng(3);
@@ -278,7 +278,7 @@ for (const [build, ONE, TWO] of BUILDS) {
   });
 }
 
-for (const [build, ONE, TWO] of BUILDS) {
+for (const [build, ONE, _TWO] of BUILDS) {
   Deno.test(`${build}: linearInt4() subtracts zero points exactly: rows of codes equal to the zero point give exactly the bias`, async () => {
     const r = rng(7);
     for (const m of [1, 3, 20]) {
@@ -301,7 +301,7 @@ for (const [build, ONE, TWO] of BUILDS) {
   });
 }
 
-for (const [build, ONE, TWO] of BUILDS) {
+for (const [build, ONE, _TWO] of BUILDS) {
   Deno.test(`${build}: linearInt4() stays exact for huge activations (no overflow from the scaled 2²⁴ path)`, async () => {
     const r = rng(8);
     const n = 6, k = 128;
@@ -323,7 +323,7 @@ for (const [build, ONE, TWO] of BUILDS) {
   });
 }
 
-for (const [build, ONE, TWO] of BUILDS) {
+for (const [build, ONE, _TWO] of BUILDS) {
   Deno.test(`${build}: linearInt4() propagates NaN and ±Inf as the reference does`, async () => {
     const r = rng(9);
     const n = 9, k = 64;

@@ -87,7 +87,14 @@ interface Slot {
 
 type Weight = Int8Weight | F32Weight | Int4Weight;
 
-type KernelName = "linear_i8" | "linear_f32" | "linear_w8a8" | "linear_i4";
+type KernelName =
+  | "linear_i8"
+  | "linear_f32"
+  | "linear_w8a8"
+  | "linear_i4"
+  | "quantize_tokens"
+  | "widen_rows"
+  | "prepare_int4_x";
 
 /** Counters for tests and benchmarks. */
 export interface PoolStats {
@@ -288,6 +295,67 @@ class WasmPool {
     this.#residentBytes += r.bytes;
     this.stats.residentWeights++;
     return r;
+  }
+
+  /**
+   * Makes the weight's copy now (after the calls already queued), so that
+   * its first call does not pay for it; false when it finds no room (the
+   * call will then use the reference kernel, or try again).
+   */
+  prepare(w: Weight): Promise<boolean> {
+    return this.#exclusive(() => {
+      const r = this.#copyOf(w);
+      if (r?.transient) r.arena.free(r.off, r.bytes);
+      return r !== null && !r.transient;
+    });
+  }
+
+  /**
+   * Starts the workers a call on `threads` threads uses, instantiates the
+   * kernels on each, and runs every kernel there and here on small inputs
+   * until V8 has optimised them (its first, baseline code runs them at about
+   * a third of the speed): the first real call then runs at the steady
+   * state. Queued like a call; idempotent per thread count.
+   */
+  warm(threads: number): Promise<void> {
+    return this.#exclusive(async () => {
+      const t = 1 + this.#ensureWorkers(threads - 1);
+      if (t <= this.#warmed) return;
+      const arena = this.#arenas[0] ?? this.#alloc(64, undefined)?.arena;
+      if (!arena) return;
+      const plan = warmPlan();
+      const got = arena.alloc(plan.bytes * t);
+      if (got < 0) return;
+      try {
+        new Uint8Array(arena.buffer, got, plan.bytes * t).fill(0);
+        const waits: Promise<void>[] = [];
+        for (let i = 0; i < t; i++) {
+          const base = got + i * plan.bytes;
+          const calls = plan.calls(base);
+          if (i === 0) {
+            for (const [fn, args] of calls) {
+              (arena.exports[fn] as (...a: number[]) => void)(...args);
+            }
+          } else {
+            waits.push(this.#postAll(this.#slots[i - 1]!, arena, calls));
+          }
+        }
+        await Promise.allSettled(waits);
+        this.#warmed = t;
+      } finally {
+        arena.free(got, plan.bytes * t);
+      }
+    });
+  }
+
+  #warmed = 0;
+
+  async #postAll(
+    slot: Slot,
+    arena: Arena,
+    calls: [KernelName, number[]][],
+  ): Promise<void> {
+    for (const [fn, args] of calls) await this.#post(slot, arena, fn, args);
   }
 
   /** Frees a weight's copy (after the calls already queued). */
@@ -599,6 +667,105 @@ class WasmPool {
     });
   }
 }
+
+/**
+ * The warm-up's calls on one thread's block of zeroed scratch: every kernel
+ * on every path it has (one row, a few rows, many rows; exact and scaled),
+ * WARM_ROUNDS times on a small shape, which is enough calls and loop
+ * iterations for V8 to optimise each function (measured: the first
+ * 4096 × 4096 call after it runs at the steady state).
+ */
+function warmPlan(): {
+  bytes: number;
+  calls(base: number): [KernelName, number[]][];
+} {
+  const k = 256, n = 16, m = 20;
+  const x = 0, y = x + 4 * m * k, q = y + 4 * m * n, scales = q + n * k;
+  const xq = scales + 4 * n * (k / 32), xs = xq + 2 * m * k, xsum = xs + 4 * m;
+  const tile = xsum + 4 * m, bytes = tile + 4 * TILE_FLOATS;
+  return {
+    bytes,
+    calls(b) {
+      const out: [KernelName, number[]][] = [];
+      for (let round = 0; round < WARM_ROUNDS; round++) {
+        for (const rows of [1, 4, m]) {
+          out.push(["widen_rows", [b + q, 1, rows, k, b + x, k]]);
+          for (const exact of [0, 1]) {
+            out.push([
+              "linear_i8",
+              [
+                b + x,
+                rows,
+                k,
+                b + q,
+                0,
+                b + scales,
+                0,
+                b + y,
+                n,
+                0,
+                n,
+                b + tile,
+                exact,
+              ],
+            ]);
+            out.push([
+              "linear_i4",
+              [
+                b + x,
+                rows,
+                k,
+                b + q,
+                0,
+                b + scales,
+                32,
+                0,
+                b + y,
+                n,
+                0,
+                n,
+                b + tile,
+                exact,
+              ],
+            ]);
+          }
+          out.push(["linear_f32", [b + x, rows, k, b + x, 0, b + y, n, 0, n]]);
+          out.push(["quantize_tokens", [
+            b + x,
+            rows,
+            k,
+            k,
+            b + xq,
+            b + xs,
+            b + xsum,
+          ]]);
+          out.push([
+            "linear_w8a8",
+            [
+              b + xq,
+              b + xs,
+              b + xsum,
+              rows,
+              k,
+              b + q,
+              0,
+              b + scales,
+              0,
+              b + y,
+              n,
+              0,
+              n,
+            ],
+          ]);
+          out.push(["prepare_int4_x", [b + q, 1, rows, k, b + x]]);
+        }
+      }
+      return out;
+    },
+  };
+}
+
+const WARM_ROUNDS = 12;
 
 /** Where a call's buffers lie in the arena (byte offsets; bias 0: none). */
 interface CallIo {

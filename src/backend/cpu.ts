@@ -130,6 +130,9 @@ export class CpuBackend implements Backend {
       ? "reference kernels: WebAssembly SIMD unavailable"
       : "reference kernels";
     this.info = { name: "cpu", reason: `${reason} (${detail})` };
+    // In the background: workers are unref()ed, so this never keeps a
+    // process alive, and a failure here only means a slower first call.
+    this.warm().catch(() => {});
   }
 
   /** See {@linkcode Backend.linearInt8}. */
@@ -253,6 +256,25 @@ export class CpuBackend implements Backend {
     const y = pool &&
       await pool.linearInt4(x, xDtype, m, w, bias, this.threads);
     return y ?? linearInt4(floatArrayToF32(x, xDtype), m, w, bias);
+  }
+
+  /**
+   * Makes the copy of a weight the kernels keep now rather than on its first
+   * call (a model loader calls this for every weight, so that the first
+   * forward runs at the steady state). Returns false where the reference
+   * kernels run or the copy found no room. Calling it is never required.
+   */
+  async prepare(w: Int8Weight | F32Weight | Int4Weight): Promise<boolean> {
+    return this.#pool ? await this.#pool.prepare(w) : false;
+  }
+
+  /**
+   * Starts this backend's worker threads and gets the kernels optimised on
+   * each, so that the first call runs at the steady state; the constructor
+   * starts it in the background, and every call waits for it.
+   */
+  warm(): Promise<void> {
+    return this.#pool?.warm(this.threads) ?? Promise.resolve();
   }
 
   /** Frees the copy of a weight the kernels keep (it is made again if used). */

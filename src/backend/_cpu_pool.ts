@@ -31,7 +31,13 @@ import {
   TILE_FLOATS,
   type WasmBuild,
 } from "./_cpu_wasm.ts";
-import { WORKER_SOURCE } from "./_cpu_worker.ts";
+import {
+  CONTROL_BYTES,
+  CONTROL_TEXT,
+  CTL,
+  KERNEL_NAMES,
+  WORKER_SOURCE,
+} from "./_cpu_worker.ts";
 
 /** Below this many multiply-adds a call stays on one thread: a worker round trip costs ~0.1 ms. */
 export const PARALLEL_MIN_MACS = 1 << 20;
@@ -80,21 +86,22 @@ function residentBudget(): number {
 
 interface Slot {
   worker: Worker;
+  /** Arenas sent to the worker. */
   arenas: Set<number>;
+  /** Arenas the worker has instantiated (it answered a job on them). */
+  ready: Set<number>;
   pending: { resolve: () => void; reject: (e: Error) => void } | null;
   dead: boolean;
+  /** The control words shared with the worker (see _cpu_worker.ts). */
+  ctl: Int32Array;
+  text: Uint8Array;
+  /** The number of the last job sent through the control words. */
+  job: number;
 }
 
 type Weight = Int8Weight | F32Weight | Int4Weight;
 
-type KernelName =
-  | "linear_i8"
-  | "linear_f32"
-  | "linear_w8a8"
-  | "linear_i4"
-  | "quantize_tokens"
-  | "widen_rows"
-  | "prepare_int4_x";
+type KernelName = typeof KERNEL_NAMES[number];
 
 /** Counters for tests and benchmarks. */
 export interface PoolStats {
@@ -350,6 +357,51 @@ class WasmPool {
 
   #warmed = 0;
 
+  /**
+   * Read bandwidth of this machine as the kernels see it, in bytes per
+   * second: `threads` threads (this one and workers) each stream their share
+   * of a `bytes` buffer in shared memory with 16-byte loads (read_bytes in
+   * wasm/kernels.c); the median of `reps` passes after one untimed pass. The
+   * benchmarks print achieved weight bandwidth next to it. Null when the
+   * buffer finds no room.
+   */
+  readBandwidth(
+    threads: number,
+    bytes = 512 * 2 ** 20,
+    reps = 7,
+  ): Promise<number | null> {
+    return this.#exclusive(async () => {
+      const got = this.#alloc(bytes + 64);
+      if (!got) return null;
+      const { arena, off } = got;
+      try {
+        new Uint8Array(arena.buffer, off, bytes).fill(1);
+        const t = 1 + this.#ensureWorkers(threads - 1);
+        const share = Math.floor(bytes / t / 64) * 64;
+        const times: number[] = [];
+        for (let r = 0; r <= reps; r++) {
+          const t0 = performance.now();
+          const waits: Promise<void>[] = [];
+          for (let i = 1; i < t; i++) {
+            waits.push(
+              this.#post(this.#slots[i - 1]!, arena, "read_bytes", [
+                off + i * share,
+                share,
+              ]),
+            );
+          }
+          arena.exports.read_bytes(off, share);
+          await Promise.all(waits);
+          if (r > 0) times.push(performance.now() - t0);
+        }
+        times.sort((a, b) => a - b);
+        return (share * t) / (times[times.length >> 1]! / 1000);
+      } finally {
+        arena.free(off, bytes + 64);
+      }
+    });
+  }
+
   async #postAll(
     slot: Slot,
     arena: Arena,
@@ -568,17 +620,14 @@ class WasmPool {
       (_, i) => Math.min(n, Math.round((units * i) / t) * SPLIT_ALIGN),
     );
     const waits: Promise<void>[] = [];
+    const signalled: Slot[] = [];
     if (t > 1) {
       this.stats.parallelCalls++;
       for (let i = 1; i < t; i++) {
-        waits.push(
-          this.#post(
-            this.#slots[i - 1]!,
-            arena,
-            fn,
-            args(bounds[i]!, bounds[i + 1]!, i),
-          ),
-        );
+        const slot = this.#slots[i - 1]!;
+        const a = args(bounds[i]!, bounds[i + 1]!, i);
+        if (this.#signal(slot, arena, fn, a)) signalled.push(slot);
+        else waits.push(this.#post(slot, arena, fn, a));
       }
     }
     let failure: unknown = null;
@@ -589,6 +638,7 @@ class WasmPool {
     } catch (e) {
       failure = e;
     }
+    for (const slot of signalled) waits.push(this.#join(slot));
     const results = await Promise.allSettled(waits);
     if (failure) throw failure;
     for (const res of results) if (res.status === "rejected") throw res.reason;
@@ -615,13 +665,64 @@ class WasmPool {
     return Math.min(count, this.#slots.length);
   }
 
+  /**
+   * Sends a job through the slot's control words, if the worker has the
+   * arena and nothing else in flight; false: use a message instead.
+   */
+  #signal(slot: Slot, arena: Arena, fn: KernelName, args: number[]): boolean {
+    if (slot.dead || slot.pending || !slot.ready.has(arena.id)) return false;
+    if (args.length > CONTROL_TEXT / 4 - CTL.args) return false;
+    const { ctl } = slot;
+    ctl[CTL.arena] = arena.id;
+    ctl[CTL.fn] = KERNEL_NAMES.indexOf(fn);
+    ctl[CTL.argc] = args.length;
+    ctl.set(args, CTL.args);
+    slot.job = (slot.job + 1) | 0;
+    Atomics.store(ctl, CTL.job, slot.job);
+    Atomics.notify(ctl, CTL.job);
+    return true;
+  }
+
+  /**
+   * Waits for a job sent by #signal: blocking for up to a few milliseconds
+   * (a decode-sized job is done by then, and blocking wakes fastest), then
+   * yielding to the event loop between checks, so that a worker's exit is
+   * noticed and long jobs do not block the caller's other work.
+   */
+  async #join(slot: Slot): Promise<void> {
+    const { ctl } = slot, job = slot.job;
+    const until = performance.now() + 5;
+    while (Atomics.load(ctl, CTL.done) !== job) {
+      if (performance.now() < until) {
+        Atomics.wait(ctl, CTL.done, (job - 1) | 0, 1);
+        continue;
+      }
+      await new Promise((r) => setTimeout(r, 0));
+      if (slot.dead && Atomics.load(ctl, CTL.done) !== job) {
+        throw new Error("CPU kernel worker exited");
+      }
+    }
+    if (ctl[CTL.status] !== 0) {
+      const end = slot.text.indexOf(0);
+      const msg = new TextDecoder().decode(
+        slot.text.slice(0, end < 0 ? undefined : end),
+      );
+      throw new Error(`CPU kernel worker failed: ${msg}`);
+    }
+  }
+
   #startWorker(): Slot {
     const worker = new Worker(WORKER_SOURCE, { eval: true });
+    const control = new SharedArrayBuffer(CONTROL_BYTES);
     const slot: Slot = {
       worker,
       arenas: new Set(),
+      ready: new Set(),
       pending: null,
       dead: false,
+      ctl: new Int32Array(control, 0, CONTROL_TEXT / 4),
+      text: new Uint8Array(control, CONTROL_TEXT),
+      job: 0,
     };
     const fail = (e: Error) => {
       slot.dead = true;
@@ -637,7 +738,7 @@ class WasmPool {
     });
     worker.on("error", (e: Error) => fail(e));
     worker.on("exit", () => fail(new Error("CPU kernel worker exited")));
-    worker.postMessage(this.#module);
+    worker.postMessage({ module: this.#module, control });
     worker.unref();
     this.stats.workersStarted++;
     return slot;
@@ -654,7 +755,13 @@ class WasmPool {
         reject(new Error("CPU kernel worker is not running"));
         return;
       }
-      slot.pending = { resolve, reject };
+      slot.pending = {
+        resolve: () => {
+          slot.ready.add(arena.id);
+          resolve();
+        },
+        reject,
+      };
       const first = !slot.arenas.has(arena.id);
       slot.arenas.add(arena.id);
       slot.worker.ref();

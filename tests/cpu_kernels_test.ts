@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { CpuBackend } from "../src/backend/cpu.ts";
+import { referenceLinearW8A8 } from "../src/backend/cpu_lowbit.ts";
 import {
   referenceLinearF32,
   referenceLinearInt8,
@@ -598,4 +599,57 @@ Deno.test("Arena reuses freed blocks, merges neighbours and grows on demand", ()
     "the memory grew",
   );
   assert.equal(arena.alloc(2 ** 32), -1, "more than 4 GiB is refused");
+});
+
+Deno.test("prepare() makes a weight's copy before its first call, and the call uses it", async () => {
+  const pool = wasmPool()!;
+  const r = rng(21);
+  const w = randomInt8Weight(40, 96, r, true);
+  const before = pool.stats.residentWeights;
+  assert.equal(await TWO.prepare(w), true);
+  assert.equal(pool.stats.residentWeights, before + 1);
+  const x = randomF32(3 * 96, r);
+  const y = await TWO.linearInt8(x, "f32", 3, w, null);
+  assert.equal(pool.stats.residentWeights, before + 1, "no second copy");
+  assert.deepEqual(y, await ONE.linearInt8(x, "f32", 3, w, null));
+  TWO.release(w);
+  assert.equal(pool.stats.residentWeights, before);
+  assert.equal(await REF.prepare(w), false, "the reference keeps no copy");
+});
+
+Deno.test("warm() starts the workers once per thread count and leaves results unchanged", async () => {
+  for (const [build, one, two] of BUILDS) {
+    const pool = wasmPool(build)!;
+    await two.warm();
+    const started = pool.stats.workersStarted;
+    assert.ok(started >= 1, `${build}: a worker runs`);
+    await two.warm();
+    await one.warm();
+    assert.equal(pool.stats.workersStarted, started, `${build}: idempotent`);
+  }
+  const r = rng(22);
+  const w = randomInt8Weight(300, 4000, r, false);
+  const x = randomF32(4000, r);
+  assert.deepEqual(
+    await TWO.linearW8A8(x, 1, w, null),
+    referenceLinearW8A8(x, 1, w, null),
+  );
+  TWO.release(w);
+});
+
+Deno.test("the read-bandwidth probe reads its buffer on every thread", async () => {
+  const bw = await wasmPool()!.readBandwidth(2, 1 << 20, 2);
+  assert.ok(bw !== null && bw > 0 && Number.isFinite(bw));
+});
+
+Deno.test("the relaxed build differs from the SIMD128 build only where relaxed SIMD is used", () => {
+  const relaxed = kernelsModule("relaxed")!, plain = kernelsModule("simd128")!;
+  const names = (m: WebAssembly.Module) =>
+    WebAssembly.Module.exports(m).map((e) => e.name).sort();
+  // The relaxed build exports its marker; both export every kernel.
+  assert.deepEqual(
+    names(relaxed).filter((n) => n !== "relaxed_madd"),
+    names(plain),
+  );
+  assert.ok(names(relaxed).includes("relaxed_madd"));
 });

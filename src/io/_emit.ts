@@ -16,12 +16,8 @@
 
 import { DTYPE_SIZE, type FloatDType } from "../dtype.ts";
 import { numel } from "../tensor.ts";
-import {
-  NonFiniteWeightError,
-  quantizeRowsInt8,
-} from "../quant/quantize_rows.ts";
-import { quantizeRowsInt8Asymmetric } from "../quant/quantize_rows_asymmetric.ts";
-import { quantizeInt4 } from "../quant/int4.ts";
+import { NonFiniteWeightError } from "../quant/quantize_rows.ts";
+import { INT8_SYMMETRIC, layoutOf } from "../quant/schemes.ts";
 import type { TensorInfo } from "./safetensors.ts";
 import { safetensorsDtypeName } from "./safetensors.ts";
 import type {
@@ -30,6 +26,7 @@ import type {
   WeightScheme,
 } from "./formats/format.ts";
 import { CheckpointError, osReason } from "./_checkpoint_error.ts";
+import { encodeStoredRows } from "./_quantized_rows.ts";
 
 /** Bytes per read/quantize block. */
 export const CHUNK: number = 16 * 2 ** 20;
@@ -298,31 +295,19 @@ function quantizeBlock(
     sourceDtype: u.dtype,
   };
   try {
-    if (scheme?.bits === 4) {
-      const w = quantizeInt4(data, u.dtype, rows, cols, {
-        groupSize: scheme.groupSize!,
-        asymmetric: !scheme.symmetric,
+    // The layer's own quantize(): its layout's row quantizer, on this block.
+    const stored = layoutOf(scheme ?? INT8_SYMMETRIC).quantizeRows(
+      data,
+      u.dtype,
+      rows,
+      cols,
+      {
+        asymmetric: scheme ? !scheme.symmetric : false,
+        groupSize: scheme?.groupSize ?? null,
         name,
-      });
-      return format.encodeInt4Linear!({
-        ...at,
-        packed: w.packed,
-        scales: w.scales,
-        zeroPoints: w.zeroPoints,
-        groupSize: w.groupSize,
-      });
-    }
-    if (scheme && !scheme.symmetric) {
-      const r = quantizeRowsInt8Asymmetric(data, u.dtype, rows, cols, name);
-      return format.encodeLinear({ ...at, ...r, scheme });
-    }
-    const { q, scales } = quantizeRowsInt8(data, u.dtype, rows, cols, name);
-    return format.encodeLinear({
-      ...at,
-      q,
-      scales,
-      ...(scheme ? { scheme } : {}),
-    });
+      },
+    );
+    return encodeStoredRows(format, at, scheme, stored);
   } catch (e) {
     if (!(e instanceof NonFiniteWeightError)) throw e;
     const bf16 = new Float32Array(1);

@@ -29,8 +29,9 @@ import { Module } from "../module.ts";
 import { Tensor } from "../tensor.ts";
 import { excludeMatcher, type QuantizedLinear } from "../quant/replace.ts";
 import { W8A16LinearLayer } from "../quant/w8a16_linear_layer.ts";
-import { W8A32LinearLayer } from "../quant/w8a32_linear_layer.ts";
-import { W8A8LinearLayer } from "../quant/w8a8_linear_layer.ts";
+import type { Int8LinearLayer } from "../quant/int8_linear_layer.ts";
+import { isQuantMethod, METHODS } from "../quant/schemes.ts";
+import { INT8_PER_ROW } from "../quant/layouts.ts";
 import { W4A16LinearLayer } from "../quant/w4a16_linear_layer.ts";
 import { dequantizeInt4 } from "../quant/int4.ts";
 import type { Int4Weight } from "../backend/backend.ts";
@@ -537,11 +538,15 @@ export class Checkpoint {
       });
     }
     const d = await this.decodeLinear(path);
-    const Target = method === "w8a32"
-      ? W8A32LinearLayer
-      : method === "w8a8"
-      ? W8A8LinearLayer
-      : W8A16LinearLayer;
+    // A checkpoint without a known int8 method holds W8A16's tensors.
+    const Target = (method && isQuantMethod(method) &&
+        METHODS[method].layout === INT8_PER_ROW
+      ? METHODS[method].layer
+      : W8A16LinearLayer) as unknown as new (
+        inFeatures: number,
+        outFeatures: number,
+        options: { bias: boolean },
+      ) => Int8LinearLayer;
     const ql = new Target(d.inFeatures, d.outFeatures, { bias: false });
     ql.int8Weights = new Tensor(d.q, [d.outFeatures, d.inFeatures]);
     ql.scales = new Tensor(d.scales, [d.outFeatures]);

@@ -15,7 +15,7 @@ import type {
 } from "./formats/format.ts";
 import { tinyqFormat } from "./formats/tinyq.ts";
 import { Checkpoint } from "./checkpoint.ts";
-import { type CheckpointMethod, weightSchemeOf } from "./weight_scheme.ts";
+import { type QuantMethod, weightSchemeOf } from "../quant/schemes.ts";
 import { CheckpointError } from "./_checkpoint_error.ts";
 import { checkGroupSizes } from "./_group_check.ts";
 import { specBytes } from "./_emit.ts";
@@ -51,7 +51,7 @@ export interface QuantizeCheckpointOptions {
    * `w8a16` (default), `w8a32` or `w8a8` (the same int8 tensors, a different
    * recorded method), or `w4a16` (group-wise 4-bit weights).
    */
-  method?: CheckpointMethod;
+  method?: QuantMethod;
   /** Zero points: per row (int8 methods) or per group (w4a16). Default false. */
   asymmetric?: boolean;
   /** Inputs per 4-bit group, w4a16 only: 32, 64 or 128 (default 128). */
@@ -85,7 +85,7 @@ export interface QuantizeResult {
   /** The output path. */
   output: string;
   /** The method recorded. */
-  method: CheckpointMethod;
+  method: QuantMethod;
   /** How the weights are stored: bits, group size, symmetric. */
   scheme: WeightScheme;
   /** The output format. */

@@ -31,7 +31,7 @@ export * from "./src/linear.ts";
 export * from "./src/backend/backend.ts";
 export * from "./src/backend/cpu_reference.ts";
 export * from "./src/backend/select.ts";
-export * from "./src/quant/round.ts";
+export * from "./src/round.ts";
 export * from "./src/quant/quantize_rows.ts";
 export * from "./src/quant/math.ts";
 export { w8a16Forward, w8a32Forward } from "./src/quant/forward.ts";

@@ -16,7 +16,7 @@ import { DTYPE_SIZE, type FloatDType, isFloatDType } from "../dtype.ts";
 import { Checkpoint, CheckpointError } from "../io/checkpoint.ts";
 import { CheckpointTensor } from "../io/checkpoint_tensor.ts";
 import { tinyqFormat } from "../io/formats/tinyq.ts";
-import { checkGroupSizes } from "../io/_group_check.ts";
+import { checkGroupSizes } from "../io/group_check.ts";
 import { Linear } from "../linear.ts";
 import { numel, Tensor } from "../tensor.ts";
 import { INT4_GROUP_SIZES } from "../quant/int4.ts";

@@ -35,10 +35,11 @@ import { INT8_PER_ROW } from "../quant/layouts.ts";
 import { W4A16LinearLayer } from "../quant/w4a16_linear_layer.ts";
 import { dequantizeInt4 } from "../quant/int4.ts";
 import type { Int4Weight } from "../backend/backend.ts";
-import type { SafetensorsFile, TensorInfo } from "./safetensors.ts";
+import type { SafetensorsFile } from "./safetensors.ts";
 import type {
   CheckpointFormat,
   DecodedLinear,
+  FormatLayer,
   QuantizationSummary,
 } from "./formats/format.ts";
 import { FORMATS } from "./formats/registry.ts";
@@ -75,15 +76,8 @@ export type {
   WeightScheme,
 } from "./formats/format.ts";
 
-/** One tensor of a checkpoint and the file it is in. */
-export interface CheckpointEntry {
-  /** Full tensor name. */
-  readonly name: string;
-  /** The shard's file name (relative to the folder). */
-  readonly shard: string;
-  /** Dtype, shape and position in the shard. */
-  readonly info: TensorInfo;
-}
+export type { CheckpointEntry, ShardFiles } from "./checkpoint_entry.ts";
+import type { CheckpointEntry } from "./checkpoint_entry.ts";
 
 /** What TinyQ makes of one module that holds tensors. */
 export interface LayerInfo {
@@ -103,6 +97,16 @@ export interface LayerInfo {
   readonly inFeatures?: number;
   /** Dtype of a Linear's weight. */
   readonly dtype?: DType;
+}
+
+/** A Linear layer of a checkpoint as an output format sees it. */
+export function formatLayer(l: LayerInfo): FormatLayer {
+  return {
+    path: l.path,
+    outFeatures: l.outFeatures!,
+    inFeatures: l.inFeatures!,
+    transposed: l.transposed,
+  };
 }
 
 /** What a checkpoint tensor becomes when quantized, for `inspect`. */

@@ -25,9 +25,10 @@ import type { Checkpoint } from "./checkpoint.ts";
 import { CheckpointTensor } from "./checkpoint_tensor.ts";
 import type { QuantizeResult } from "./quantize_checkpoint.ts";
 import { CheckpointError } from "./_checkpoint_error.ts";
-import { specBytes, type Unit } from "./_emit.ts";
+import type { Unit } from "./_shard_writer.ts";
+import { specBytes } from "./formats/format.ts";
 import { encodeStoredRows } from "./_quantized_rows.ts";
-import { type InputGroup, writeOutput } from "./_output.ts";
+import { type InputGroup, writeOutput } from "./_output_dir.ts";
 import {
   checkFormatScheme,
   quantizationSummary,
@@ -38,7 +39,7 @@ import {
   outputConfig,
   shardMetadata,
   weightOwner,
-} from "./_write_checkpoint.ts";
+} from "./_carry_over.ts";
 
 /** Options of {@linkcode saveModule}. */
 export interface SaveModuleOptions {

@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { DType } from "../../dtype.ts";
+import { type DType, DTYPE_SIZE } from "../../dtype.ts";
 import type { Tensor } from "../../tensor.ts";
 import type { Int4Weight } from "../../backend/backend.ts";
 import type { WeightScheme } from "../../quant/schemes.ts";
@@ -21,6 +21,13 @@ export interface TensorSpec {
   readonly dtype: DType;
   /** Dimensions. */
   readonly shape: readonly number[];
+}
+
+/** Bytes of a tensor described by `spec`. */
+export function specBytes(spec: TensorSpec): number {
+  let n = DTYPE_SIZE[spec.dtype];
+  for (const d of spec.shape) n *= d;
+  return n;
 }
 
 /**

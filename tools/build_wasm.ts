@@ -1,33 +1,33 @@
 /**
- * Builds the CPU kernels: wasm/kernels.c → wasm/kernels.wasm (plain SIMD128)
- * and wasm/kernels_relaxed.wasm (relaxed SIMD, `-DTINYQ_RELAXED`), both
- * committed, and src/backend/_cpu_wasm_bytes.ts (the same bytes as base64,
- * which is what the library loads: a plain module import needs no
- * --allow-read/--allow-net and works from JSR and in `deno compile` binaries).
+ * Builds the CPU kernels: wasm/kernels.c → src/backend/generated/
+ * cpu_kernels_wasm.ts, the one committed artifact: the bytes of two builds
+ * as base64 (a plain module import needs no --allow-read/--allow-net and
+ * works from JSR and in `deno compile` binaries) — the plain SIMD128 build
+ * and the relaxed-SIMD one (`-DTINYQ_RELAXED`), which the library prefers
+ * where the runtime validates it.
  *
  * Debian's clang 14 has no builtins for the final relaxed-SIMD opcodes, so
- * the relaxed build calls marker functions (`relaxed_dot`, `relaxed_madd` in
- * kernels.c, exported under those names) and this tool rewrites each call to
- * one of them — `call` with the 5-byte padded index wasm-ld leaves — into the
- * instruction itself plus nops, the same length, so no size field changes
- * (see {@linkcode patchRelaxed}). The result must validate, and every marker
- * must have been called at least once.
+ * the relaxed build calls marker functions (`relaxed_madd` in kernels.c,
+ * exported under that name) and this tool rewrites each call to one — `call`
+ * with the 5-byte padded index wasm-ld leaves — into the instruction itself
+ * plus nops, the same length, so no size field changes (see
+ * {@linkcode patchRelaxed}). The result must validate, and every exported
+ * marker must have been called at least once.
  *
  * Needs Debian's clang and lld (`apt-get install clang lld`). The build is
  * reproducible: same compiler version, same bytes. `--check` rebuilds into a
- * temporary file and fails if the committed artifacts differ.
+ * temporary file and fails if the committed artifact differs; `deno task test`
+ * runs it, so the bytes cannot drift from the C source.
  *
  *   deno task build:wasm            # rebuild
- *   deno task build:wasm --check    # verify the committed artifacts
+ *   deno task check:wasm            # verify the committed artifact
  *
  * @module
  */
 
 const root = new URL("../", import.meta.url);
 const source = new URL("wasm/kernels.c", root);
-const wasmOut = new URL("wasm/kernels.wasm", root);
-const relaxedOut = new URL("wasm/kernels_relaxed.wasm", root);
-const tsOut = new URL("src/backend/_cpu_wasm_bytes.ts", root);
+const tsOut = new URL("src/backend/generated/cpu_kernels_wasm.ts", root);
 
 const FLAGS = [
   "--target=wasm32",
@@ -70,13 +70,13 @@ function tsModule(plain: Uint8Array, relaxed: Uint8Array): string {
     "",
     ...base64Const(
       "KERNELS_WASM_BASE64",
-      "wasm/kernels.wasm (SIMD128) as base64.",
+      "The SIMD128 build of wasm/kernels.c, as base64.",
       plain,
     ),
     "",
     ...base64Const(
       "KERNELS_RELAXED_WASM_BASE64",
-      "wasm/kernels_relaxed.wasm (relaxed SIMD) as base64.",
+      "The relaxed-SIMD build of wasm/kernels.c, as base64.",
       relaxed,
     ),
     "",
@@ -180,12 +180,10 @@ if (import.meta.main) {
     );
     const ts = tsModule(bytes, relaxed);
     if (check) {
-      const same = (await Deno.readFile(wasmOut)).join() === bytes.join() &&
-        (await Deno.readFile(relaxedOut)).join() === relaxed.join() &&
-        (await Deno.readTextFile(tsOut)) === ts;
+      const same = (await Deno.readTextFile(tsOut)) === ts;
       if (!same) {
         console.error(
-          "wasm/kernels*.wasm or src/backend/_cpu_wasm_bytes.ts is stale: run `deno task build:wasm`",
+          "src/backend/generated/cpu_kernels_wasm.ts is stale: run `deno task build:wasm`",
         );
         Deno.exit(1);
       }
@@ -193,13 +191,11 @@ if (import.meta.main) {
         `wasm kernels up to date (${bytes.length} + ${relaxed.length} bytes)`,
       );
     } else {
-      await Deno.writeFile(wasmOut, bytes);
-      await Deno.writeFile(relaxedOut, relaxed);
       await Deno.writeTextFile(tsOut, ts);
       console.log(
-        `wrote wasm/kernels.wasm (${bytes.length} bytes), wasm/kernels_relaxed.wasm (${relaxed.length} bytes) and ${
+        `wrote ${
           tsOut.pathname.slice(root.pathname.length)
-        }`,
+        } (${bytes.length} + ${relaxed.length} bytes of wasm)`,
       );
     }
   } finally {

@@ -23,6 +23,7 @@ import type {
   Int8Weight,
 } from "./backend.ts";
 import {
+  alignUp as align,
   Arena,
   bestBuild,
   kernelsModule,
@@ -976,10 +977,6 @@ function floatRows(
       return arena.exports.fits_scaled(io.x, m * kp);
     },
   };
-}
-
-function align(bytes: number): number {
-  return Math.ceil(bytes / 64) * 64;
 }
 
 function bytesOf(a: ArrayBufferView): Uint8Array {

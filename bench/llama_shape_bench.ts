@@ -17,6 +17,10 @@
  *   deno run -A bench/llama_shape_bench.ts [--reps 9] [--gguf a.gguf,b.gguf]
  *       [--python /tmp/v/bin/python] [--kernel wasm|simd128]
  *
+ * "first token" is the first decode pass of the process (after
+ * `CpuBackend.warm()` and `prepare()` of every weight, as a model loader
+ * does): the cold start, against the steady state.
+ *
  * Our tok/s count the Linear layers only (attention over a short context,
  * norms and the embedding lookup are a few per cent of a token on this
  * shape); llama.cpp's count everything. Medians; `uptime` load printed.
@@ -177,10 +181,14 @@ const rows: string[][] = [[
   "% of read bw",
   "prefill 128 ms",
   "prefill tok/s",
+  "first token ms",
+  "first / steady",
 ]];
 const ours: Record<string, { decode: number; prefill: number }> = {};
 for (const p of paths) {
+  const f0 = performance.now();
   await p.run(1);
+  const firstMs = performance.now() - f0;
   const d: number[] = [];
   for (let r = 0; r < REPS; r++) {
     const t0 = performance.now();
@@ -205,6 +213,8 @@ for (const p of paths) {
     `${(100 * gbs / bw).toFixed(0)}%`,
     pm.toFixed(0),
     (128000 / pm).toFixed(0),
+    firstMs.toFixed(1),
+    (firstMs / dm).toFixed(2),
   ]);
 }
 printTable(rows);

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { CpuBackend } from "../src/backend/cpu.ts";
 import { referenceLinearW8A8 } from "../src/backend/cpu_lowbit.ts";
+import { setBackend, Tensor, W8A16LinearLayer } from "../mod.ts";
 import {
   referenceLinearF32,
   referenceLinearInt8,
@@ -652,4 +653,26 @@ Deno.test("the relaxed build differs from the SIMD128 build only where relaxed S
     names(plain),
   );
   assert.ok(names(relaxed).includes("relaxed_madd"));
+});
+
+Deno.test("a quantized layer's int8 weight lives once: after its first CPU forward the layer holds the kernels' copy", async () => {
+  setBackend("cpu");
+  const pool = wasmPool()!;
+  const w = new Tensor(randomF32(48 * 64, rng(23)), [48, 64]);
+  const layer = new W8A16LinearLayer(64, 48, { bias: false });
+  layer.quantize(w);
+  const original = layer.int8Weights.data as Int8Array;
+  const codes = Int8Array.from(original);
+  const x = new Tensor(randomF32(3 * 64, rng(24)), [3, 64]).to("f16");
+  const y1 = await layer.forward(x);
+  const adopted = layer.int8Weights.data as Int8Array;
+  assert.notEqual(adopted, original, "the layer's codes were replaced");
+  assert.ok(adopted.buffer instanceof SharedArrayBuffer, "by the shared copy");
+  assert.deepEqual(adopted, codes, "with the same values");
+  assert.ok(layer.scales.data.buffer instanceof SharedArrayBuffer);
+  const before = pool.stats.residentWeights;
+  const y2 = await layer.forward(x);
+  assert.equal(pool.stats.residentWeights, before, "no second copy");
+  assert.deepEqual(y2.data, y1.data);
+  layer.dispose();
 });

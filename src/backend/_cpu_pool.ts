@@ -215,6 +215,10 @@ class WasmPool {
 
   /** The weight's copy: kept from an earlier call, or made now. */
   #copyOf(w: Weight): Resident | null {
+    if ("q" in w) {
+      const pinned = this.#pinned.get(w.q);
+      if (pinned && pinned.kp === w.k) return pinned;
+    }
     const kept = this.#resident.get(w);
     if (kept) {
       this.#lru.delete(kept);
@@ -409,6 +413,55 @@ class WasmPool {
       if (this.#signal(slot, arena, fn, args)) await this.#join(slot);
       else await this.#post(slot, arena, fn, args);
     }
+  }
+
+  // Copies handed over by adopt(), keyed by the view of their codes; freed
+  // when that view is collected.
+  readonly #pinned = new WeakMap<Int8Array, Resident>();
+  readonly #pinFinalizer = new FinalizationRegistry<Resident>((r) => {
+    this.#exclusive(() => r.arena.free(r.off, r.bytes));
+  });
+
+  /**
+   * Hands an int8 weight's copy over to its owner, so that the weight lives
+   * once: returns views of the copy in shared memory holding exactly
+   * `w.q`, `w.scales` and `w.zeroPoints` (rows unpadded: k a multiple of
+   * 16), which the owner puts in place of its arrays. The copy is then
+   * pinned — no longer counted in the cache budget, never dropped by it or
+   * by release() — and freed when the codes' view is garbage-collected; a
+   * weight whose `q` is that view runs on it without a copy. Null where it
+   * cannot (padded rows, no room, larger than the budget).
+   */
+  adopt(
+    w: Int8Weight,
+  ): Promise<
+    { q: Int8Array; scales: Float32Array; zeroPoints: Int8Array | null } | null
+  > {
+    return this.#exclusive(() => {
+      if (paddedK(w.k) !== w.k) return null;
+      if (this.#pinned.has(w.q)) {
+        return { q: w.q, scales: w.scales, zeroPoints: w.zeroPoints };
+      }
+      const r = this.#copyOf(w);
+      if (!r) return null;
+      if (r.transient) {
+        r.arena.free(r.off, r.bytes);
+        return null;
+      }
+      this.#resident.delete(w);
+      this.#finalizer.unregister(w);
+      this.#forget(r);
+      const { buffer } = r.arena, { n, k } = w;
+      const q = new Int8Array(buffer, r.off, n * k);
+      const views = {
+        q,
+        scales: new Float32Array(buffer, r.scales, n),
+        zeroPoints: r.zp ? new Int8Array(buffer, r.zp, n) : null,
+      };
+      this.#pinned.set(q, r);
+      this.#pinFinalizer.register(q, r);
+      return views;
+    });
   }
 
   /** Frees a weight's copy (after the calls already queued). */

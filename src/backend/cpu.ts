@@ -278,6 +278,24 @@ export class CpuBackend implements Backend {
     return this.#pool?.warm(this.threads) ?? Promise.resolve();
   }
 
+  /**
+   * Lets an int8 weight live once: the kernels' copy of it (made now if
+   * needed) is handed over as views of shared memory with exactly the
+   * weight's codes, scales and zero points, which the caller puts in place
+   * of its own arrays (so the originals can be collected); calls on a weight
+   * made of these views use them without a copy, and their memory is freed
+   * when the codes' view is collected. Null where the reference kernels run
+   * or the copy cannot be handed over (k not a multiple of 16, no room).
+   * Quantized layers call it after their first forward on the CPU.
+   */
+  async adoptWeight(
+    w: Int8Weight,
+  ): Promise<
+    { q: Int8Array; scales: Float32Array; zeroPoints: Int8Array | null } | null
+  > {
+    return this.#pool ? await this.#pool.adopt(w) : null;
+  }
+
   /** Frees the copy of a weight the kernels keep (it is made again if used). */
   release(w: Int8Weight | F32Weight | Int4Weight): void {
     this.#pool?.release(w);

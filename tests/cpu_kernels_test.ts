@@ -676,3 +676,24 @@ Deno.test("a quantized layer's int8 weight lives once: after its first CPU forwa
   assert.deepEqual(y2.data, y1.data);
   layer.dispose();
 });
+
+Deno.test("a weight made in the kernels' memory by allocInt8Weight() runs without a copy", async () => {
+  const pool = wasmPool()!;
+  const r = rng(25);
+  const src = randomInt8Weight(40, 64, r, true);
+  const a = (await TWO.allocInt8Weight(40, 64, true))!;
+  assert.ok(a.q.buffer instanceof SharedArrayBuffer);
+  assert.ok(a.q.every((v) => v === 0), "zero-filled");
+  a.q.set(src.q);
+  a.scales.set(src.scales);
+  a.zeroPoints!.set(src.zeroPoints!);
+  const w = { ...a, n: 40, k: 64 };
+  const before = pool.stats.residentWeights;
+  const x = randomF32(5 * 64, r);
+  const y = await TWO.linearInt8(x, "f32", 5, w, null);
+  assert.equal(pool.stats.residentWeights, before, "no copy was made");
+  assert.deepEqual(y, await ONE.linearInt8(x, "f32", 5, src, null));
+  ONE.release(src);
+  assert.equal(await TWO.allocInt8Weight(4, 17, false), null, "padded rows");
+  assert.equal(await REF.allocInt8Weight(4, 16, false), null, "reference");
+});

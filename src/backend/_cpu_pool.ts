@@ -464,6 +464,49 @@ class WasmPool {
     });
   }
 
+  /**
+   * Room for an int8 weight [n, k] (k a multiple of 16) made directly in
+   * shared memory, for a loader that reads or quantizes into it so that no
+   * second copy is ever made: views for the codes, the scales and (when
+   * `asymmetric`) the zero points, zero-filled, pinned like an adopted copy
+   * (freed when the codes' view is garbage-collected). A weight whose arrays
+   * are these views runs without a copy. Null where it cannot.
+   */
+  allocInt8(
+    n: number,
+    k: number,
+    asymmetric: boolean,
+  ): Promise<
+    { q: Int8Array; scales: Float32Array; zeroPoints: Int8Array | null } | null
+  > {
+    return this.#exclusive(() => {
+      if (paddedK(k) !== k || n <= 0) return null;
+      const scalesAt = align(n * k);
+      const zpAt = scalesAt + align(4 * n);
+      const bytes = zpAt + (asymmetric ? n : 0);
+      const got = this.#alloc(bytes);
+      if (!got) return null;
+      const { arena, off } = got;
+      new Uint8Array(arena.buffer, off, bytes).fill(0);
+      const r: Resident = {
+        arena,
+        off,
+        bytes,
+        kp: k,
+        scales: off + scalesAt,
+        zp: asymmetric ? off + zpAt : 0,
+      };
+      const q = new Int8Array(arena.buffer, off, n * k);
+      this.#pinned.set(q, r);
+      this.#pinFinalizer.register(q, r);
+      return {
+        q,
+        scales: new Float32Array(arena.buffer, r.scales, n),
+        zeroPoints: asymmetric ? new Int8Array(arena.buffer, r.zp, n) : null,
+      };
+    });
+  }
+
   /** Frees a weight's copy (after the calls already queued). */
   release(w: object): void {
     const r = this.#resident.get(w);

@@ -296,6 +296,39 @@ export class CpuBackend implements Backend {
     return this.#pool ? await this.#pool.adopt(w) : null;
   }
 
+  /**
+   * Arrays for an int8 weight [n, k] made directly in the kernels' shared
+   * memory — codes, scales and, when `asymmetric`, zero points, zero-filled
+   * — for a loader that reads or quantizes into them, so that the weight is
+   * never held twice (an {@linkcode CpuBackend.adoptWeight} without the
+   * copy). A weight built from them runs without a copy; their memory is
+   * freed when the codes' array is garbage-collected. Null where the
+   * reference kernels run, k is not a multiple of 16, or there is no room.
+   *
+   * @example
+   * ```ts
+   * import { CpuBackend } from "@tinyq/tinyq";
+   * import assert from "node:assert/strict";
+   * const cpu = new CpuBackend("example", { threads: 1 });
+   * const a = await cpu.allocInt8Weight(2, 16, false);
+   * assert.ok(a);
+   * a.q.fill(1);
+   * a.scales.fill(0.5);
+   * const w = { q: a.q, scales: a.scales, zeroPoints: null, n: 2, k: 16 };
+   * const y = await cpu.linearInt8(new Float32Array(16).fill(1), "f32", 1, w, null);
+   * assert.deepEqual([...y], [8, 8]);
+   * ```
+   */
+  async allocInt8Weight(
+    n: number,
+    k: number,
+    asymmetric: boolean,
+  ): Promise<
+    { q: Int8Array; scales: Float32Array; zeroPoints: Int8Array | null } | null
+  > {
+    return this.#pool ? await this.#pool.allocInt8(n, k, asymmetric) : null;
+  }
+
   /** Frees the copy of a weight the kernels keep (it is made again if used). */
   release(w: Int8Weight | F32Weight | Int4Weight): void {
     this.#pool?.release(w);

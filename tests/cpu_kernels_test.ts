@@ -2,7 +2,14 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { CpuBackend } from "../src/backend/cpu.ts";
 import { referenceLinearW8A8 } from "../src/backend/cpu_lowbit.ts";
-import { setBackend, Tensor, W8A16LinearLayer } from "../mod.ts";
+import {
+  Checkpoint,
+  makeDemoCheckpoint,
+  quantizeCheckpoint,
+  setBackend,
+  Tensor,
+  W8A16LinearLayer,
+} from "../mod.ts";
 import {
   referenceLinearF32,
   referenceLinearInt8,
@@ -696,4 +703,33 @@ Deno.test("a weight made in the kernels' memory by allocInt8Weight() runs withou
   ONE.release(src);
   assert.equal(await TWO.allocInt8Weight(4, 17, false), null, "padded rows");
   assert.equal(await REF.allocInt8Weight(4, 16, false), null, "reference");
+});
+
+Deno.test("a quantized checkpoint's int8 layers can be read straight into the kernels' memory", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await makeDemoCheckpoint(`${dir}/m`, {
+      layers: 1,
+      hidden: 64,
+      intermediate: 128,
+    });
+    await quantizeCheckpoint(`${dir}/m`, `${dir}/q`, { method: "w8a16" });
+    using ckpt = await Checkpoint.open(`${dir}/q`);
+    const plain = await ckpt.toModule();
+    const shared = await ckpt.toModule({
+      int8Arrays: (n, k, asym) => TWO.allocInt8Weight(n, k, asym),
+    });
+    const path = "model.layers.0.mlp.down_proj";
+    const a = plain.getModule(path) as W8A16LinearLayer;
+    const b = shared.getModule(path) as W8A16LinearLayer;
+    assert.ok(b.int8Weights.data.buffer instanceof SharedArrayBuffer);
+    assert.ok(!(a.int8Weights.data.buffer instanceof SharedArrayBuffer));
+    assert.deepEqual([...b.int8Weights.data], [...a.int8Weights.data]);
+    assert.deepEqual([...b.scales.data], [...a.scales.data]);
+    setBackend("cpu");
+    const x = new Tensor(randomF32(2 * 128, rng(26)), [2, 128]).to("bf16");
+    assert.deepEqual((await b.forward(x)).data, (await a.forward(x)).data);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

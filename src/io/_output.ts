@@ -18,7 +18,12 @@ import {
   unitSpecs,
   writeShard,
 } from "./_emit.ts";
-import { INDEX_NAME, insidePath, SINGLE_NAME } from "./_folder.ts";
+import {
+  INDEX_NAME,
+  insidePath,
+  outputShardName,
+  SINGLE_NAME,
+} from "./_folder.ts";
 import { shardName, splitBySize } from "./_sharding.ts";
 
 /** Units of one input shard, with that shard's metadata. */
@@ -134,7 +139,7 @@ export async function writeOutput(job: OutputJob): Promise<OutputReport> {
       metadata: meta,
     }));
   } else {
-    shards = job.groups.map((g) => ({ ...g }));
+    shards = job.groups.map((g) => ({ ...g, name: outputShardName(g.name) }));
   }
   if (job.kind === "file" && shards.length !== 1) {
     throw new CheckpointError(

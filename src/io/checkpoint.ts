@@ -34,7 +34,8 @@ import { W8A8LinearLayer } from "../quant/w8a8_linear_layer.ts";
 import { W4A16LinearLayer } from "../quant/w4a16_linear_layer.ts";
 import { dequantizeInt4 } from "../quant/int4.ts";
 import type { Int4Weight } from "../backend/backend.ts";
-import type { SafetensorsFile, TensorInfo } from "./safetensors.ts";
+import type { TensorInfo } from "./safetensors.ts";
+import type { TensorFile } from "./tensor_file.ts";
 import type {
   CheckpointFormat,
   DecodedLinear,
@@ -165,7 +166,7 @@ export class Checkpoint {
   /** The format that wrote the quantization, or null. */
   readonly format: CheckpointFormat | null;
 
-  #files: Map<string, SafetensorsFile>;
+  #files: Map<string, TensorFile>;
   #entries: CheckpointEntry[];
   #byName: Map<string, CheckpointEntry>;
   #choice: FamilyChoice;
@@ -177,7 +178,7 @@ export class Checkpoint {
 
   private constructor(
     layout: Layout,
-    files: Map<string, SafetensorsFile>,
+    files: Map<string, TensorFile>,
     entries: CheckpointEntry[],
     quantization: DetectedQuantization | null,
   ) {
@@ -229,7 +230,7 @@ export class Checkpoint {
     formats: readonly CheckpointFormat[] = FORMATS,
   ): Promise<Checkpoint> {
     const layout = await locate(path);
-    const files = new Map<string, SafetensorsFile>();
+    const files = new Map<string, TensorFile>();
     try {
       const { entries, shardOf } = await openShards(layout, files);
       const quantization = await detectQuantization(
@@ -257,7 +258,7 @@ export class Checkpoint {
   }
 
   /** The open file of shard `name`. */
-  file(shard: string): SafetensorsFile {
+  file(shard: string): TensorFile {
     const f = this.#files.get(shard);
     if (!f) {
       throw new CheckpointError(

@@ -127,11 +127,8 @@ def make_dtypes(gen):
 
 def fake_torch_zip(path, pickle_bytes, prefix="archive", extra=None, compress=zipfile.ZIP_STORED):
     with zipfile.ZipFile(path, "w", compression=compress) as z:
-        z.writestr(f"{prefix}/data.pkl", pickle_bytes)
-        z.writestr(f"{prefix}/byteorder", "little")
-        for name, data in (extra or {}).items():
-            z.writestr(name, data)
-        z.writestr(f"{prefix}/version", "3\n")
+        for name, data in [(f"{prefix}/data.pkl", pickle_bytes), (f"{prefix}/byteorder", "little"), *(extra or {}).items(), (f"{prefix}/version", "3\n")]:
+            z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data, compress_type=compress)
 
 
 def hostile_payloads():

@@ -46,6 +46,7 @@ export * from "./src/quant/w8a8_linear_layer.ts";
 export * from "./src/quant/w4a16_linear_layer.ts";
 export * from "./src/io/safetensors.ts";
 export * from "./src/io/tensor_file.ts";
+export * from "./src/io/hf_cache.ts";
 export * from "./src/backend/cpu.ts";
 export * from "./src/io/checkpoint.ts";
 export * from "./src/io/checkpoint_tensor.ts";

@@ -49,7 +49,7 @@ Deno.test("usage errors exit 2 with one exact line", async () => {
     ],
     [
       ["quantize"],
-      "tinyq quantize: missing <input> (a model folder or .safetensors file) (see tinyq quantize --help)",
+      "tinyq quantize: missing <input> (a model folder, .safetensors or .bin file, or owner/name) (see tinyq quantize --help)",
     ],
     [
       ["quantize", "m"],
@@ -87,7 +87,7 @@ Deno.test("usage errors exit 2 with one exact line", async () => {
     ],
     [
       ["inspect"],
-      "tinyq inspect: missing <input> (a model folder or .safetensors file) (see tinyq inspect --help)",
+      "tinyq inspect: missing <input> (a model folder, .safetensors or .bin file, or owner/name) (see tinyq inspect --help)",
     ],
     [
       ["dequantize", "q", "--out", "o", "--dtype", "f8"],

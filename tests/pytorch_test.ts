@@ -13,20 +13,42 @@ Deno.test("PytorchFile reads every dtype, view, offset and tied storage as safet
   using bin = await PytorchFile.open(join(FIX, "dtypes.bin"));
   using st = await SafetensorsFile.open(join(FIX, "dtypes.safetensors"));
   // Same names in the same order (the safetensors writer's: dtype, then name).
-  assert.deepEqual(bin.tensors.map((t) => t.name), st.tensors.map((t) => t.name));
+  assert.deepEqual(
+    bin.tensors.map((t) => t.name),
+    st.tensors.map((t) => t.name),
+  );
   for (const t of st.tensors) {
     const b = bin.get(t.name)!;
     assert.equal(b.dtype, t.dtype, t.name);
     assert.deepEqual(b.shape, t.shape, t.name);
-    assert.deepEqual(await bin.readBytes(t.name), await st.readBytes(t.name), t.name);
+    assert.deepEqual(
+      await bin.readBytes(t.name),
+      await st.readBytes(t.name),
+      t.name,
+    );
   }
-  assert.ok(bin.get("view.transposed")!.readRange, "a transpose is a gathered view");
+  assert.ok(
+    bin.get("view.transposed")!.readRange,
+    "a transpose is a gathered view",
+  );
   assert.equal(bin.get("view.offset")!.readRange !== undefined, true);
-  assert.equal(bin.get("view.flat_tail")!.readRange, undefined, "an offset run is one read");
-  assert.deepEqual([...(await bin.read("view.flat_tail")).data], [20, 21, 22, 23]);
+  assert.equal(
+    bin.get("view.flat_tail")!.readRange,
+    undefined,
+    "an offset run is one read",
+  );
+  assert.deepEqual([...(await bin.read("view.flat_tail")).data], [
+    20,
+    21,
+    22,
+    23,
+  ]);
   // A part of a gathered view reads as that part of the contiguous tensor.
   const whole = await bin.readBytes("view.transposed");
-  assert.deepEqual(await bin.readRange("view.transposed", 8, 20), whole.subarray(8, 28));
+  assert.deepEqual(
+    await bin.readRange("view.transposed", 8, 20),
+    whole.subarray(8, 28),
+  );
   assert.deepEqual(bin.metadata, null);
 });
 
@@ -35,9 +57,21 @@ Deno.test("a .bin and a .safetensors copy of the same weights quantize to byte-i
     for (const flags of [[], ["--method", "w4a16", "--group-size", "32"]]) {
       const a = join(dir, `bin${flags.length}`);
       const b = join(dir, `st${flags.length}`);
-      let r = await runMain(["quantize", join(FIX, "llama_bin"), "-o", a, ...flags]);
+      let r = await runMain([
+        "quantize",
+        join(FIX, "llama_bin"),
+        "-o",
+        a,
+        ...flags,
+      ]);
       assert.equal(r.code, 0, r.stderr);
-      r = await runMain(["quantize", join(FIX, "llama_safetensors"), "-o", b, ...flags]);
+      r = await runMain([
+        "quantize",
+        join(FIX, "llama_safetensors"),
+        "-o",
+        b,
+        ...flags,
+      ]);
       assert.equal(r.code, 0, r.stderr);
       const sa = await snapshot(a);
       const sb = await snapshot(b);
@@ -50,7 +84,12 @@ Deno.test("a .bin and a .safetensors copy of the same weights quantize to byte-i
 Deno.test("a sharded .bin with pytorch_model.bin.index.json quantizes to safetensors shards with a safetensors index", async () => {
   await withDir(async (dir) => {
     const out = join(dir, "q");
-    const r = await runMain(["quantize", join(FIX, "llama_bin_sharded"), "-o", out]);
+    const r = await runMain([
+      "quantize",
+      join(FIX, "llama_bin_sharded"),
+      "-o",
+      out,
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const files = [...(await snapshot(out)).keys()];
     assert.deepEqual(files, [
@@ -73,7 +112,10 @@ Deno.test("inspect, eval and dequantize accept .bin folders and files", async ()
   let r = await runMain(["inspect", join(FIX, "llama_bin")]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /family: +llama/);
-  assert.match(r.stdout, /model\.layers\.0\.mlp\.up_proj\.weight +BF16 +\[64, 32\].*quantize/);
+  assert.match(
+    r.stdout,
+    /model\.layers\.0\.mlp\.up_proj\.weight +BF16 +\[64, 32\].*quantize/,
+  );
   r = await runMain(["inspect", join(FIX, "dtypes.bin"), "--json"]);
   assert.equal(r.code, 0, r.stderr);
   assert.ok(JSON.parse(r.stdout));
@@ -82,13 +124,21 @@ Deno.test("inspect, eval and dequantize accept .bin folders and files", async ()
   assert.match(r.stdout, /w8a16/);
   await withDir(async (dir) => {
     const q = join(dir, "q");
-    assert.equal((await runMain(["quantize", join(FIX, "llama_bin"), "-o", q])).code, 0);
+    assert.equal(
+      (await runMain(["quantize", join(FIX, "llama_bin"), "-o", q])).code,
+      0,
+    );
     r = await runMain(["eval", join(FIX, "llama_bin"), q]);
     assert.equal(r.code, 0, r.stderr);
     r = await runMain(["dequantize", q, "-o", join(dir, "d")]);
     assert.equal(r.code, 0, r.stderr);
     // A float .bin given to dequantize gets dequantize's own message.
-    r = await runMain(["dequantize", join(FIX, "llama_bin"), "-o", join(dir, "d2")]);
+    r = await runMain([
+      "dequantize",
+      join(FIX, "llama_bin"),
+      "-o",
+      join(dir, "d2"),
+    ]);
     assert.equal(r.code, 1);
     assert.doesNotMatch(r.stderr, /no model\.safetensors/);
   });
@@ -97,7 +147,9 @@ Deno.test("inspect, eval and dequantize accept .bin folders and files", async ()
 const MARKERS = ["os_system", "eval", "builtins_eval", "in_dict"];
 
 Deno.test("hostile pickles are refused with one line naming the global, and nothing runs", async () => {
-  for (const m of MARKERS) await Deno.remove(`/tmp/tinyq-pwned-${m}`).catch(() => {});
+  for (const m of MARKERS) {
+    await Deno.remove(`/tmp/tinyq-pwned-${m}`).catch(() => {});
+  }
   const expect: Record<string, RegExp> = {
     os_system: /refuses the pickled global os\.system/,
     eval: /refuses the pickled global __builtin__\.eval/,
@@ -132,12 +184,15 @@ Deno.test("depth bombs, huge lengths, escaping zips and other malformed files ar
     depth_marks: /MARKs nested more than \d+ deep/,
     depth_lists: /more than 10000 values on the stack; refused/,
     depth_memo: /tensor "w": holds a list of 1, not a tensor/,
-    huge_unicode: /a string of 4294967280 bytes at byte \d+, but only 4 are left/,
+    huge_unicode:
+      /a string of 4294967280 bytes at byte \d+, but only 4 are left/,
     huge_unicode8: /only 4 are left; refused/,
     huge_long4: /an integer of 2147483647 bytes; refused/,
     huge_memo: /memo entry 2147483646 was never stored/,
-    storage_too_short: /tensor "w": its storage declares 67108864 bytes but data\/0 holds 16/,
-    zip_escape: /zip entry "\.\.\/\.\.\/escape\/data\.pkl" has a '\.\.' component, leading outside the archive; refused/,
+    storage_too_short:
+      /tensor "w": its storage declares 67108864 bytes but data\/0 holds 16/,
+    zip_escape:
+      /zip entry "\.\.\/\.\.\/escape\/data\.pkl" has a '\.\.' component, leading outside the archive; refused/,
     zip_absolute: /has an absolute path, leading outside the archive/,
     deflated: /is compressed \(method 8\)/,
     bare_tensor: /holds a tensor, not a state dict/,
@@ -146,12 +201,15 @@ Deno.test("depth bombs, huge lengths, escaping zips and other malformed files ar
   };
   for (const [name, re] of Object.entries(cases)) {
     const t0 = performance.now();
-    await assert.rejects(PytorchFile.open(join(HOSTILE, `${name}.bin`)), (e) => {
-      assert.ok(e instanceof CheckpointError, `${name}: ${e}`);
-      assert.match(e.message, re, name);
-      assert.doesNotMatch(e.message, /\n/);
-      return true;
-    });
+    await assert.rejects(
+      PytorchFile.open(join(HOSTILE, `${name}.bin`)),
+      (e) => {
+        assert.ok(e instanceof CheckpointError, `${name}: ${e}`);
+        assert.match(e.message, re, name);
+        assert.doesNotMatch(e.message, /\n/);
+        return true;
+      },
+    );
     assert.ok(performance.now() - t0 < 5000, `${name} took too long`);
   }
 });
@@ -248,16 +306,26 @@ Deno.test("zip64 archives (sizes and offsets in zip64 fields) read the same as p
     await Deno.writeFile(path, zip64(entries));
     using a = await PytorchFile.open(src);
     using b = await PytorchFile.open(path);
-    assert.deepEqual(b.tensors.map((t) => t.name), a.tensors.map((t) => t.name));
+    assert.deepEqual(
+      b.tensors.map((t) => t.name),
+      a.tensors.map((t) => t.name),
+    );
     for (const t of a.tensors) {
-      assert.deepEqual(await b.readBytes(t.name), await a.readBytes(t.name), t.name);
+      assert.deepEqual(
+        await b.readBytes(t.name),
+        await a.readBytes(t.name),
+        t.name,
+      );
     }
   });
 });
 
 Deno.test("a .bin in a folder with no safetensors is found; the folder error names both formats", async () => {
   await withDir(async (dir) => {
-    await Deno.copyFile(join(FIX, "llama_bin", "pytorch_model.bin"), join(dir, "pytorch_model.bin"));
+    await Deno.copyFile(
+      join(FIX, "llama_bin", "pytorch_model.bin"),
+      join(dir, "pytorch_model.bin"),
+    );
     using c = await Checkpoint.open(dir);
     assert.deepEqual(c.shardNames, ["pytorch_model.bin"]);
     assert.equal(c.linears().length, 8);

@@ -23,7 +23,8 @@ import { formatTable, humanBytes, mib, shape } from "./tables.ts";
 /** `tinyq inspect --help`. */
 export const INSPECT_HELP = `Usage: tinyq inspect <input> [options]
 
-Lists the tensors of a safetensors checkpoint (name, dtype, shape, bytes),
+Lists the tensors of a checkpoint (safetensors, pytorch_model.bin, or a
+Hugging Face id in the local cache): name, dtype, shape, bytes;
 which ones quantize would convert and why (the model family's table from
 config.json, or the generic rule), the quantization recorded in an already
 quantized checkpoint (${
@@ -73,7 +74,7 @@ export async function inspectCommand(
   }, {
     min: 1,
     max: 1,
-    names: "<input> (a model folder or .safetensors file)",
+    names: "<input> (a model folder, .safetensors or .bin file, or owner/name)",
   });
   if (flag(p, "help")) {
     io.out(INSPECT_HELP);

@@ -21,11 +21,15 @@ import { mib, seconds, shape } from "./tables.ts";
 export const QUANTIZE_HELP =
   `Usage: tinyq quantize <input> --out <path> [options]
 
-Quantizes the Linear layers of a safetensors checkpoint (int8 with one f32
-scale per output channel, or 4-bit in groups along the input) and writes a
-new checkpoint, streaming a block of rows at a time. <input> is a
-model folder (model.safetensors, or shards + model.safetensors.index.json) or
-one .safetensors file. The output keeps the shard plan, gets config.json with
+Quantizes the Linear layers of a checkpoint (int8 with one f32 scale per
+output channel, or 4-bit in groups along the input) and writes a new
+safetensors checkpoint, streaming a block of rows at a time. <input> is a
+model folder (model.safetensors, or shards + model.safetensors.index.json;
+pytorch_model.bin, or shards + pytorch_model.bin.index.json, whose pickles
+are read without running anything), one .safetensors or .bin file, or a
+Hugging Face id owner/name[@revision] already in the local cache
+($HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub; nothing is
+downloaded). The output keeps the shard plan, gets config.json with
 a quantization_config block and the input folder's other files; it appears
 only when complete. Embeddings, norms and 1-D tensors are never quantized;
 which tensors are Linear comes from config.json's model_type (llama, mistral,
@@ -187,7 +191,7 @@ export async function quantizeCommand(
   }, {
     min: 1,
     max: 1,
-    names: "<input> (a model folder or .safetensors file)",
+    names: "<input> (a model folder, .safetensors or .bin file, or owner/name)",
   });
   if (flag(p, "help")) {
     io.out(QUANTIZE_HELP);

@@ -15,6 +15,7 @@ import {
   osReason,
   unlessNotFound,
 } from "./_checkpoint_error.ts";
+import { parseHubModelId, resolveHubModel } from "./hf_cache.ts";
 
 /** The name of the shard index. */
 export const INDEX_NAME = "model.safetensors.index.json";
@@ -178,6 +179,10 @@ export async function locate(input: string): Promise<Layout> {
     info = await Deno.stat(input);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
+      // Not a path: a Hugging Face id (`owner/name[@rev]`) is looked up in the cache.
+      if (parseHubModelId(input)) {
+        return await locate(await resolveHubModel(input));
+      }
       throw new CheckpointError(input, "no such file or folder");
     }
     throw new CheckpointError(input, `cannot read: ${osReason(e)}`);

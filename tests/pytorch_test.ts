@@ -336,3 +336,60 @@ Deno.test("a .bin in a folder with no safetensors is found; the folder error nam
     );
   });
 });
+
+Deno.test("OPT and CodeGen checkpoints saved from transformers: inspect shows the family table's decisions", async () => {
+  let r = await runMain(["inspect", join(FIX, "opt_bin")]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /family: +opt \(config\.json model_type "opt"\)/);
+  for (
+    const tail of [
+      "self_attn.q_proj",
+      "self_attn.out_proj",
+      "fc1",
+      "fc2",
+      "decoder.project_in",
+    ]
+  ) {
+    assert.match(
+      r.stdout,
+      new RegExp(
+        `\\.${
+          tail.replace(".", "\\.")
+        }\\.weight .* quantize +opt table: ${tail}\\n`,
+      ),
+    );
+  }
+  assert.match(
+    r.stdout,
+    /embed_positions\.weight .* keep +not a Linear of the opt table/,
+  );
+  assert.match(r.stdout, /fc1\.bias .* keep +bias of a Linear/);
+  r = await runMain(["inspect", join(FIX, "codegen_bin")]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /family: +codegen/);
+  for (
+    const tail of ["attn.qkv_proj", "attn.out_proj", "mlp.fc_in", "mlp.fc_out"]
+  ) {
+    assert.match(
+      r.stdout,
+      new RegExp(
+        `\\.${
+          tail.replace(".", "\\.")
+        }\\.weight .* quantize +codegen table: ${tail}\\n`,
+      ),
+    );
+  }
+  assert.match(
+    r.stdout,
+    /transformer\.wte\.weight .* keep +not a Linear of the codegen table/,
+  );
+  await withDir(async (dir) => {
+    for (const m of ["opt_bin", "codegen_bin"]) {
+      const out = join(dir, m);
+      const q = await runMain(["quantize", join(FIX, m), "-o", out]);
+      assert.equal(q.code, 0, q.stderr);
+      using c = await Checkpoint.open(out);
+      assert.equal(c.quantization?.modules.length, m === "opt_bin" ? 9 : 5);
+    }
+  });
+});

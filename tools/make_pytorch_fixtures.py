@@ -95,6 +95,31 @@ def make_models(gen):
     write_json(d / "config.json", config)
 
 
+def make_families():
+    """Tiny OPT and CodeGen models from transformers (random init): their real
+    tensor names, saved as model.state_dict() with torch.save (OPT's lm_head
+    shares the embedding's storage)."""
+    from transformers import CodeGenConfig, CodeGenForCausalLM, OPTConfig, OPTForCausalLM
+
+    torch.manual_seed(15)
+    models = {
+        "opt_bin": OPTForCausalLM(OPTConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, ffn_dim=32,
+                                            num_attention_heads=2, max_position_embeddings=32,
+                                            word_embed_proj_dim=8, bos_token_id=2, eos_token_id=2,
+                                            pad_token_id=1)),
+        "codegen_bin": CodeGenForCausalLM(CodeGenConfig(vocab_size=64, n_embd=16, n_layer=1, n_head=2,
+                                                        n_positions=32, rotary_dim=4, n_ctx=32,
+                                                        bos_token_id=0, eos_token_id=0)),
+    }
+    for name, m in models.items():
+        d = OUT / name
+        d.mkdir(parents=True, exist_ok=True)
+        torch.save(m.state_dict(), d / "pytorch_model.bin")
+        config = m.config.to_dict()
+        config["architectures"] = [type(m).__name__]
+        write_json(d / "config.json", config)
+
+
 def make_dtypes(gen):
     sd = {}
     sd["f32"] = torch.randn(3, 4, generator=gen)
@@ -207,6 +232,7 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     make_models(gen)
     make_dtypes(gen)
+    make_families()
     make_hostile()
     total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
     print(f"wrote {OUT} ({total} bytes)")

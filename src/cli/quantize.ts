@@ -33,8 +33,9 @@ downloaded). The output keeps the shard plan, gets config.json with
 a quantization_config block and the input folder's other files; it appears
 only when complete. Embeddings, norms and 1-D tensors are never quantized;
 which tensors are Linear comes from config.json's model_type (llama, mistral,
-qwen2, gemma, phi3, gpt2, bert) or a generic rule (see 'tinyq inspect'). A
-config.json that is not valid JSON is an error, not a silent fallback.
+qwen2, gemma, phi3, gpt2, opt, codegen, bert) or a generic rule (see 'tinyq
+inspect'). A config.json that is not valid JSON is an error, not a silent
+fallback.
 
 Options:
   -o, --out <path>          output folder (or file, for a file input); required

@@ -8,7 +8,8 @@
  *
  * Which tensors are Linear: a table of families read from `config.json`
  * (`model_type`, else `architectures`): llama, mistral, qwen2, gemma/gemma2,
- * phi3, gpt2 (Conv1D weights stored [in, out], transposed on the way in), bert.
+ * phi3, gpt2 (Conv1D weights stored [in, out], transposed on the way in),
+ * opt, codegen, bert.
  * Any other model uses the generic rule: a module whose only tensors are a
  * 2-D float `weight` and optionally a matching 1-D `bias`, with no children,
  * whose name does not say embedding, norm or position. Embeddings, norms and

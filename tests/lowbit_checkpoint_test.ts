@@ -858,7 +858,7 @@ Deno.test("--format compressed-tensors -m w8a8 writes int-quantized int8 weight 
 
 // ------------------------------------------------------------ bad input
 
-Deno.test("a group size that does not divide a layer's inputs fails before anything is written, naming tensor, sizes and the fix", async () => {
+Deno.test("a group size that does not divide a layer's inputs keeps that layer in float, naming each such layer and the sizes that fit", async () => {
   await withDir(async (dir) => {
     await makeDemoCheckpoint(join(dir, "m"), {
       layers: 1,
@@ -867,54 +867,44 @@ Deno.test("a group size that does not divide a layer's inputs fails before anyth
       vocab: 32,
     });
     const m = join(dir, "m");
-    let r = await runMain([
-      "quantize",
-      m,
-      "--out",
-      join(dir, "q"),
-      "-m",
-      "w4a16",
-    ]);
-    assert.equal(r.code, 1);
-    assert.equal(
-      r.stderr,
-      `tinyq quantize: error: ${m}: tensor "lm_head.weight": 64 input features are not a multiple of the group size 128; ` +
-        "use a smaller group (--group-size 32 or 64) or leave the layer in float (--exclude lm_head)\n",
-    );
-    r = await runMain([
-      "quantize",
-      m,
-      "--out",
-      join(dir, "q"),
-      "-m",
-      "w4a16",
-      "-g",
-      "64",
-    ]);
-    assert.equal(
-      r.stderr,
-      `tinyq quantize: error: ${m}: tensor "model.layers.0.mlp.down_proj.weight": 96 input features are not a multiple of the group size 64; ` +
-        "use a smaller group (--group-size 32) or leave the layer in float (--exclude model.layers.0.mlp.down_proj)\n",
-    );
-    const left = [];
-    for await (const e of Deno.readDir(dir)) left.push(e.name);
-    assert.deepEqual(left, ["m"], "no output, no temporary folder");
-    r = await quantizeOk(
-      m,
-      join(dir, "q"),
-      "-m",
-      "w4a16",
-      "-g",
-      "64",
-      "-x",
-      "down_proj",
-    );
-    // eval --schemes checks the same way, before any work.
-    r = await runMain(["eval", m, "--schemes", "w8a16,w4a16-g64"]);
-    assert.equal(r.code, 1);
+    // Group 128 fits no layer (inputs 64 and 96): every one is named.
+    let r = await quantizeOk(m, join(dir, "q128"), "-m", "w4a16", "--json");
+    const j = JSON.parse(r.stdout);
+    assert.deepEqual(j.quantized, []);
+    assert.equal(j.keptFloat.length, 8);
     assert.match(
       r.stderr,
-      /tensor "model\.layers\.0\.mlp\.down_proj\.weight": 96 input features/,
+      /^tinyq: note: model\.layers\.0\.self_attn\.q_proj stays in float \(its 64 inputs are not a multiple of the 4-bit group size 128; --group-size 32 or 64 would fit it\)$/m,
+    );
+    assert.match(
+      r.stderr,
+      /^tinyq: note: model\.layers\.0\.mlp\.down_proj stays in float \(its 96 inputs are not a multiple of the 4-bit group size 128; --group-size 32 would fit it\)$/m,
+    );
+    assert.equal(r.stderr.trim().split("\n").length, 8, r.stderr);
+    // Group 64: only down_proj (96 inputs) stays in float.
+    r = await quantizeOk(m, join(dir, "q"), "-m", "w4a16", "-g", "64");
+    assert.equal(
+      r.stderr,
+      "tinyq: note: model.layers.0.mlp.down_proj stays in float (its 96 inputs are not a multiple of the 4-bit group size 64; --group-size 32 would fit it)\n",
+    );
+    using q = await Checkpoint.open(join(dir, "q"));
+    assert.equal(q.quantization?.bits, 4);
+    assert.ok(
+      !q.quantization!.modules.includes("model.layers.0.mlp.down_proj"),
+    );
+    assert.ok(
+      q.quantization!.excluded.includes("model.layers.0.mlp.down_proj"),
+    );
+    assert.equal(
+      q.entry("model.layers.0.mlp.down_proj.weight")?.info.dtype,
+      "bf16",
+    );
+    // eval's scheme table runs every scheme; the misfits count as float.
+    r = await runMain(["eval", m, "--schemes", "w8a16,w4a16-g64"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stdout,
+      /w4a16-g64: 1 layer\(s\) kept in float \(inputs not a multiple of 64\): model\.layers\.0\.mlp\.down_proj\n/,
     );
   });
 });

@@ -17,7 +17,7 @@ import { Checkpoint, CheckpointError } from "../io/checkpoint.ts";
 import { CheckpointTensor } from "../io/checkpoint_tensor.ts";
 import type { WeightScheme } from "../io/formats/format.ts";
 import { tinyqFormat } from "../io/formats/tinyq.ts";
-import { checkGroupSizes } from "../io/_group_check.ts";
+import { splitByGroupSize } from "../io/_group_check.ts";
 import { Linear } from "../linear.ts";
 import { numel, Tensor } from "../tensor.ts";
 import { DEFAULT_INT4_GROUP_SIZE } from "../quant/int4.ts";
@@ -129,8 +129,10 @@ export interface SchemeRow {
   outputRelErrMax: number;
   /** Cosine of quantized and float outputs: the worst layer. */
   outputCosineMin: number;
-  /** Per-layer figures. */
+  /** Per-layer figures (of the layers quantized). */
   layers: { path: string; weight: ErrorStats; output: ErrorStats }[];
+  /** Layers this scheme keeps in float: 4-bit groups do not divide their inputs. */
+  keptFloat: string[];
 }
 
 /** What {@linkcode compareSchemes} found. */
@@ -208,16 +210,17 @@ export async function compareSchemes(
   const all = ckpt.linears();
   const linears = all.filter((l) => !isExcluded(l.path));
   const excluded = all.filter((l) => isExcluded(l.path)).map((l) => l.path);
-  const groups = new Set(
-    specs.flatMap((s) => s.groupSize === null ? [] : [s.groupSize]),
+  // Per scheme, the layers its 4-bit groups cannot split: kept in float, as
+  // `quantize` would keep them, so they count at their float size.
+  const misfits = specs.map((s) =>
+    s.groupSize === null ? new Set<string>() : new Set(
+      splitByGroupSize(
+        originalPath,
+        linears.map((l) => ({ path: l.path, inFeatures: l.inFeatures! })),
+        s.groupSize,
+      ).misfits.map((m) => m.path),
+    )
   );
-  for (const g of groups) {
-    checkGroupSizes(
-      originalPath,
-      linears.map((l) => ({ path: l.path, inFeatures: l.inFeatures! })),
-      g,
-    );
-  }
   const info = await getBackend();
   const originalBytes = ckpt.entries.reduce((s, e) => s + e.info.byteLength, 0);
   let weightBytes = 0;
@@ -239,6 +242,7 @@ export async function compareSchemes(
     outputRelErrMax: 0,
     outputCosineMin: 1,
     layers: [],
+    keptFloat: [],
   }));
   for (const [index, l] of linears.entries()) {
     const entry = ckpt.entry(`${l.path}.weight`)!;
@@ -265,6 +269,11 @@ export async function compareSchemes(
     const ref = (await float.forward(x16.to("f32"))).toF32Array();
     float.dispose();
     for (const [i, s] of specs.entries()) {
+      if (misfits[i]!.has(l.path)) {
+        rows[i]!.keptFloat.push(l.path);
+        stored[i]! += entry.info.byteLength;
+        continue;
+      }
       const layer = new METHODS[s.method](inF, out, {
         bias: false,
         ...(s.groupSize !== null ? { groupSize: s.groupSize } : {}),
@@ -297,6 +306,8 @@ export async function compareSchemes(
     const n = Math.max(1, ls.length);
     row.bitsPerWeight = params ? (stored[i]! * 8) / params : 0;
     row.checkpointBytes = originalBytes - weightBytes + stored[i]!;
+    // Every layer kept in float: no error at all.
+    if (ls.length === 0) row.weightSnrMeanDb = Infinity;
     for (const l of ls) {
       const rel = relErr(l.output);
       row.weightSnrMeanDb += l.weight.snrDb / n;
@@ -399,5 +410,10 @@ export function formatSchemes(r: SchemeReport): string {
     "\nbits/W: stored bits per Linear weight, scales and zero points included;\n" +
     "size: the whole checkpoint quantized so. SNR(W): weight signal-to-noise\n" +
     "in dB (mean, worst layer); err(y): ||y_q - y|| / ||y|| of forward() against\n" +
-    "the float layer (mean, worst layer); cos(y): worst layer.\n";
+    "the float layer (mean, worst layer); cos(y): worst layer.\n" +
+    r.rows.filter((row) => row.keptFloat.length > 0).map((row) =>
+      `${row.scheme.name}: ${row.keptFloat.length} layer(s) kept in float (inputs not a multiple of ${row.scheme.groupSize}): ${
+        row.keptFloat.slice(0, 3).join(", ")
+      }${row.keptFloat.length > 3 ? ", …" : ""}\n`
+    ).join("");
 }

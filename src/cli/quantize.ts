@@ -45,8 +45,9 @@ Options:
                             w4a16: 4-bit weights, one f32 scale per group of
                             inputs (about 4.25 bits per weight at group 128)
   -g, --group-size <n>      inputs per 4-bit group, w4a16 only: 32, 64 or 128
-                            (default 128); every quantized layer's input size
-                            must be a multiple of it (checked before writing)
+                            (default 128); a layer whose input size it does not
+                            divide stays in float, named in a note (quanto
+                            lowers the group size for it instead)
       --asymmetric          store zero points: per row (int8) or per group
                             (int4), for weights not centred on 0
                             ('tinyq eval <input>' compares every scheme)
@@ -135,7 +136,9 @@ export function formatNotes(
   const shown = r.warnings.length > 10 ? r.warnings.slice(0, 8) : r.warnings;
   return [
     ...r.keptFloat.map((k) =>
-      `tinyq: note: ${k.path} stays in float (${r.format}: ${k.reason})\n`
+      `tinyq: note: ${k.path} stays in float (${
+        k.cause === "group-size" ? "" : `${r.format}: `
+      }${k.reason})\n`
     ),
     ...shown.map((w) => `tinyq: warning: ${w.message}\n`),
     ...(shown.length < r.warnings.length

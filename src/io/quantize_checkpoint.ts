@@ -17,7 +17,7 @@ import { tinyqFormat } from "./formats/tinyq.ts";
 import { Checkpoint } from "./checkpoint.ts";
 import { type CheckpointMethod, weightSchemeOf } from "./weight_scheme.ts";
 import { CheckpointError } from "./_checkpoint_error.ts";
-import { checkGroupSizes } from "./_group_check.ts";
+import { splitByGroupSize } from "./_group_check.ts";
 import { specBytes } from "./_emit.ts";
 import { type InputGroup, writeOutput } from "./_output.ts";
 import {
@@ -74,8 +74,10 @@ export interface QuantizeCheckpointOptions {
 export interface KeptFloat {
   /** Dotted module path. */
   readonly path: string;
-  /** Why the format cannot hold it quantized. */
+  /** Why it stays in float. */
   readonly reason: string;
+  /** Who decided: the output format (default), or a 4-bit group size that does not divide its inputs. */
+  readonly cause?: "format" | "group-size";
 }
 
 /** What {@linkcode quantizeCheckpoint} (or {@linkcode saveModule}) did. */
@@ -183,14 +185,27 @@ export async function quantizeCheckpoint(
       (isExcluded(path) || why ? excluded : quantized).push(path);
     }
     if (scheme.groupSize !== null) {
-      // Before anything is written: every layer must split into groups.
-      checkGroupSizes(
+      // Before anything is written: a layer 4-bit groups cannot split stays
+      // in float, named with why.
+      const { misfits } = splitByGroupSize(
         input,
         quantized.map((p) => ({
           path: p,
           inFeatures: linears.get(p)!.inFeatures!,
         })),
         scheme.groupSize,
+      );
+      const moved = new Set(misfits.map((m) => m.path));
+      for (const m of misfits) {
+        keptFloat.push({ path: m.path, reason: m.reason, cause: "group-size" });
+      }
+      const order = new Map(ckpt.linears().map((l, i) => [l.path, i]));
+      excluded.push(...quantized.filter((p) => moved.has(p)));
+      excluded.sort((a, b) => order.get(a)! - order.get(b)!);
+      quantized.splice(
+        0,
+        quantized.length,
+        ...quantized.filter((p) => !moved.has(p)),
       );
     }
     const summary = quantizationSummary(

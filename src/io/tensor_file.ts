@@ -50,15 +50,26 @@ export interface TensorFile {
  * ```
  */
 export async function openTensorFile(path: string): Promise<TensorFile> {
-  const head = new Uint8Array(2);
+  const head = new Uint8Array(8);
   try {
     using f = await Deno.open(path, { read: true });
-    await f.read(head);
+    let n = 0;
+    while (n < 8) {
+      const r = await f.read(head.subarray(n));
+      if (r === null) break;
+      n += r;
+    }
   } catch {
     // The reader below reports why the file cannot be opened.
   }
-  const pytorch = (head[0] === 0x50 && head[1] === 0x4b) ||
-    (head[0] === 0x80 && head[1] === 0x02);
+  // A safetensors file starts with its header length (u64, at most 10^8, so
+  // bytes 4–7 are zero); a zip with "PK\x03\x04" and a version and flags; the
+  // legacy format with the pickle of its magic number (PROTO 2, LONG1 10).
+  const zip = head[0] === 0x50 && head[1] === 0x4b && head[2] === 3 &&
+    head[3] === 4 && head.subarray(4).some((b) => b !== 0);
+  const legacy = head[0] === 0x80 && head[1] === 0x02 && head[2] === 0x8a &&
+    head[3] === 0x0a;
+  const pytorch = zip || legacy;
   return pytorch
     ? await PytorchFile.open(path)
     : await SafetensorsFile.open(path);

@@ -69,6 +69,9 @@ Options:
                             quanto: optimum-quanto qint8 + quanto_qmap.json
                               (w8a16/w8a32); GPT-2 Conv1D layers stay float
                               (quanto swaps only nn.Linear)
+  -n, --dry-run             print what would be quantized, excluded and kept,
+                            the output's size and files and the warnings;
+                            write nothing
   -f, --force               replace an existing output
       --json                print the summary as JSON on stdout
   -v, --verbose             one line per tensor; stack traces on errors
@@ -121,6 +124,37 @@ export function formatQuantizeSummary(r: QuantizeResult): string {
     }`,
   ];
   for (const s of r.skipped) lines.push(`  not copied:   ${s}`);
+  return lines.join("\n") + "\n";
+}
+
+/** What `quantize --dry-run` prints: the plan, nothing done. */
+export function formatDryRun(r: QuantizeResult): string {
+  const why = new Map(r.keptFloat.map((k) => [k.path, k.reason]));
+  const lines = [
+    `tinyq: dry run, nothing written: quantize ${r.input} -> ${r.output}`,
+    `  family:     ${r.family ?? "generic"} (${r.familySource})`,
+    `  quantize:   ${r.quantized.length} Linear layer(s) (${r.method}, ${
+      describeScheme(r.scheme)
+    })`,
+    ...r.quantized.map((p) => `    ${p}`),
+    `  exclude:    ${r.excluded.length} Linear layer(s) left in float`,
+    ...r.excluded.map((p) =>
+      `    ${p} (${why.has(p) ? why.get(p) : "matched --exclude"})`
+    ),
+    `  keep:       ${r.kept - r.excluded.length} other tensor(s) as they are`,
+    `  size:       ${mib(r.inputBytes)} MiB -> ${mib(r.outputBytes)} MiB (${
+      bpw(r.inputBytes, r.parameters)
+    } -> ${bpw(r.outputBytes, r.parameters)} BPW)`,
+    `  output:     ${r.output} (${r.format} format): ${
+      [...r.shards, ...(r.files ?? [])].join(", ")
+    }`,
+  ];
+  if (r.copied.length) lines.push(`  copy:       ${r.copied.join(", ")}`);
+  for (const s of r.skipped) lines.push(`  not copied: ${s}`);
+  if (r.outputExists) {
+    lines.push(`  note:       ${r.output} exists; the real run needs --force`);
+  }
+  for (const w of r.warnings) lines.push(`  warning:    ${w.message}`);
   return lines.join("\n") + "\n";
 }
 
@@ -192,6 +226,7 @@ export async function quantizeCommand(
     format: { type: "string" },
     force: { type: "boolean", short: "f" },
     json: { type: "boolean" },
+    "dry-run": { type: "boolean", short: "n" },
   }, {
     min: 1,
     max: 1,
@@ -214,6 +249,24 @@ export async function quantizeCommand(
     throw new UsageError("quantize", "--exclude needs a module name or glob");
   }
   const verbose = flag(p, "verbose");
+  if (flag(p, "dry-run")) {
+    const plan = await quantizeCheckpoint(p.positionals[0]!, out, {
+      method: methodText,
+      ...(groupSize !== undefined ? { groupSize } : {}),
+      asymmetric: flag(p, "asymmetric"),
+      exclude,
+      maxShardSize,
+      force: flag(p, "force"),
+      format,
+      dryRun: true,
+    });
+    io.out(
+      flag(p, "json")
+        ? JSON.stringify(quantizeJson(plan), null, 2) + "\n"
+        : formatDryRun(plan),
+    );
+    return 0;
+  }
   const result = await withProgress(
     io,
     "quantize",

@@ -64,6 +64,8 @@ export interface OutputJob {
   readonly format: CheckpointFormat;
   /** Progress callbacks. */
   readonly hooks?: EmitHooks;
+  /** Plan only: report the shards and files, write nothing. */
+  readonly dryRun?: boolean;
 }
 
 /** What {@linkcode writeOutput} wrote. */
@@ -76,6 +78,8 @@ export interface OutputReport {
   copied: string[];
   /** Files of the input folder not copied, with the reason. */
   skipped: string[];
+  /** Other files written: index, config.json, the format's extra files (filled by a dry run). */
+  files: string[];
 }
 
 // Weights in other formats would be unquantized copies next to ours.
@@ -84,7 +88,7 @@ const OTHER_WEIGHTS =
 
 async function copyOthers(
   src: string,
-  dst: string,
+  dst: string | null,
   rel: string,
   root: string,
   consumed: ReadonlySet<string>,
@@ -109,12 +113,12 @@ async function copyOthers(
       continue;
     }
     if (e.isDirectory) {
-      await Deno.mkdir(join(dst, r));
+      if (dst !== null) await Deno.mkdir(join(dst, r));
       await copyOthers(src, dst, r, root, consumed, report);
     } else if (e.isSymlink && (await Deno.stat(join(src, r))).isDirectory) {
       report.skipped.push(`${r} (symlinked folder)`);
     } else {
-      await Deno.copyFile(join(src, r), join(dst, r));
+      if (dst !== null) await Deno.copyFile(join(src, r), join(dst, r));
       report.copied.push(r);
     }
   }
@@ -152,6 +156,7 @@ export async function writeOutput(job: OutputJob): Promise<OutputReport> {
     tensorBytes: 0,
     copied: [],
     skipped: [],
+    files: [],
   };
   const weightMap: [string, string][] = [];
   for (const s of shards) {
@@ -161,6 +166,23 @@ export async function writeOutput(job: OutputJob): Promise<OutputReport> {
         report.tensorBytes += specBytes(t);
       }
     }
+  }
+  if (job.dryRun) {
+    if (job.kind === "folder" && (shards.length > 1 || job.indexed)) {
+      report.files.push(INDEX_NAME);
+    }
+    if (job.kind === "folder" && job.config) report.files.push("config.json");
+    if (job.kind === "folder") {
+      report.files.push(...Object.keys(job.extraFiles));
+    }
+    if (job.inputDir !== null && job.kind === "folder") {
+      const consumed = new Set([
+        ...job.consumed,
+        ...Object.keys(job.extraFiles),
+      ]);
+      await copyOthers(job.inputDir, null, "", job.inputDir, consumed, report);
+    }
+    return report;
   }
   const readers = new Readers();
   try {

@@ -68,6 +68,8 @@ export interface QuantizeCheckpointOptions {
   onProgress?: (p: CheckpointProgress) => void;
   /** Called as each tensor is finished. */
   onTensor?: (e: TensorEvent) => void;
+  /** Plan only: fill the result (layers, sizes, shard and file names, warnings) and write nothing. */
+  dryRun?: boolean;
 }
 
 /** A Linear layer the output format keeps in float. */
@@ -126,6 +128,12 @@ export interface QuantizeResult {
   quantizedBytesAfter: number;
   /** Wall time in seconds. */
   seconds: number;
+  /** Whether this was a dry run (nothing written). */
+  dryRun?: boolean;
+  /** Files written beside the shards (index, config.json, the format's files); dry runs only. */
+  files?: string[];
+  /** Whether the output path exists already (a dry run reports it; the real run needs `force`). */
+  outputExists?: boolean;
 }
 
 /**
@@ -296,6 +304,7 @@ export async function quantizeCheckpoint(
       extraFiles: ckpt.kind === "folder" ? format.extraFiles(summary) : {},
       format,
       hooks,
+      dryRun: options.dryRun ?? false,
     });
     return {
       input,
@@ -320,6 +329,13 @@ export async function quantizeCheckpoint(
       quantizedBytesBefore: res.quantizedBytesBefore,
       quantizedBytesAfter: res.quantizedBytesAfter,
       seconds: (performance.now() - t0) / 1000,
+      ...(options.dryRun
+        ? {
+          dryRun: true,
+          files: report.files,
+          outputExists: await Deno.lstat(output).then(() => true, () => false),
+        }
+        : {}),
     };
   } finally {
     ckpt.close();

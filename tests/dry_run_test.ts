@@ -40,19 +40,19 @@ Deno.test("quantize --dry-run prints the plan, sizes, files and warnings and wri
     );
     assert.match(
       text,
-      /  quantize: +12 Linear layer\(s\) \(w4a16, int4 group 64 symmetric\)\n/,
+      / {2}quantize: +12 Linear layer\(s\) \(w4a16, int4 group 64 symmetric\)\n/,
     );
-    assert.match(text, /    model\.layers\.1\.self_attn\.q_proj\n/);
-    assert.match(text, /    lm_head \(matched --exclude\)\n/);
+    assert.match(text, / {4}model\.layers\.1\.self_attn\.q_proj\n/);
+    assert.match(text, / {4}lm_head \(matched --exclude\)\n/);
     assert.match(
       text,
-      /    model\.layers\.0\.mlp\.down_proj \(its 96 inputs are not a multiple of the 4-bit group size 64; --group-size 32 would fit it\)\n/,
+      / {4}model\.layers\.0\.mlp\.down_proj \(its 96 inputs are not a multiple of the 4-bit group size 64; --group-size 32 would fit it\)\n/,
     );
     assert.match(
       text,
-      /  output: +.*\(tinyq format\): model-00001-of-0000\d\.safetensors, .*model\.safetensors\.index\.json, config\.json\n/,
+      / {2}output: +.*\(tinyq format\): model-00001-of-0000\d\.safetensors, .*model\.safetensors\.index\.json, config\.json\n/,
     );
-    assert.match(text, /  copy: +.*tokenizer\.json\n/);
+    assert.match(text, / {2}copy: +.*tokenizer\.json\n/);
     // --json gives the same plan, and the shard names the real run writes.
     r = await runMain([
       "quantize",
@@ -106,8 +106,8 @@ Deno.test("quantize --dry-run shows a format's warnings and kept-float layers", 
       "compressed-tensors",
     ]);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /    lm_head \(.*\)\n/);
-    assert.match(r.stdout, /  warning: +/);
+    assert.match(r.stdout, / {4}lm_head \(.*\)\n/);
+    assert.match(r.stdout, / {2}warning: +/);
     assert.deepEqual(
       [...(await snapshot(dir)).keys()].every((k) => k.startsWith("m/")),
       true,

@@ -400,11 +400,28 @@ export class Checkpoint {
   plan(exclude: readonly string[] = []): TensorPlan[] {
     const excluded = excludeMatcher(exclude);
     const byPath = new Map(this.layers().map((l) => [l.path, l]));
+    const q = this.quantization;
+    const leftFloat = new Set(q?.excluded ?? []);
     return this.#entries.map((e): TensorPlan => {
       const [path, local] = this.#split(e.name);
       const layer = byPath.get(path)!;
       if (layer.quantized) {
         return { name: e.name, action: "quantized", reason: layer.reason };
+      }
+      // In a quantized checkpoint a float Linear was left so when it was
+      // written: nothing is to be quantized any more.
+      if (q && layer.linear && local === "weight") {
+        return leftFloat.has(layer.path)
+          ? {
+            name: e.name,
+            action: "exclude",
+            reason: `excluded when quantized (${q.library} ${q.method}), stored in float`,
+          }
+          : {
+            name: e.name,
+            action: "keep",
+            reason: `not quantized by ${q.library} ${q.method}, stored in float`,
+          };
       }
       if (layer.linear && local === "weight") {
         if (excluded(layer.path)) {

@@ -69,6 +69,11 @@ Options:
                             quanto: optimum-quanto qint8 + quanto_qmap.json
                               (w8a16/w8a32); GPT-2 Conv1D layers stay float
                               (quanto swaps only nn.Linear)
+      --force-mixed         compressed-tensors: write q/k/v_proj or gate/up_proj
+                            excluded in part although vLLM refuses that (by
+                            default an exact name splitting such a group is an
+                            error, and a glob naming a member excludes the
+                            whole group, with a note)
   -n, --dry-run             print what would be quantized, excluded and kept,
                             the output's size and files and the warnings;
                             write nothing
@@ -154,6 +159,7 @@ export function formatDryRun(r: QuantizeResult): string {
   if (r.outputExists) {
     lines.push(`  note:       ${r.output} exists; the real run needs --force`);
   }
+  for (const n of r.notes ?? []) lines.push(`  note:       ${n}`);
   for (const w of r.warnings) lines.push(`  warning:    ${w.message}`);
   return lines.join("\n") + "\n";
 }
@@ -163,12 +169,13 @@ export function formatDryRun(r: QuantizeResult): string {
  * what may stop the engines that load it from serving the output.
  */
 export function formatNotes(
-  r: Pick<QuantizeResult, "format" | "keptFloat" | "warnings">,
+  r: Pick<QuantizeResult, "format" | "keptFloat" | "warnings" | "notes">,
 ): string {
   // A model of odd shapes could print a line per layer: the first few say
   // what is wrong, --json and 'tinyq inspect' list them all.
   const shown = r.warnings.length > 10 ? r.warnings.slice(0, 8) : r.warnings;
   return [
+    ...(r.notes ?? []).map((n) => `tinyq: note: ${n}\n`),
     ...r.keptFloat.map((k) =>
       `tinyq: note: ${k.path} stays in float (${
         k.cause === "group-size" ? "" : `${r.format}: `
@@ -227,6 +234,7 @@ export async function quantizeCommand(
     force: { type: "boolean", short: "f" },
     json: { type: "boolean" },
     "dry-run": { type: "boolean", short: "n" },
+    "force-mixed": { type: "boolean" },
   }, {
     min: 1,
     max: 1,
@@ -258,6 +266,7 @@ export async function quantizeCommand(
       maxShardSize,
       force: flag(p, "force"),
       format,
+      forceMixed: flag(p, "force-mixed"),
       dryRun: true,
     });
     io.out(
@@ -279,6 +288,7 @@ export async function quantizeCommand(
         maxShardSize,
         force: flag(p, "force"),
         format,
+        forceMixed: flag(p, "force-mixed"),
         onProgress: (s) => bar.update(s),
         onTensor: verbose
           ? (e) =>

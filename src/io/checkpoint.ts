@@ -415,12 +415,14 @@ export class Checkpoint {
           ? {
             name: e.name,
             action: "exclude",
-            reason: `excluded when quantized (${q.library} ${q.method}), stored in float`,
+            reason:
+              `excluded when quantized (${q.library} ${q.method}), stored in float`,
           }
           : {
             name: e.name,
             action: "keep",
-            reason: `not quantized by ${q.library} ${q.method}, stored in float`,
+            reason:
+              `not quantized by ${q.library} ${q.method}, stored in float`,
           };
       }
       if (layer.linear && local === "weight") {

@@ -18,6 +18,7 @@ import { Checkpoint } from "./checkpoint.ts";
 import { type CheckpointMethod, weightSchemeOf } from "./weight_scheme.ts";
 import { CheckpointError } from "./_checkpoint_error.ts";
 import { splitByGroupSize } from "./_group_check.ts";
+import { settleFusedGroups } from "./_fused_groups.ts";
 import { specBytes } from "./_emit.ts";
 import { type InputGroup, writeOutput } from "./_output.ts";
 import {
@@ -70,6 +71,12 @@ export interface QuantizeCheckpointOptions {
   onTensor?: (e: TensorEvent) => void;
   /** Plan only: fill the result (layers, sizes, shard and file names, warnings) and write nothing. */
   dryRun?: boolean;
+  /**
+   * compressed-tensors: write a fused group (q/k/v_proj, gate/up_proj) that
+   * `exclude` leaves split, although vLLM refuses it. Default false: an
+   * exact name that splits a group is an error, a glob extends to the group.
+   */
+  forceMixed?: boolean;
 }
 
 /** A Linear layer the output format keeps in float. */
@@ -106,6 +113,8 @@ export interface QuantizeResult {
   keptFloat: KeptFloat[];
   /** What may stop the engines that load the format from serving the output. */
   warnings: FormatWarning[];
+  /** Decisions taken for the user, one line each (a fused group excluded whole). */
+  notes?: string[];
   /** Input tensors passed through unchanged (excluded weights and biases included). */
   kept: number;
   /** Output shard names. */
@@ -178,8 +187,20 @@ export async function quantizeCheckpoint(
         `${why}; refusing to quantize twice (quantize the original checkpoint)`,
       );
     }
-    const isExcluded = excludeMatcher(options.exclude ?? []);
     const linears = new Map(ckpt.linears().map((l) => [l.path, l]));
+    const notes: string[] = [];
+    let exclude = [...(options.exclude ?? [])];
+    if (format.name === "compressed-tensors") {
+      const settled = settleFusedGroups(
+        input,
+        [...linears.keys()],
+        exclude,
+        options.forceMixed ?? false,
+      );
+      exclude = [...exclude, ...settled.extra];
+      notes.push(...settled.notes);
+    }
+    const isExcluded = excludeMatcher(exclude);
     const quantized: string[] = [];
     const excluded: string[] = [];
     const keptFloat: KeptFloat[] = [];
@@ -318,6 +339,7 @@ export async function quantizeCheckpoint(
       excluded,
       keptFloat,
       warnings,
+      notes,
       kept: res.kept,
       shards: report.shards,
       copied: report.copied,

@@ -1,0 +1,168 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { makeDemoCheckpoint } from "../src/demo/demo_checkpoint.ts";
+import { Checkpoint } from "../src/io/checkpoint.ts";
+import { runMain, snapshot, withDir } from "./_checkpoint_fixtures.ts";
+
+Deno.test("makeDemoCheckpoint's default MLP size is the 680 its JSDoc says", async () => {
+  await withDir(async (dir) => {
+    await makeDemoCheckpoint(dir, { layers: 1, vocab: 16 });
+    const config = JSON.parse(
+      await Deno.readTextFile(join(dir, "config.json")),
+    );
+    assert.equal(config.hidden_size, 256);
+    assert.equal(config.intermediate_size, 680);
+    const src = await Deno.readTextFile(
+      new URL("../src/demo/demo_checkpoint.ts", import.meta.url),
+    );
+    assert.match(
+      src,
+      /MLP size \(default 8\/3 × hidden rounded to a multiple of 8: 680/,
+    );
+    assert.doesNotMatch(src, /688/);
+  });
+});
+
+Deno.test("inspect on tinyq and quanto outputs shows an excluded lm_head as exclude, stored in float", async () => {
+  await withDir(async (dir) => {
+    const m = join(dir, "m");
+    await makeDemoCheckpoint(m, { layers: 1, hidden: 16, vocab: 32 });
+    for (const format of ["tinyq", "quanto"]) {
+      const q = join(dir, format);
+      let r = await runMain([
+        "quantize",
+        m,
+        "-o",
+        q,
+        "-x",
+        "lm_head",
+        "--format",
+        format,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      r = await runMain(["inspect", q]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(
+        r.stdout,
+        /^lm_head\.weight .* exclude +excluded when quantized \(.*\), stored in float$/m,
+        format,
+      );
+      assert.doesNotMatch(r.stdout, / quantize +/, format);
+      r = await runMain(["inspect", q, "--json"]);
+      const tensors: { name: string; action: string }[] =
+        JSON.parse(r.stdout).tensors;
+      assert.equal(
+        tensors.find((t) => t.name === "lm_head.weight")?.action,
+        "exclude",
+      );
+      assert.ok(tensors.every((t) => t.action !== "quantize"), format);
+    }
+  });
+});
+
+Deno.test("compressed-tensors export of a tied-embedding model lists lm_head in ignore", async () => {
+  await withDir(async (dir) => {
+    const m = join(dir, "m");
+    await makeDemoCheckpoint(m, {
+      layers: 1,
+      hidden: 16,
+      vocab: 32,
+      tieEmbeddings: true,
+    });
+    const q = join(dir, "q");
+    const r = await runMain([
+      "quantize",
+      m,
+      "-o",
+      q,
+      "--format",
+      "compressed-tensors",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const qc = JSON.parse(await Deno.readTextFile(join(q, "config.json")))
+      .quantization_config;
+    assert.deepEqual(qc.ignore, ["lm_head"]);
+    using c = await Checkpoint.open(q);
+    assert.equal(
+      c.entry("lm_head.weight"),
+      undefined,
+      "tied: no lm_head tensor",
+    );
+  });
+});
+
+Deno.test("compressed-tensors: an exact --exclude splitting q/k/v or gate/up is an error; a glob excludes the whole group and says so; --force-mixed writes it", async () => {
+  await withDir(async (dir) => {
+    const m = join(dir, "m");
+    await makeDemoCheckpoint(m, { layers: 2, hidden: 16, vocab: 32 });
+    const before = await snapshot(dir);
+    let r = await runMain([
+      "quantize",
+      m,
+      "-o",
+      join(dir, "a"),
+      "--format",
+      "compressed-tensors",
+      "-x",
+      "q_proj",
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /--exclude leaves model\.layers\.0\.self_attn split: q_proj in float but k_proj, v_proj quantized; vLLM fuses q_proj\/k_proj\/v_proj and refuses a mixed group at load\. Exclude k_proj, v_proj too, or name a member with a glob \(--exclude '\*\*\.q_proj'\) to exclude each whole group, or pass --force-mixed to write it anyway\n$/,
+    );
+    assert.deepEqual(await snapshot(dir), before, "nothing written");
+    r = await runMain([
+      "quantize",
+      m,
+      "-o",
+      join(dir, "b"),
+      "--format",
+      "compressed-tensors",
+      "-x",
+      "**.q_proj",
+      "-x",
+      "model.layers.1.mlp.gate_*",
+      "--json",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stderr,
+      /^tinyq: note: --exclude \*\*\.q_proj names q_proj in 2 q_proj\/k_proj\/v_proj group\(s\); vLLM fuses them into one layer with one scheme, so k_proj, v_proj are excluded too$/m,
+    );
+    assert.match(
+      r.stderr,
+      /^tinyq: note: --exclude model\.layers\.1\.mlp\.gate_\* names gate_proj in 1 gate_proj\/up_proj group\(s\); .* so up_proj is excluded too$/m,
+    );
+    const j = JSON.parse(r.stdout);
+    for (const p of ["q_proj", "k_proj", "v_proj"]) {
+      assert.ok(j.excluded.includes(`model.layers.0.self_attn.${p}`), p);
+      assert.ok(j.excluded.includes(`model.layers.1.self_attn.${p}`), p);
+    }
+    assert.ok(j.excluded.includes("model.layers.1.mlp.up_proj"));
+    assert.ok(j.quantized.includes("model.layers.0.mlp.up_proj"));
+    assert.deepEqual(
+      j.warnings.filter((w: { message: string }) => /fuses/.test(w.message)),
+      [],
+    );
+    r = await runMain([
+      "quantize",
+      m,
+      "-o",
+      join(dir, "c"),
+      "--format",
+      "compressed-tensors",
+      "-x",
+      "q_proj",
+      "--force-mixed",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stderr,
+      /warning: model\.layers\.0\.self_attn: k_proj, v_proj quantized but q_proj in float; vLLM fuses/,
+    );
+    // The tinyq format has no such constraint: an exact name is fine.
+    r = await runMain(["quantize", m, "-o", join(dir, "d"), "-x", "q_proj"]);
+    assert.equal(r.code, 0, r.stderr);
+  });
+});

@@ -166,3 +166,56 @@ Deno.test("compressed-tensors: an exact --exclude splitting q/k/v or gate/up is 
     assert.equal(r.code, 0, r.stderr);
   });
 });
+
+Deno.test("dequantize --dtype f32 converts every float tensor and sets config.json torch_dtype", async () => {
+  await withDir(async (dir) => {
+    const m = join(dir, "m");
+    await makeDemoCheckpoint(m, { layers: 1, hidden: 16, vocab: 32 });
+    let r = await runMain([
+      "quantize",
+      m,
+      "-o",
+      join(dir, "q"),
+      "-x",
+      "lm_head",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await runMain([
+      "dequantize",
+      join(dir, "q"),
+      "-o",
+      join(dir, "d"),
+      "--dtype",
+      "f32",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /others: +\d+ float tensor\(s\) converted to f32/);
+    using d = await Checkpoint.open(join(dir, "d"));
+    using orig = await Checkpoint.open(m);
+    for (const e of d.entries) assert.equal(e.info.dtype, "f32", e.name);
+    assert.deepEqual(
+      d.entries.map((e) => e.name).sort(),
+      orig.entries.map((e) => e.name).sort(),
+    );
+    // Converted exactly: bf16 → f32 is lossless.
+    const norm = await d.read("model.norm.weight");
+    assert.deepEqual([...norm.data], [
+      ...(await orig.read("model.norm.weight")).toF32Array(),
+    ]);
+    const config = JSON.parse(
+      await Deno.readTextFile(join(dir, "d", "config.json")),
+    );
+    assert.equal(config.torch_dtype, "float32");
+    assert.equal(config.quantization_config, undefined);
+    // Without --dtype: weights back in bf16, other tensors untouched, torch_dtype kept.
+    r = await runMain(["dequantize", join(dir, "q"), "-o", join(dir, "e")]);
+    assert.equal(r.code, 0, r.stderr);
+    using e = await Checkpoint.open(join(dir, "e"));
+    for (const t of e.entries) assert.equal(t.info.dtype, "bf16", t.name);
+    assert.equal(
+      JSON.parse(await Deno.readTextFile(join(dir, "e", "config.json")))
+        .torch_dtype,
+      "bfloat16",
+    );
+  });
+});

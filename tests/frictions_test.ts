@@ -3,6 +3,11 @@ import { join } from "node:path";
 import { makeDemoCheckpoint } from "../src/demo/demo_checkpoint.ts";
 import { Checkpoint } from "../src/io/checkpoint.ts";
 import { runMain, snapshot, withDir } from "./_checkpoint_fixtures.ts";
+import {
+  compareFloatCheckpoints,
+  formatFloatCompare,
+} from "../src/cli/eval_float.ts";
+import { evaluateCheckpoints, formatEval } from "../src/cli/eval.ts";
 
 Deno.test("makeDemoCheckpoint's default MLP size is the 680 its JSDoc says", async () => {
   await withDir(async (dir) => {
@@ -217,5 +222,73 @@ Deno.test("dequantize --dtype f32 converts every float tensor and sets config.js
         .torch_dtype,
       "bfloat16",
     );
+  });
+});
+
+Deno.test("eval A B on two float checkpoints compares them tensor by tensor, in 80 columns", async () => {
+  await withDir(async (dir) => {
+    const m = join(dir, "model");
+    await makeDemoCheckpoint(m, { layers: 1, hidden: 16, vocab: 32 });
+    let r = await runMain(["quantize", m, "-o", join(dir, "q")]);
+    r = await runMain([
+      "dequantize",
+      join(dir, "q"),
+      "-o",
+      join(dir, "d"),
+      "--dtype",
+      "f32",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await runMain(["eval", m, join(dir, "d")]);
+    assert.equal(r.code, 0, r.stderr);
+    // The CLI fits the terminal (100 columns here); the formatter any width.
+    for (const line of r.stdout.split("\n")) {
+      assert.ok(line.length <= 100, line);
+    }
+    const report = await compareFloatCheckpoints(m, join(dir, "d"));
+    for (const line of formatFloatCompare(report, 80).split("\n")) {
+      assert.ok(line.length <= 80, line);
+    }
+    assert.match(r.stdout, /^tensor +shape +dtypes +max\|d\| +SNR dB +cos$/m);
+    assert.match(
+      r.stdout,
+      /mlp\.up_proj\.weight +\[\d+, 16\] +bf16\/f32 +\d\.\d\de-\d +\d+\.\d +0\.99\d+$/m,
+    );
+    assert.match(
+      r.stdout.replaceAll("\n  ", " "),
+      /verdict: CLOSE: of 12 tensors 0 byte-identical, 4 the same values in another dtype; the other 8 within \d+\.\d dB SNR or better\n$/,
+    );
+    // A tensor missing from one side, and one of another shape: DIFFER, exit 1.
+    const other = join(dir, "other");
+    await makeDemoCheckpoint(other, { layers: 1, hidden: 16, vocab: 48 });
+    r = await runMain(["eval", m, other, "--json"]);
+    assert.equal(r.code, 1);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.verdict, "differ");
+    assert.ok(
+      j.differ.some((d: { problem: string | null }) =>
+        /^shape \[32, 16\] vs \[48, 16\]$/.test(d.problem ?? "")
+      ),
+    );
+  });
+});
+
+Deno.test("eval A B shows a progress bar on a terminal, and its table fits 80 columns", async () => {
+  await withDir(async (dir) => {
+    const m = join(dir, "m");
+    await makeDemoCheckpoint(m, { layers: 2, hidden: 16, vocab: 32 });
+    await runMain(["quantize", m, "-o", join(dir, "q")]);
+    const r = await runMain(["eval", m, join(dir, "q")], true);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /\r\x1b\[2Keval \[#+-*\] +\d+% +\d+\/15 layers/);
+    assert.match(r.stderr, /15\/15 layers/);
+    const wide = r.stdout.split("\n").filter((l) => l.length > 100);
+    assert.deepEqual(wide, []);
+    const report = await evaluateCheckpoints(m, join(dir, "q"));
+    const narrow = formatEval(report, 80).split("\n").filter((l) =>
+      l.length > 80
+    );
+    assert.deepEqual(narrow, []);
+    assert.match(formatEval(report, 80), /^…\S*self_attn\.q_proj +\[16, 16\]/m);
   });
 });

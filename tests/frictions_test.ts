@@ -292,3 +292,34 @@ Deno.test("eval A B shows a progress bar on a terminal, and its table fits 80 co
     assert.match(formatEval(report, 80), /^…\S*self_attn\.q_proj +\[16, 16\]/m);
   });
 });
+
+Deno.test("without env permission nothing prints 'XDG_RUNTIME_DIR is invalid'; the backend line says why WebGPU was not probed", async () => {
+  const cli = new URL("../cli.ts", import.meta.url).pathname;
+  const model =
+    new URL("./fixtures/pytorch/llama_bin", import.meta.url).pathname;
+  const env: Record<string, string> = { NO_COLOR: "1" };
+  for (const k of ["HOME", "PATH", "DENO_DIR"]) {
+    const v = Deno.env.get(k);
+    if (v) env[k] = v;
+  }
+  for (const perms of [["--allow-read", "--allow-write"], ["-A"]]) {
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["run", ...perms, cli, "inspect", model],
+      clearEnv: true,
+      env,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(r.stderr);
+    const out = new TextDecoder().decode(r.stdout);
+    assert.equal(r.code, 0, err);
+    assert.doesNotMatch(err, /XDG_RUNTIME_DIR/, perms.join(" "));
+    assert.equal(err, "", perms.join(" "));
+    if (perms[0] !== "-A") {
+      assert.match(
+        out,
+        /^backend: +cpu \(WebGPU not probed: without env permission/m,
+      );
+    }
+  }
+});

@@ -11,7 +11,7 @@ import {
   Module,
   Quantizer,
   Tensor,
-  W8A16LinearLayer,
+  type W8A16LinearLayer,
 } from "@tinyq/tinyq";
 
 const model = new Module();

@@ -280,7 +280,8 @@ Deno.test("eval A B shows a progress bar on a terminal, and its table fits 80 co
     await runMain(["quantize", m, "-o", join(dir, "q")]);
     const r = await runMain(["eval", m, join(dir, "q")], true);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /\r\x1b\[2Keval \[#+-*\] +\d+% +\d+\/15 layers/);
+    assert.ok(r.stderr.startsWith("\r\x1b[2Keval ["), JSON.stringify(r.stderr));
+    assert.match(r.stderr, /eval \[#+-*\] +\d+% +\d+\/15 layers/);
     assert.match(r.stderr, /15\/15 layers/);
     const wide = r.stdout.split("\n").filter((l) => l.length > 100);
     assert.deepEqual(wide, []);

@@ -40,7 +40,7 @@ Deno.test("quantize --dry-run prints the plan, sizes, files and warnings and wri
     );
     assert.match(
       text,
-      / {2}quantize: +12 Linear layer\(s\) \(w4a16, int4 group 64 symmetric\)\n/,
+      / {2}quantize: +12 Linear layer\(s\) \(w4a16, 4-bit group 64 symmetric\)\n/,
     );
     assert.match(text, / {4}model\.layers\.1\.self_attn\.q_proj\n/);
     assert.match(text, / {4}lm_head \(matched --exclude\)\n/);

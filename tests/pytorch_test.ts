@@ -393,3 +393,51 @@ Deno.test("OPT and CodeGen checkpoints saved from transformers: inspect shows th
     }
   });
 });
+
+/** models/tinystories-656k with its weights as torch.save wrote them. */
+async function tinyStoriesBin(dir: string): Promise<string> {
+  const src = new URL("../models/tinystories-656k/", import.meta.url).pathname;
+  const out = join(dir, "tinystories-bin");
+  await Deno.mkdir(out);
+  for await (const e of Deno.readDir(src)) {
+    if (e.isFile && e.name !== "model.safetensors") {
+      await Deno.copyFile(join(src, e.name), join(out, e.name));
+    }
+  }
+  await Deno.copyFile(
+    join(FIX, "tinystories-656k.bin"),
+    join(out, "pytorch_model.bin"),
+  );
+  return out;
+}
+
+Deno.test("the real TinyStories-656K as pytorch_model.bin quantizes byte-identically to its model.safetensors", async () => {
+  await withDir(async (dir) => {
+    const bin = await tinyStoriesBin(dir);
+    const st = new URL("../models/tinystories-656k", import.meta.url).pathname;
+    using a = await Checkpoint.open(bin);
+    using b = await Checkpoint.open(st);
+    assert.deepEqual(
+      a.entries.map((e) => e.name),
+      b.entries.map((e) => e.name),
+    );
+    for (const e of b.entries) {
+      assert.deepEqual(await a.read(e.name), await b.read(e.name), e.name);
+    }
+    for (const flags of [["-x", "lm_head"], ["-m", "w4a16", "-g", "32"]]) {
+      const qa = join(dir, `qa${flags.length}`);
+      const qb = join(dir, `qb${flags.length}`);
+      assert.equal(
+        (await runMain(["quantize", bin, "-o", qa, ...flags])).code,
+        0,
+      );
+      assert.equal(
+        (await runMain(["quantize", st, "-o", qb, ...flags])).code,
+        0,
+      );
+      const sa = await snapshot(qa);
+      const sb = await snapshot(qb);
+      assert.deepEqual(sa, sb);
+    }
+  });
+});

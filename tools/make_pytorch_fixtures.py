@@ -120,6 +120,16 @@ def make_families():
         write_json(d / "config.json", config)
 
 
+def make_tinystories_bin():
+    """The committed TinyStories-656K as torch.save writes it (the weights of
+    models/tinystories-656k/model.safetensors, unchanged): the tests pair it
+    with that folder's config and tokenizer."""
+    from safetensors.torch import load_file
+
+    src = OUT.parent.parent.parent / "models" / "tinystories-656k" / "model.safetensors"
+    torch.save(load_file(src), OUT / "tinystories-656k.bin")
+
+
 def make_dtypes(gen):
     sd = {}
     sd["f32"] = torch.randn(3, 4, generator=gen)
@@ -233,6 +243,7 @@ def main():
     make_models(gen)
     make_dtypes(gen)
     make_families()
+    make_tinystories_bin()
     make_hostile()
     total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
     print(f"wrote {OUT} ({total} bytes)")

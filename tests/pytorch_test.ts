@@ -441,3 +441,42 @@ Deno.test("the real TinyStories-656K as pytorch_model.bin quantizes byte-identic
     }
   });
 });
+
+Deno.test("Linear weights stored as non-contiguous views quantize through the view, as their contiguous twins do", async () => {
+  await withDir(async (dir) => {
+    using v = await PytorchFile.open(
+      join(FIX, "views_bin", "pytorch_model.bin"),
+    );
+    for (
+      const n of ["a.weight", "b.weight", "c.weight", "c.bias", "n.weight"]
+    ) {
+      assert.ok(v.get(n)!.readRange, `${n} is a view`);
+    }
+    for (
+      const flags of [[], ["-m", "w4a16", "-g", "32", "--asymmetric"], [
+        "--max-shard-size",
+        "4KB",
+      ]]
+    ) {
+      const a = join(dir, `a${flags.length}`);
+      const b = join(dir, `b${flags.length}`);
+      let r = await runMain([
+        "quantize",
+        join(FIX, "views_bin"),
+        "-o",
+        a,
+        ...flags,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      r = await runMain([
+        "quantize",
+        join(FIX, "views_safetensors"),
+        "-o",
+        b,
+        ...flags,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(await snapshot(a), await snapshot(b), flags.join(" "));
+    }
+  });
+});

@@ -120,6 +120,29 @@ def make_families():
         write_json(d / "config.json", config)
 
 
+def make_views_model(gen):
+    """Linear weights that are non-contiguous views (a transpose, every other
+    row, a column slice) and a strided 1-D tensor, with a safetensors twin: the
+    streaming writer must read them through the view, block by block."""
+    big = torch.randn(48, 64, generator=gen).bfloat16()
+    rows = torch.randn(80, 32, generator=gen).bfloat16()
+    wide = torch.randn(16, 100, generator=gen).bfloat16()
+    sd = {
+        "a.weight": big.t(),  # [64, 48], strides (1, 64)
+        "b.weight": rows[::2],  # [40, 32], strides (64, 1)
+        "c.weight": wide[:, 4:68],  # [16, 64], offset 4, strides (100, 1)
+        "c.bias": torch.randn(200, generator=gen).bfloat16()[::2][:16],
+        "n.weight": torch.arange(64, dtype=torch.bfloat16)[::4],
+    }
+    for name, kind in [("views_bin", "bin"), ("views_safetensors", "st")]:
+        d = OUT / name
+        d.mkdir(parents=True, exist_ok=True)
+        if kind == "bin":
+            torch.save(sd, d / "pytorch_model.bin")
+        else:
+            save_file(contiguous_copy(sd), d / "model.safetensors", metadata={"format": "pt"})
+
+
 def make_tinystories_bin():
     """The committed TinyStories-656K as torch.save writes it (the weights of
     models/tinystories-656k/model.safetensors, unchanged): the tests pair it
@@ -156,6 +179,9 @@ def make_dtypes(gen):
     sd["tied.b"] = sd["tied.a"]
     sd["param"] = torch.nn.Parameter(torch.randn(2, generator=gen))  # _rebuild_parameter
     sd["expanded"] = torch.tensor([1.0, 2.0]).expand(3, 2)  # stride 0
+    cube = torch.arange(60, dtype=torch.float32).reshape(3, 4, 5)
+    sd["view.permuted3d"] = cube.permute(2, 0, 1)[1:, :, ::2]  # 3-D, every stride odd
+    sd["view.cube"] = cube
     torch.save(sd, OUT / "dtypes.bin")
     save_file(contiguous_copy({k: t.detach() for k, t in sd.items()}), OUT / "dtypes.safetensors")
 
@@ -223,11 +249,12 @@ def make_hostile():
     assert short != pkl
     fake_torch_zip(d / "storage_too_short.bin", short, extra={"archive/data/0": b"\x00" * 16})
     # Zips whose names leave the archive.
+    at = (1980, 1, 1, 0, 0, 0)
     with zipfile.ZipFile(d / "zip_escape.bin", "w") as z:
-        z.writestr("../../escape/data.pkl", b"\x80\x02}.")
-        z.writestr("../../escape/byteorder", "little")
+        z.writestr(zipfile.ZipInfo("../../escape/data.pkl", at), b"\x80\x02}.")
+        z.writestr(zipfile.ZipInfo("../../escape/byteorder", at), "little")
     with zipfile.ZipFile(d / "zip_absolute.bin", "w") as z:
-        z.writestr("/tmp/archive/data.pkl", b"\x80\x02}.")
+        z.writestr(zipfile.ZipInfo("/tmp/archive/data.pkl", at), b"\x80\x02}.")
     # Deflated instead of stored.
     fake_torch_zip(d / "deflated.bin", b"\x80\x02}.", compress=zipfile.ZIP_DEFLATED)
     # Not a state dict: a bare tensor, and a list.
@@ -244,6 +271,7 @@ def main():
     make_dtypes(gen)
     make_families()
     make_tinystories_bin()
+    make_views_model(gen)
     make_hostile()
     total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
     print(f"wrote {OUT} ({total} bytes)")

@@ -101,6 +101,7 @@ export class PytorchFile {
   #file: Deno.FsFile | null;
   #byName: Map<string, BinTensor>;
   #queue: Promise<unknown> = Promise.resolve();
+  #gathered: { name: string; bytes: Uint8Array } | null = null;
 
   private constructor(path: string, file: Deno.FsFile, tensors: BinTensor[]) {
     this.path = path;
@@ -240,6 +241,7 @@ export class PytorchFile {
   close(): void {
     this.#file?.close();
     this.#file = null;
+    this.#gathered = null;
   }
 
   /** Closes the file (for `using`). */
@@ -253,42 +255,51 @@ export class PytorchFile {
     start: number,
     length: number,
   ): Promise<Uint8Array> {
+    // The writer asks for a view block by block; gathering it once keeps the
+    // reads to one pass over its storage span (memory: this one tensor).
+    if (this.#gathered?.name !== t.info.name) {
+      this.#gathered = null;
+      this.#gathered = {
+        name: t.info.name,
+        bytes: await this.#materialize(file, t),
+      };
+    }
+    return this.#gathered.bytes.slice(start, start + length);
+  }
+
+  async #materialize(file: Deno.FsFile, t: BinTensor): Promise<Uint8Array> {
     const size = DTYPE_SIZE[t.info.dtype];
     const { shape, stride, offset } = t.ref;
-    const first = start / size;
-    const count = length / size;
-    // The storage span the wanted elements touch: from the first to the last.
-    const at = (flat: number): number => {
-      let e = offset;
-      for (let d = shape.length - 1; d >= 0; d--) {
-        const n = shape[d]!;
-        e += (flat % n) * stride[d]!;
-        flat = Math.floor(flat / n);
-      }
-      return e;
-    };
-    let lo = Infinity;
-    let hi = -Infinity;
-    // Strides are non-negative, so the extremes are at the ends of each row run;
-    // scanning the elements once is simplest and costs no more than the copy.
-    const index = new Array<number>(count);
-    for (let i = 0; i < count; i++) {
-      const e = at(first + i);
-      index[i] = e;
-      if (e < lo) lo = e;
-      if (e > hi) hi = e;
-    }
+    const out = new Uint8Array(new ArrayBuffer(t.info.byteLength));
+    if (out.byteLength === 0) return out;
+    // Strides are non-negative: the span runs from the first element to the last.
+    let last = offset;
+    for (let d = 0; d < shape.length; d++) last += (shape[d]! - 1) * stride[d]!;
     const span = await readExactly(
       file,
       this.path,
-      t.storageStart + lo * size,
-      (hi - lo + 1) * size,
+      t.storageStart + offset * size,
+      (last - offset + 1) * size,
       t.info.name,
     );
-    const out = new Uint8Array(new ArrayBuffer(length));
-    for (let i = 0; i < count; i++) {
-      const s = (index[i]! - lo) * size;
-      out.set(span.subarray(s, s + size), i * size);
+    // Walk the view in row-major order with an odometer over the indices.
+    const rank = shape.length;
+    const index = new Array<number>(rank).fill(0);
+    const inner = rank === 0 ? 1 : shape[rank - 1]!;
+    const innerStride = rank === 0 ? 0 : stride[rank - 1]! * size;
+    let base = 0; // element offset of the current row, relative to `offset`
+    for (let o = 0; o < out.byteLength;) {
+      let src = base * size;
+      for (let k = 0; k < inner; k++, o += size, src += innerStride) {
+        out.set(span.subarray(src, src + size), o);
+      }
+      for (let d = rank - 2; d >= 0; d--) {
+        index[d]!++;
+        base += stride[d]!;
+        if (index[d]! < shape[d]!) break;
+        base -= index[d]! * stride[d]!;
+        index[d] = 0;
+      }
     }
     return out;
   }

@@ -282,16 +282,26 @@ export class PytorchFile {
       (last - offset + 1) * size,
       t.info.name,
     );
-    // Walk the view in row-major order with an odometer over the indices.
+    // Walk the view in row-major order with an odometer over the indices,
+    // copying whole elements through views of the element's width.
+    const Elem = size === 1
+      ? Uint8Array
+      : size === 2
+      ? Uint16Array
+      : size === 4
+      ? Uint32Array
+      : BigUint64Array;
+    const src = new Elem(span.buffer as ArrayBuffer, 0, span.byteLength / size);
+    const dst = new Elem(out.buffer, 0, out.byteLength / size);
     const rank = shape.length;
     const index = new Array<number>(rank).fill(0);
     const inner = rank === 0 ? 1 : shape[rank - 1]!;
-    const innerStride = rank === 0 ? 0 : stride[rank - 1]! * size;
+    const innerStride = rank === 0 ? 0 : stride[rank - 1]!;
     let base = 0; // element offset of the current row, relative to `offset`
-    for (let o = 0; o < out.byteLength;) {
-      let src = base * size;
-      for (let k = 0; k < inner; k++, o += size, src += innerStride) {
-        out.set(span.subarray(src, src + size), o);
+    for (let o = 0; o < dst.length;) {
+      let e = base;
+      for (let k = 0; k < inner; k++, e += innerStride) {
+        (dst as Uint32Array)[o++] = (src as Uint32Array)[e]!;
       }
       for (let d = rank - 2; d >= 0; d--) {
         index[d]!++;

@@ -111,6 +111,10 @@ Deno.test("a sharded .bin with pytorch_model.bin.index.json quantizes to safeten
 Deno.test("inspect, eval and dequantize accept .bin folders and files", async () => {
   let r = await runMain(["inspect", join(FIX, "llama_bin")]);
   assert.equal(r.code, 0, r.stderr);
+  assert.match(
+    r.stdout,
+    /^.*llama_bin: folder, 1 shard\(s\), 12 tensors, .* \(PyTorch torch.save zip, read without running its pickle\)$/m,
+  );
   assert.match(r.stdout, /family: +llama/);
   assert.match(
     r.stdout,

@@ -6,6 +6,7 @@
 
 import { getBackend } from "../backend/select.ts";
 import { Checkpoint, formatLayer, type TensorPlan } from "../io/checkpoint.ts";
+import { PytorchFile } from "../io/tensor_file.ts";
 import type {
   CheckpointFormat,
   FormatLayer,
@@ -189,7 +190,11 @@ export async function inspectCommand(
         ? "single file"
         : `folder, ${ckpt.shardNames.length} shard(s)`
     }, ` +
-    `${rows.length} tensors, ${humanBytes(totalBytes)}\n`;
+    `${rows.length} tensors, ${humanBytes(totalBytes)}${
+      ckpt.shardNames.some((n) => ckpt.file(n) instanceof PytorchFile)
+        ? " (PyTorch torch.save zip, read without running its pickle)"
+        : ""
+    }\n`;
   text += `family:   ${ckpt.family ?? "generic"} (${ckpt.familySource})\n`;
   if (q) {
     text += `format:   ${format.name}\n`;

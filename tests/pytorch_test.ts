@@ -492,7 +492,8 @@ const RUNTIME = new URL("../src/models/load_causal_lm.ts", import.meta.url);
 const hasRuntime = await Deno.stat(RUNTIME).then(() => true, () => false);
 
 Deno.test({
-  name: "loadCausalLM on pytorch_model.bin (and on a cache id) gives the safetensors model's logits exactly",
+  name:
+    "loadCausalLM on pytorch_model.bin gives the safetensors model's logits exactly",
   ignore: !hasRuntime,
   fn: async () => {
     interface LM {
@@ -504,7 +505,8 @@ Deno.test({
     };
     await withDir(async (dir) => {
       const bin = await tinyStoriesBin(dir);
-      const st = new URL("../models/tinystories-656k", import.meta.url).pathname;
+      const st =
+        new URL("../models/tinystories-656k", import.meta.url).pathname;
       const ids = [1, 403, 407, 12, 99];
       const a = await loadCausalLM(bin, { backend: "cpu" });
       const b = await loadCausalLM(st, { backend: "cpu" });

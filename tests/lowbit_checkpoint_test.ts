@@ -24,9 +24,11 @@ import { W8A16LinearLayer } from "../src/quant/w8a16_linear_layer.ts";
 import { W8A32LinearLayer } from "../src/quant/w8a32_linear_layer.ts";
 import { W8A8LinearLayer } from "../src/quant/w8a8_linear_layer.ts";
 import { parseScheme } from "../src/cli/eval_schemes.ts";
+import { main } from "../cli.ts";
 import { findFormat } from "../src/io/formats/registry.ts";
 import { detectCompressedTensors } from "../src/io/formats/compressed_tensors_config.ts";
 import {
+  captureIO,
   quantizeOk,
   runMain,
   snapshot,
@@ -1004,7 +1006,27 @@ Deno.test("eval <original> prints one row per scheme: bits per weight, size, wei
     await model(dir);
     const m = join(dir, "m");
     const schemes = ["w8a16", "w8a8", "w8a16-asym", "w4a16-g32", "w4a16-asym"];
-    const r = await runMain([
+    // A terminal wide enough for the full table.
+    const io = captureIO();
+    io.columns = () => 200;
+    const code = await main([
+      "eval",
+      m,
+      "--schemes",
+      schemes.join(","),
+      "-x",
+      "lm_head",
+      "--backend",
+      "cpu",
+    ], io);
+    const r = { code, stdout: io.stdout, stderr: io.stderr };
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stdout,
+      /\nscheme +activations +bits\/W +size MiB +SNR\(W\) mean +SNR\(W\) min +max\|dW\| +err\(y\) mean +err\(y\) max +cos\(y\) min\n/,
+    );
+    // At 100 columns (the test terminal) the table is the compact one.
+    const narrow = await runMain([
       "eval",
       m,
       "--schemes",
@@ -1014,11 +1036,17 @@ Deno.test("eval <original> prints one row per scheme: bits per weight, size, wei
       "--backend",
       "cpu",
     ]);
-    assert.equal(r.code, 0, r.stderr);
     assert.match(
-      r.stdout,
-      /\nscheme +activations +bits\/W +size MiB +SNR\(W\) mean +SNR\(W\) min +max\|dW\| +err\(y\) mean +err\(y\) max +cos\(y\) min\n/,
+      narrow.stdout,
+      /\nscheme +bits\/W +MiB +SNR\(W\) +min +err\(y\) +max +cos min\n/,
     );
+    assert.match(
+      narrow.stdout,
+      /\nactivations: w8a16 bf16\/f16, w8a8 int8 per token, w4a16 bf16\/f16;/,
+    );
+    for (const line of narrow.stdout.split("\n")) {
+      assert.ok(line.length <= 100, line);
+    }
     // Bits per weight: int8 + f32 scale per row of 128 or 256 inputs; int4 + f32 per group.
     const row = (name: string) =>
       new RegExp(`\\n${name} +[^\\n]+\\n`).exec(r.stdout)?.[0] ?? "";

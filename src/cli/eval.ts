@@ -427,7 +427,7 @@ export async function evalCommand(
       flag(p, "json")
         ? JSON.stringify(report, (_k, v) => v === Infinity ? "inf" : v, 2) +
           "\n"
-        : formatSchemes(report),
+        : formatSchemes(report, Math.max(60, io.columns())),
     );
     return 0;
   }

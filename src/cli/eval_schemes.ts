@@ -30,7 +30,7 @@ import {
 import { excludeMatcher } from "../quant/replace.ts";
 import { seededNormals } from "../demo/demo_checkpoint.ts";
 import { type ErrorStats, errorStats, formatDb } from "./_error_stats.ts";
-import { formatTable } from "./tables.ts";
+import { formatTable, wrapText } from "./tables.ts";
 
 /** One scheme to try: a method, and for it a group size and zero points. */
 export interface SchemeSpec {
@@ -344,9 +344,40 @@ function pct(x: number): string {
 }
 
 /** The comparison as a table, one row per scheme, with a legend. */
-export function formatSchemes(r: SchemeReport): string {
+export function formatSchemes(r: SchemeReport, width = Infinity): string {
   const mib = (b: number) => (b / 2 ** 20).toFixed(2);
-  const table = formatTable(
+  const rows = [
+    [
+      "original",
+      "float",
+      r.originalBitsPerWeight.toFixed(2),
+      mib(r.originalBytes),
+      "",
+      "",
+      "",
+      "",
+      "",
+      "",
+    ],
+    ...r.rows.map((row) => [
+      row.scheme.name,
+      row.activations,
+      row.bitsPerWeight.toFixed(2),
+      mib(row.checkpointBytes),
+      formatDb(row.weightSnrMeanDb),
+      formatDb(row.weightSnrMinDb),
+      row.weightMaxAbs.toExponential(2),
+      pct(row.outputRelErrMean),
+      pct(row.outputRelErrMax),
+      row.outputCosineMin.toFixed(5),
+    ]),
+  ];
+  const align: ("left" | "right")[] = [
+    "left",
+    "left",
+    ...new Array<"right">(8).fill("right"),
+  ];
+  let table = formatTable(
     [
       "scheme",
       "activations",
@@ -359,60 +390,53 @@ export function formatSchemes(r: SchemeReport): string {
       "err(y) max",
       "cos(y) min",
     ],
-    [
-      [
-        "original",
-        "float",
-        r.originalBitsPerWeight.toFixed(2),
-        mib(r.originalBytes),
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-      ],
-      ...r.rows.map((row) => [
-        row.scheme.name,
-        row.activations,
-        row.bitsPerWeight.toFixed(2),
-        mib(row.checkpointBytes),
-        formatDb(row.weightSnrMeanDb),
-        formatDb(row.weightSnrMinDb),
-        row.weightMaxAbs.toExponential(2),
-        pct(row.outputRelErrMean),
-        pct(row.outputRelErrMax),
-        row.outputCosineMin.toFixed(5),
-      ]),
-    ],
-    [
-      "left",
-      "left",
-      "right",
-      "right",
-      "right",
-      "right",
-      "right",
-      "right",
-      "right",
-      "right",
-    ],
+    rows,
+    align,
   );
-  return `schemes: ${r.original}, ${r.layers} Linear layers${
+  let activations = "";
+  if (Math.max(...table.split("\n").map((l) => l.length)) > width) {
+    // Narrow terminal: short headers, activations in the legend, max|dW|
+    // left to --json.
+    const keep = [0, 2, 3, 4, 5, 7, 8, 9];
+    table = formatTable(
+      ["scheme", "bits/W", "MiB", "SNR(W)", "min", "err(y)", "max", "cos min"],
+      rows.map((row) => keep.map((i) => row[i]!)),
+      keep.map((i) => align[i]!),
+    );
+    const seen = new Map<string, string>();
+    for (const row of r.rows) {
+      seen.set(row.scheme.method, row.activations);
+    }
+    activations = wrapText(
+      `activations: ${
+        [...seen].map(([m, a]) => `${m} ${a}`).join(", ")
+      }; SNR(W) and err(y): mean, then worst layer; max|dW| in --json.`,
+      Math.min(width, 80),
+      "",
+    ) + "\n";
+  }
+  const w = Number.isFinite(width) ? width : Infinity;
+  const head = `schemes: ${r.original}, ${r.layers} Linear layers${
     r.excluded.length
       ? ` (${r.excluded.length} excluded: ${r.excluded.slice(0, 4).join(", ")}${
         r.excluded.length > 4 ? ", …" : ""
       })`
       : ""
-  }, ${r.tokens} random tokens per layer (seed ${r.seed})\n` +
-    `backend: ${r.backend.name} (${r.backend.reason})\n\n` + table +
+  }, ${r.tokens} random tokens per layer (seed ${r.seed})`;
+  return wrapText(head, w) + "\n" +
+    wrapText(`backend: ${r.backend.name} (${r.backend.reason})`, w) +
+    "\n\n" + table +
     "\nbits/W: stored bits per Linear weight, scales and zero points included;\n" +
     "size: the whole checkpoint quantized so. SNR(W): weight signal-to-noise\n" +
     "in dB (mean, worst layer); err(y): ||y_q - y|| / ||y|| of forward() against\n" +
     "the float layer (mean, worst layer); cos(y): worst layer.\n" +
+    activations +
     r.rows.filter((row) => row.keptFloat.length > 0).map((row) =>
-      `${row.scheme.name}: ${row.keptFloat.length} layer(s) kept in float (inputs not a multiple of ${row.scheme.groupSize}): ${
-        row.keptFloat.slice(0, 3).join(", ")
-      }${row.keptFloat.length > 3 ? ", …" : ""}\n`
+      wrapText(
+        `${row.scheme.name}: ${row.keptFloat.length} layer(s) kept in float (inputs not a multiple of ${row.scheme.groupSize}): ${
+          row.keptFloat.slice(0, 3).join(", ")
+        }${row.keptFloat.length > 3 ? ", …" : ""}`,
+        w,
+      ) + "\n"
     ).join("");
 }

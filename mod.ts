@@ -84,6 +84,14 @@ export {
   SafetensorsFile,
   writeSafetensors,
 } from "./src/io/safetensors.ts";
+export type * from "./src/io/tensor_file.ts";
+export { openTensorFile, PytorchFile } from "./src/io/tensor_file.ts";
+export type * from "./src/io/hf_cache.ts";
+export {
+  hubCacheDirs,
+  parseHubModelId,
+  resolveHubModel,
+} from "./src/io/hf_cache.ts";
 export * from "./src/backend/cpu.ts";
 export type * from "./src/io/checkpoint.ts";
 export { Checkpoint, CheckpointError } from "./src/io/checkpoint.ts";

@@ -179,7 +179,7 @@ Deno.test("missing input and a folder without safetensors are clear errors", asy
     r = await quantize(join(dir, "empty"), join(dir, "out"));
     assert.equal(
       r.stderr,
-      `tinyq quantize: error: ${dir}/empty: no model.safetensors, ${INDEX} or other .safetensors file in this folder\n`,
+      `tinyq quantize: error: ${dir}/empty: no model.safetensors, ${INDEX} or other .safetensors file in this folder (nor pytorch_model.bin or pytorch_model.bin.index.json)\n`,
     );
     assert.equal(r.code, 1);
     assert.deepEqual(await ls(dir), ["empty"]);

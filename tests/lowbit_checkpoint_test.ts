@@ -24,9 +24,11 @@ import { W8A16LinearLayer } from "../src/quant/w8a16_linear_layer.ts";
 import { W8A32LinearLayer } from "../src/quant/w8a32_linear_layer.ts";
 import { W8A8LinearLayer } from "../src/quant/w8a8_linear_layer.ts";
 import { parseScheme } from "../src/cli/eval_schemes.ts";
+import { main } from "../cli.ts";
 import { findFormat } from "../src/io/formats/registry.ts";
 import { detectCompressedTensors } from "../src/io/formats/compressed_tensors_config.ts";
 import {
+  captureIO,
   quantizeOk,
   runMain,
   snapshot,
@@ -858,7 +860,7 @@ Deno.test("--format compressed-tensors -m w8a8 writes int-quantized int8 weight 
 
 // ------------------------------------------------------------ bad input
 
-Deno.test("a group size that does not divide a layer's inputs fails before anything is written, naming tensor, sizes and the fix", async () => {
+Deno.test("a group size that does not divide a layer's inputs keeps that layer in float, naming each such layer and the sizes that fit", async () => {
   await withDir(async (dir) => {
     await makeDemoCheckpoint(join(dir, "m"), {
       layers: 1,
@@ -867,54 +869,44 @@ Deno.test("a group size that does not divide a layer's inputs fails before anyth
       vocab: 32,
     });
     const m = join(dir, "m");
-    let r = await runMain([
-      "quantize",
-      m,
-      "--out",
-      join(dir, "q"),
-      "-m",
-      "w4a16",
-    ]);
-    assert.equal(r.code, 1);
-    assert.equal(
-      r.stderr,
-      `tinyq quantize: error: ${m}: tensor "lm_head.weight": 64 input features are not a multiple of the group size 128; ` +
-        "use a smaller group (--group-size 32 or 64) or leave the layer in float (--exclude lm_head)\n",
-    );
-    r = await runMain([
-      "quantize",
-      m,
-      "--out",
-      join(dir, "q"),
-      "-m",
-      "w4a16",
-      "-g",
-      "64",
-    ]);
-    assert.equal(
-      r.stderr,
-      `tinyq quantize: error: ${m}: tensor "model.layers.0.mlp.down_proj.weight": 96 input features are not a multiple of the group size 64; ` +
-        "use a smaller group (--group-size 32) or leave the layer in float (--exclude model.layers.0.mlp.down_proj)\n",
-    );
-    const left = [];
-    for await (const e of Deno.readDir(dir)) left.push(e.name);
-    assert.deepEqual(left, ["m"], "no output, no temporary folder");
-    r = await quantizeOk(
-      m,
-      join(dir, "q"),
-      "-m",
-      "w4a16",
-      "-g",
-      "64",
-      "-x",
-      "down_proj",
-    );
-    // eval --schemes checks the same way, before any work.
-    r = await runMain(["eval", m, "--schemes", "w8a16,w4a16-g64"]);
-    assert.equal(r.code, 1);
+    // Group 128 fits no layer (inputs 64 and 96): every one is named.
+    let r = await quantizeOk(m, join(dir, "q128"), "-m", "w4a16", "--json");
+    const j = JSON.parse(r.stdout);
+    assert.deepEqual(j.quantized, []);
+    assert.equal(j.keptFloat.length, 8);
     assert.match(
       r.stderr,
-      /tensor "model\.layers\.0\.mlp\.down_proj\.weight": 96 input features/,
+      /^tinyq: note: model\.layers\.0\.self_attn\.q_proj stays in float \(its 64 inputs are not a multiple of the 4-bit group size 128; --group-size 32 or 64 would fit it\)$/m,
+    );
+    assert.match(
+      r.stderr,
+      /^tinyq: note: model\.layers\.0\.mlp\.down_proj stays in float \(its 96 inputs are not a multiple of the 4-bit group size 128; --group-size 32 would fit it\)$/m,
+    );
+    assert.equal(r.stderr.trim().split("\n").length, 8, r.stderr);
+    // Group 64: only down_proj (96 inputs) stays in float.
+    r = await quantizeOk(m, join(dir, "q"), "-m", "w4a16", "-g", "64");
+    assert.equal(
+      r.stderr,
+      "tinyq: note: model.layers.0.mlp.down_proj stays in float (its 96 inputs are not a multiple of the 4-bit group size 64; --group-size 32 would fit it)\n",
+    );
+    using q = await Checkpoint.open(join(dir, "q"));
+    assert.equal(q.quantization?.bits, 4);
+    assert.ok(
+      !q.quantization!.modules.includes("model.layers.0.mlp.down_proj"),
+    );
+    assert.ok(
+      q.quantization!.excluded.includes("model.layers.0.mlp.down_proj"),
+    );
+    assert.equal(
+      q.entry("model.layers.0.mlp.down_proj.weight")?.info.dtype,
+      "bf16",
+    );
+    // eval's scheme table runs every scheme; the misfits count as float.
+    r = await runMain(["eval", m, "--schemes", "w8a16,w4a16-g64"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stdout,
+      /w4a16-g64: 1 layer\(s\) kept in float \(inputs not a multiple of 64\): model\.layers\.0\.mlp\.down_proj\n/,
     );
   });
 });
@@ -1014,7 +1006,27 @@ Deno.test("eval <original> prints one row per scheme: bits per weight, size, wei
     await model(dir);
     const m = join(dir, "m");
     const schemes = ["w8a16", "w8a8", "w8a16-asym", "w4a16-g32", "w4a16-asym"];
-    const r = await runMain([
+    // A terminal wide enough for the full table.
+    const io = captureIO();
+    io.columns = () => 200;
+    const code = await main([
+      "eval",
+      m,
+      "--schemes",
+      schemes.join(","),
+      "-x",
+      "lm_head",
+      "--backend",
+      "cpu",
+    ], io);
+    const r = { code, stdout: io.stdout, stderr: io.stderr };
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stdout,
+      /\nscheme +activations +bits\/W +size MiB +SNR\(W\) mean +SNR\(W\) min +max\|dW\| +err\(y\) mean +err\(y\) max +cos\(y\) min\n/,
+    );
+    // At 100 columns (the test terminal) the table is the compact one.
+    const narrow = await runMain([
       "eval",
       m,
       "--schemes",
@@ -1024,11 +1036,17 @@ Deno.test("eval <original> prints one row per scheme: bits per weight, size, wei
       "--backend",
       "cpu",
     ]);
-    assert.equal(r.code, 0, r.stderr);
     assert.match(
-      r.stdout,
-      /\nscheme +activations +bits\/W +size MiB +SNR\(W\) mean +SNR\(W\) min +max\|dW\| +err\(y\) mean +err\(y\) max +cos\(y\) min\n/,
+      narrow.stdout,
+      /\nscheme +bits\/W +MiB +SNR\(W\) +min +err\(y\) +max +cos min\n/,
     );
+    assert.match(
+      narrow.stdout,
+      /\nactivations: w8a16 bf16\/f16, w8a8 int8 per token, w4a16 bf16\/f16;/,
+    );
+    for (const line of narrow.stdout.split("\n")) {
+      assert.ok(line.length <= 100, line);
+    }
     // Bits per weight: int8 + f32 scale per row of 128 or 256 inputs; int4 + f32 per group.
     const row = (name: string) =>
       new RegExp(`\\n${name} +[^\\n]+\\n`).exec(r.stdout)?.[0] ?? "";

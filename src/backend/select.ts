@@ -70,6 +70,23 @@ export function setBackend(
   active = null;
 }
 
+/**
+ * Whether the WebGPU probe can run without Mesa writing to stderr: off
+ * Linux always; on Linux when XDG_RUNTIME_DIR is set or may be set for the
+ * probe (env permission).
+ */
+function quietProbePossible(): boolean {
+  if (Deno.build.os !== "linux") return true;
+  try {
+    return Deno.permissions.querySync({
+      name: "env",
+      variable: "XDG_RUNTIME_DIR",
+    }).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
 async function choose(): Promise<Backend> {
   let { choice, source } = requested ?? { choice: "auto", source: "default" };
   if (!requested) {
@@ -81,6 +98,12 @@ async function choose(): Promise<Backend> {
   }
   if (choice === "cpu") {
     return new CpuBackend(`CPU kernels requested (${source})`);
+  }
+  if (choice === "auto" && !quietProbePossible()) {
+    return new CpuBackend(
+      "WebGPU not probed: without env permission Mesa's adapter probe prints " +
+        '"XDG_RUNTIME_DIR is invalid" twice (allow env, or ask for --backend webgpu)',
+    );
   }
   const probe = await probeWebGpu();
   if (choice === "webgpu") {

@@ -31,7 +31,10 @@ quanto_qmap.json are removed.
 
 Options:
   -o, --out <path>          output folder (or file); required
-      --dtype <d>           f32, f16 or bf16 (default: the original weights' dtype)
+      --dtype <d>           f32, f16 or bf16: every float tensor (embeddings,
+                            norms, biases too) in that dtype, and config.json's
+                            torch_dtype set to it (default: the restored weights
+                            in the original dtype, the rest unchanged)
       --max-shard-size <s>  re-shard the output (e.g. 2GB)
   -f, --force               replace an existing output
       --json                print the summary as JSON on stdout
@@ -89,6 +92,9 @@ export async function dequantizeCommand(
     io.out(
       `tinyq: dequantized ${r.input} -> ${r.output}\n` +
         `  layers:  ${r.dequantized.length} restored to ${r.dtype}\n` +
+        (r.converted > 0
+          ? `  others:  ${r.converted} float tensor(s) converted to ${r.dtype}\n`
+          : "") +
         `  size:    ${mib(r.inputBytes)} MiB -> ${mib(r.outputBytes)} MiB\n` +
         `  time:    ${seconds(r.seconds)}\n` +
         `  output:  ${r.shards.length} shard(s)\n`,

@@ -28,7 +28,9 @@ import {
   parseScheme,
 } from "./eval_schemes.ts";
 import { withProgress } from "./progress.ts";
-import { formatTable, shape } from "./tables.ts";
+import { formatTableFit, shape, wrapText } from "./tables.ts";
+import type { ProgressState } from "./progress.ts";
+import { compareFloatCheckpoints, formatFloatCompare } from "./eval_float.ts";
 
 /** `tinyq eval --help`. */
 export const EVAL_HELP = `Usage: tinyq eval <original> <quantized> [options]
@@ -42,6 +44,11 @@ the quantized layer, on the chosen backend). Also checks that every other
 tensor is byte-identical. Ends with a verdict: PASS (output SNR >= 30 dB
 everywhere; 15 dB for 4-bit weights), WARN (>= 20 dB; 10 dB for 4-bit),
 FAIL (worse, or a tensor changed); exit status 1 on FAIL.
+
+With two float checkpoints (neither quantized): compares them tensor by
+tensor, the second against the first: byte-identical tensors counted, the
+others with max |difference|, SNR and cosine, and the names in only one.
+Verdict IDENTICAL, CLOSE (every difference >= 30 dB SNR) or DIFFER (exit 1).
 
 With one checkpoint: quantizes it in memory under each scheme (nothing is
 written; each weight is read once) and prints one row per scheme: bits per
@@ -111,6 +118,8 @@ export interface EvalOptions {
   tokens?: number;
   /** Seed (default 0). */
   seed?: number;
+  /** Called after each layer (for a progress bar). */
+  onProgress?: (p: ProgressState) => void;
 }
 
 /**
@@ -146,6 +155,10 @@ export async function evaluateCheckpoints(
   const stored = new Set<string>();
   const layers: LayerEval[] = [];
   let index = 0;
+  const weightBytes = (p: string) =>
+    orig.entry(`${p}.weight`)?.info.byteLength ?? 0;
+  const bytesTotal = q.modules.reduce((s, p) => s + weightBytes(p), 0);
+  let bytesDone = 0;
   for (const path of q.modules) {
     for (const n of format.storedNames(path)) stored.add(n);
     const wName = `${path}.weight`;
@@ -206,6 +219,13 @@ export async function evaluateCheckpoints(
       shape: [out, inF],
       weight,
       output: errorStats(ref.toF32Array(), got.toF32Array()),
+    });
+    bytesDone += weightBytes(path);
+    options.onProgress?.({
+      bytesDone,
+      bytesTotal,
+      layersDone: layers.length,
+      layersTotal: q.modules.length,
     });
   }
   let identical = 0;
@@ -278,37 +298,39 @@ export async function evaluateCheckpoints(
   };
 }
 
-/** The report as a table plus the verdict line. */
-export function formatEval(r: EvalReport): string {
-  const table = formatTable(
-    [
-      "layer",
-      "shape",
-      "max|dW|",
-      "RMSE(W)",
-      "SNR(W) dB",
-      "cos(W)",
-      "SNR(y) dB",
-      "cos(y)",
-    ],
+/**
+ * The report as a table plus the verdict line, at most `width` columns wide
+ * (layer names lose their start first; RMSE and cos(W) are in `--json`).
+ */
+export function formatEval(r: EvalReport, width = 80): string {
+  const table = formatTableFit(
+    ["layer", "shape", "max|dW|", "SNR(W) dB", "SNR(y) dB", "cos(y)"],
     r.layers.map((l) => [
       l.path,
       shape(l.shape),
       l.weight.maxAbs.toExponential(2),
-      l.weight.rmse.toExponential(2),
       formatDb(l.weight.snrDb),
-      l.weight.cosine.toFixed(6),
       formatDb(l.output.snrDb),
       l.output.cosine.toFixed(6),
     ]),
-    ["left", "left", "right", "right", "right", "right", "right", "right"],
+    ["left", "left", "right", "right", "right", "right"],
+    width,
   );
-  return `eval: ${r.quantized} (${r.method}) against ${r.original}\n` +
-    `backend: ${r.backend.name} (${r.backend.reason})\n\n` + table +
+  return wrapText(
+    `eval: ${r.quantized} (${r.method}) against ${r.original}`,
+    width,
+  ) + "\n" +
+    wrapText(`backend: ${r.backend.name} (${r.backend.reason})`, width) +
+    "\n\n" + table +
     (r.changed.length
       ? `\nchanged:\n${r.changed.map((c) => `  ${c}\n`).join("")}`
       : "") +
-    `\nverdict: ${r.verdictLine}\n`;
+    `\n${wrapText(`verdict: ${r.verdictLine}`, width)}\n`;
+}
+
+async function isQuantized(path: string): Promise<boolean> {
+  using c = await Checkpoint.open(path);
+  return c.quantization !== null || c.alreadyQuantized() !== null;
 }
 
 /** Applies `--backend`, or leaves the environment's choice. */
@@ -405,18 +427,33 @@ export async function evalCommand(
       flag(p, "json")
         ? JSON.stringify(report, (_k, v) => v === Infinity ? "inf" : v, 2) +
           "\n"
-        : formatSchemes(report),
+        : formatSchemes(report, Math.max(60, io.columns())),
     );
     return 0;
   }
-  const r = await evaluateCheckpoints(p.positionals[0]!, p.positionals[1]!, {
-    ...(tokens !== undefined ? { tokens } : {}),
-    ...(seed !== undefined ? { seed } : {}),
-  });
-  io.out(
-    flag(p, "json")
-      ? JSON.stringify(r, (_k, v) => v === Infinity ? "inf" : v, 2) + "\n"
-      : formatEval(r),
+  const [a, b] = [p.positionals[0]!, p.positionals[1]!];
+  const json = (x: unknown) =>
+    JSON.stringify(x, (_k, v) => v === Infinity ? "inf" : v, 2) + "\n";
+  const width = Math.max(60, io.columns());
+  if (!(await isQuantized(a)) && !(await isQuantized(b))) {
+    const f = await withProgress(
+      io,
+      "compare",
+      (bar) => compareFloatCheckpoints(a, b, (s) => bar.update(s)),
+    );
+    io.out(flag(p, "json") ? json(f) : formatFloatCompare(f, width));
+    return f.verdict === "differ" ? 1 : 0;
+  }
+  const r = await withProgress(
+    io,
+    "eval",
+    (bar) =>
+      evaluateCheckpoints(a, b, {
+        ...(tokens !== undefined ? { tokens } : {}),
+        ...(seed !== undefined ? { seed } : {}),
+        onProgress: (s) => bar.update(s),
+      }),
   );
+  io.out(flag(p, "json") ? json(r) : formatEval(r, width));
   return r.verdict === "fail" ? 1 : 0;
 }

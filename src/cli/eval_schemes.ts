@@ -16,7 +16,7 @@ import { DTYPE_SIZE, type FloatDType, isFloatDType } from "../dtype.ts";
 import { Checkpoint, CheckpointError } from "../io/checkpoint.ts";
 import { CheckpointTensor } from "../io/checkpoint_tensor.ts";
 import { tinyqFormat } from "../io/formats/tinyq.ts";
-import { checkGroupSizes } from "../io/group_check.ts";
+import { splitByGroupSize } from "../io/group_check.ts";
 import { Linear } from "../linear.ts";
 import { numel, Tensor } from "../tensor.ts";
 import { INT4_GROUP_SIZES } from "../quant/int4.ts";
@@ -30,7 +30,7 @@ import {
 import { excludeMatcher } from "../quant/replace.ts";
 import { seededNormals } from "../demo/demo_checkpoint.ts";
 import { type ErrorStats, errorStats, formatDb } from "./_error_stats.ts";
-import { formatTable } from "./tables.ts";
+import { formatTable, wrapText } from "./tables.ts";
 
 /** One scheme to try: a method, and for it a group size and zero points. */
 export interface SchemeSpec {
@@ -136,8 +136,10 @@ export interface SchemeRow {
   outputRelErrMax: number;
   /** Cosine of quantized and float outputs: the worst layer. */
   outputCosineMin: number;
-  /** Per-layer figures. */
+  /** Per-layer figures (of the layers quantized). */
   layers: { path: string; weight: ErrorStats; output: ErrorStats }[];
+  /** Layers this scheme keeps in float: 4-bit groups do not divide their inputs. */
+  keptFloat: string[];
 }
 
 /** What {@linkcode compareSchemes} found. */
@@ -208,16 +210,17 @@ export async function compareSchemes(
   const all = ckpt.linears();
   const linears = all.filter((l) => !isExcluded(l.path));
   const excluded = all.filter((l) => isExcluded(l.path)).map((l) => l.path);
-  const groups = new Set(
-    specs.flatMap((s) => s.groupSize === null ? [] : [s.groupSize]),
+  // Per scheme, the layers its 4-bit groups cannot split: kept in float, as
+  // `quantize` would keep them, so they count at their float size.
+  const misfits = specs.map((s) =>
+    s.groupSize === null ? new Set<string>() : new Set(
+      splitByGroupSize(
+        originalPath,
+        linears.map((l) => ({ path: l.path, inFeatures: l.inFeatures! })),
+        s.groupSize,
+      ).misfits.map((m) => m.path),
+    )
   );
-  for (const g of groups) {
-    checkGroupSizes(
-      originalPath,
-      linears.map((l) => ({ path: l.path, inFeatures: l.inFeatures! })),
-      g,
-    );
-  }
   const info = await getBackend();
   const originalBytes = ckpt.entries.reduce((s, e) => s + e.info.byteLength, 0);
   let weightBytes = 0;
@@ -239,6 +242,7 @@ export async function compareSchemes(
     outputRelErrMax: 0,
     outputCosineMin: 1,
     layers: [],
+    keptFloat: [],
   }));
   for (const [index, l] of linears.entries()) {
     const entry = ckpt.entry(`${l.path}.weight`)!;
@@ -265,6 +269,11 @@ export async function compareSchemes(
     const ref = (await float.forward(x16.to("f32"))).toF32Array();
     float.dispose();
     for (const [i, s] of specs.entries()) {
+      if (misfits[i]!.has(l.path)) {
+        rows[i]!.keptFloat.push(l.path);
+        stored[i]! += entry.info.byteLength;
+        continue;
+      }
       const layer = new METHODS[s.method].layer(inF, out, {
         bias: false,
         ...(s.groupSize !== null ? { groupSize: s.groupSize } : {}),
@@ -300,6 +309,8 @@ export async function compareSchemes(
     const n = Math.max(1, ls.length);
     row.bitsPerWeight = params ? (stored[i]! * 8) / params : 0;
     row.checkpointBytes = originalBytes - weightBytes + stored[i]!;
+    // Every layer kept in float: no error at all.
+    if (ls.length === 0) row.weightSnrMeanDb = Infinity;
     for (const l of ls) {
       const rel = relErr(l.output);
       row.weightSnrMeanDb += l.weight.snrDb / n;
@@ -333,9 +344,40 @@ function pct(x: number): string {
 }
 
 /** The comparison as a table, one row per scheme, with a legend. */
-export function formatSchemes(r: SchemeReport): string {
+export function formatSchemes(r: SchemeReport, width = Infinity): string {
   const mib = (b: number) => (b / 2 ** 20).toFixed(2);
-  const table = formatTable(
+  const rows = [
+    [
+      "original",
+      "float",
+      r.originalBitsPerWeight.toFixed(2),
+      mib(r.originalBytes),
+      "",
+      "",
+      "",
+      "",
+      "",
+      "",
+    ],
+    ...r.rows.map((row) => [
+      row.scheme.name,
+      row.activations,
+      row.bitsPerWeight.toFixed(2),
+      mib(row.checkpointBytes),
+      formatDb(row.weightSnrMeanDb),
+      formatDb(row.weightSnrMinDb),
+      row.weightMaxAbs.toExponential(2),
+      pct(row.outputRelErrMean),
+      pct(row.outputRelErrMax),
+      row.outputCosineMin.toFixed(5),
+    ]),
+  ];
+  const align: ("left" | "right")[] = [
+    "left",
+    "left",
+    ...new Array<"right">(8).fill("right"),
+  ];
+  let table = formatTable(
     [
       "scheme",
       "activations",
@@ -348,55 +390,53 @@ export function formatSchemes(r: SchemeReport): string {
       "err(y) max",
       "cos(y) min",
     ],
-    [
-      [
-        "original",
-        "float",
-        r.originalBitsPerWeight.toFixed(2),
-        mib(r.originalBytes),
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-      ],
-      ...r.rows.map((row) => [
-        row.scheme.name,
-        row.activations,
-        row.bitsPerWeight.toFixed(2),
-        mib(row.checkpointBytes),
-        formatDb(row.weightSnrMeanDb),
-        formatDb(row.weightSnrMinDb),
-        row.weightMaxAbs.toExponential(2),
-        pct(row.outputRelErrMean),
-        pct(row.outputRelErrMax),
-        row.outputCosineMin.toFixed(5),
-      ]),
-    ],
-    [
-      "left",
-      "left",
-      "right",
-      "right",
-      "right",
-      "right",
-      "right",
-      "right",
-      "right",
-      "right",
-    ],
+    rows,
+    align,
   );
-  return `schemes: ${r.original}, ${r.layers} Linear layers${
+  let activations = "";
+  if (Math.max(...table.split("\n").map((l) => l.length)) > width) {
+    // Narrow terminal: short headers, activations in the legend, max|dW|
+    // left to --json.
+    const keep = [0, 2, 3, 4, 5, 7, 8, 9];
+    table = formatTable(
+      ["scheme", "bits/W", "MiB", "SNR(W)", "min", "err(y)", "max", "cos min"],
+      rows.map((row) => keep.map((i) => row[i]!)),
+      keep.map((i) => align[i]!),
+    );
+    const seen = new Map<string, string>();
+    for (const row of r.rows) {
+      seen.set(row.scheme.method, row.activations);
+    }
+    activations = wrapText(
+      `activations: ${
+        [...seen].map(([m, a]) => `${m} ${a}`).join(", ")
+      }; SNR(W) and err(y): mean, then worst layer; max|dW| in --json.`,
+      Math.min(width, 80),
+      "",
+    ) + "\n";
+  }
+  const w = Number.isFinite(width) ? width : Infinity;
+  const head = `schemes: ${r.original}, ${r.layers} Linear layers${
     r.excluded.length
       ? ` (${r.excluded.length} excluded: ${r.excluded.slice(0, 4).join(", ")}${
         r.excluded.length > 4 ? ", …" : ""
       })`
       : ""
-  }, ${r.tokens} random tokens per layer (seed ${r.seed})\n` +
-    `backend: ${r.backend.name} (${r.backend.reason})\n\n` + table +
+  }, ${r.tokens} random tokens per layer (seed ${r.seed})`;
+  return wrapText(head, w) + "\n" +
+    wrapText(`backend: ${r.backend.name} (${r.backend.reason})`, w) +
+    "\n\n" + table +
     "\nbits/W: stored bits per Linear weight, scales and zero points included;\n" +
     "size: the whole checkpoint quantized so. SNR(W): weight signal-to-noise\n" +
     "in dB (mean, worst layer); err(y): ||y_q - y|| / ||y|| of forward() against\n" +
-    "the float layer (mean, worst layer); cos(y): worst layer.\n";
+    "the float layer (mean, worst layer); cos(y): worst layer.\n" +
+    activations +
+    r.rows.filter((row) => row.keptFloat.length > 0).map((row) =>
+      wrapText(
+        `${row.scheme.name}: ${row.keptFloat.length} layer(s) kept in float (inputs not a multiple of ${row.scheme.groupSize}): ${
+          row.keptFloat.slice(0, 3).join(", ")
+        }${row.keptFloat.length > 3 ? ", …" : ""}`,
+        w,
+      ) + "\n"
+    ).join("");
 }

@@ -6,6 +6,7 @@
 
 import { getBackend } from "../backend/select.ts";
 import { Checkpoint, formatLayer, type TensorPlan } from "../io/checkpoint.ts";
+import { PytorchFile } from "../io/tensor_file.ts";
 import type {
   CheckpointFormat,
   FormatLayer,
@@ -22,7 +23,8 @@ import { formatTable, humanBytes, mib, shape } from "./tables.ts";
 /** `tinyq inspect --help`. */
 export const INSPECT_HELP = `Usage: tinyq inspect <input> [options]
 
-Lists the tensors of a safetensors checkpoint (name, dtype, shape, bytes),
+Lists the tensors of a checkpoint (safetensors, pytorch_model.bin, or a
+Hugging Face id in the local cache): name, dtype, shape, bytes;
 which ones quantize would convert and why (the model family's table from
 config.json, or the generic rule), the quantization recorded in an already
 quantized checkpoint (${
@@ -72,7 +74,7 @@ export async function inspectCommand(
   }, {
     min: 1,
     max: 1,
-    names: "<input> (a model folder or .safetensors file)",
+    names: "<input> (a model folder, .safetensors or .bin file, or owner/name)",
   });
   if (flag(p, "help")) {
     io.out(INSPECT_HELP);
@@ -188,7 +190,11 @@ export async function inspectCommand(
         ? "single file"
         : `folder, ${ckpt.shardNames.length} shard(s)`
     }, ` +
-    `${rows.length} tensors, ${humanBytes(totalBytes)}\n`;
+    `${rows.length} tensors, ${humanBytes(totalBytes)}${
+      ckpt.shardNames.some((n) => ckpt.file(n) instanceof PytorchFile)
+        ? " (PyTorch torch.save zip, read without running its pickle)"
+        : ""
+    }\n`;
   text += `family:   ${ckpt.family ?? "generic"} (${ckpt.familySource})\n`;
   if (q) {
     text += `format:   ${format.name}\n`;

@@ -22,16 +22,21 @@ import { mib, seconds, shape } from "./tables.ts";
 export const QUANTIZE_HELP =
   `Usage: tinyq quantize <input> --out <path> [options]
 
-Quantizes the Linear layers of a safetensors checkpoint (int8 with one f32
-scale per output channel, or 4-bit in groups along the input) and writes a
-new checkpoint, streaming a block of rows at a time. <input> is a
-model folder (model.safetensors, or shards + model.safetensors.index.json) or
-one .safetensors file. The output keeps the shard plan, gets config.json with
+Quantizes the Linear layers of a checkpoint (int8 with one f32 scale per
+output channel, or 4-bit in groups along the input) and writes a new
+safetensors checkpoint, streaming a block of rows at a time. <input> is a
+model folder (model.safetensors, or shards + model.safetensors.index.json;
+pytorch_model.bin, or shards + pytorch_model.bin.index.json, whose pickles
+are read without running anything), one .safetensors or .bin file, or a
+Hugging Face id owner/name[@revision] already in the local cache
+($HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub; nothing is
+downloaded). The output keeps the shard plan, gets config.json with
 a quantization_config block and the input folder's other files; it appears
 only when complete. Embeddings, norms and 1-D tensors are never quantized;
 which tensors are Linear comes from config.json's model_type (llama, mistral,
-qwen2, gemma, phi3, gpt2, bert) or a generic rule (see 'tinyq inspect'). A
-config.json that is not valid JSON is an error, not a silent fallback.
+qwen2, gemma, phi3, gpt2, opt, codegen, bert) or a generic rule (see 'tinyq
+inspect'). A config.json that is not valid JSON is an error, not a silent
+fallback.
 
 Options:
   -o, --out <path>          output folder (or file, for a file input); required
@@ -41,8 +46,9 @@ Options:
                             w4a16: 4-bit weights, one f32 scale per group of
                             inputs (about 4.25 bits per weight at group 128)
   -g, --group-size <n>      inputs per 4-bit group, w4a16 only: 32, 64 or 128
-                            (default 128); every quantized layer's input size
-                            must be a multiple of it (checked before writing)
+                            (default 128); a layer whose input size it does not
+                            divide stays in float, named in a note (quanto
+                            lowers the group size for it instead)
       --asymmetric          store zero points: per row (int8) or per group
                             (int4), for weights not centred on 0
                             ('tinyq eval <input>' compares every scheme)
@@ -64,6 +70,14 @@ Options:
                             quanto: optimum-quanto qint8 + quanto_qmap.json
                               (w8a16/w8a32); GPT-2 Conv1D layers stay float
                               (quanto swaps only nn.Linear)
+      --force-mixed         compressed-tensors: write q/k/v_proj or gate/up_proj
+                            excluded in part although vLLM refuses that (by
+                            default an exact name splitting such a group is an
+                            error, and a glob naming a member excludes the
+                            whole group, with a note)
+  -n, --dry-run             print what would be quantized, excluded and kept,
+                            the output's size and files and the warnings;
+                            write nothing
   -f, --force               replace an existing output
       --json                print the summary as JSON on stdout
   -v, --verbose             one line per tensor; stack traces on errors
@@ -119,19 +133,54 @@ export function formatQuantizeSummary(r: QuantizeResult): string {
   return lines.join("\n") + "\n";
 }
 
+/** What `quantize --dry-run` prints: the plan, nothing done. */
+export function formatDryRun(r: QuantizeResult): string {
+  const why = new Map(r.keptFloat.map((k) => [k.path, k.reason]));
+  const lines = [
+    `tinyq: dry run, nothing written: quantize ${r.input} -> ${r.output}`,
+    `  family:     ${r.family ?? "generic"} (${r.familySource})`,
+    `  quantize:   ${r.quantized.length} Linear layer(s) (${r.method}, ${
+      describeScheme(r.scheme)
+    })`,
+    ...r.quantized.map((p) => `    ${p}`),
+    `  exclude:    ${r.excluded.length} Linear layer(s) left in float`,
+    ...r.excluded.map((p) =>
+      `    ${p} (${why.has(p) ? why.get(p) : "matched --exclude"})`
+    ),
+    `  keep:       ${r.kept - r.excluded.length} other tensor(s) as they are`,
+    `  size:       ${mib(r.inputBytes)} MiB -> ${mib(r.outputBytes)} MiB (${
+      bpw(r.inputBytes, r.parameters)
+    } -> ${bpw(r.outputBytes, r.parameters)} BPW)`,
+    `  output:     ${r.output} (${r.format} format): ${
+      [...r.shards, ...(r.files ?? [])].join(", ")
+    }`,
+  ];
+  if (r.copied.length) lines.push(`  copy:       ${r.copied.join(", ")}`);
+  for (const s of r.skipped) lines.push(`  not copied: ${s}`);
+  if (r.outputExists) {
+    lines.push(`  note:       ${r.output} exists; the real run needs --force`);
+  }
+  for (const n of r.notes ?? []) lines.push(`  note:       ${n}`);
+  for (const w of r.warnings) lines.push(`  warning:    ${w.message}`);
+  return lines.join("\n") + "\n";
+}
+
 /**
  * The stderr lines about the output format: layers it keeps in float, and
  * what may stop the engines that load it from serving the output.
  */
 export function formatNotes(
-  r: Pick<QuantizeResult, "format" | "keptFloat" | "warnings">,
+  r: Pick<QuantizeResult, "format" | "keptFloat" | "warnings" | "notes">,
 ): string {
   // A model of odd shapes could print a line per layer: the first few say
   // what is wrong, --json and 'tinyq inspect' list them all.
   const shown = r.warnings.length > 10 ? r.warnings.slice(0, 8) : r.warnings;
   return [
+    ...(r.notes ?? []).map((n) => `tinyq: note: ${n}\n`),
     ...r.keptFloat.map((k) =>
-      `tinyq: note: ${k.path} stays in float (${r.format}: ${k.reason})\n`
+      `tinyq: note: ${k.path} stays in float (${
+        k.cause === "group-size" ? "" : `${r.format}: `
+      }${k.reason})\n`
     ),
     ...shown.map((w) => `tinyq: warning: ${w.message}\n`),
     ...(shown.length < r.warnings.length
@@ -185,10 +234,12 @@ export async function quantizeCommand(
     format: { type: "string" },
     force: { type: "boolean", short: "f" },
     json: { type: "boolean" },
+    "dry-run": { type: "boolean", short: "n" },
+    "force-mixed": { type: "boolean" },
   }, {
     min: 1,
     max: 1,
-    names: "<input> (a model folder or .safetensors file)",
+    names: "<input> (a model folder, .safetensors or .bin file, or owner/name)",
   });
   if (flag(p, "help")) {
     io.out(QUANTIZE_HELP);
@@ -207,6 +258,25 @@ export async function quantizeCommand(
     throw new UsageError("quantize", "--exclude needs a module name or glob");
   }
   const verbose = flag(p, "verbose");
+  if (flag(p, "dry-run")) {
+    const plan = await quantizeCheckpoint(p.positionals[0]!, out, {
+      method: methodText,
+      ...(groupSize !== undefined ? { groupSize } : {}),
+      asymmetric: flag(p, "asymmetric"),
+      exclude,
+      maxShardSize,
+      force: flag(p, "force"),
+      format,
+      forceMixed: flag(p, "force-mixed"),
+      dryRun: true,
+    });
+    io.out(
+      flag(p, "json")
+        ? JSON.stringify(quantizeJson(plan), null, 2) + "\n"
+        : formatDryRun(plan),
+    );
+    return 0;
+  }
   const result = await withProgress(
     io,
     "quantize",
@@ -219,6 +289,7 @@ export async function quantizeCommand(
         maxShardSize,
         force: flag(p, "force"),
         format,
+        forceMixed: flag(p, "force-mixed"),
         onProgress: (s) => bar.update(s),
         onTensor: verbose
           ? (e) =>

@@ -54,3 +54,51 @@ export function seconds(s: number): string {
 export function shape(s: readonly number[]): string {
   return `[${s.join(", ")}]`;
 }
+
+/** `text` cut to `width` characters from the left, `…` marking the cut. */
+export function clipLeft(text: string, width: number): string {
+  return text.length <= width
+    ? text
+    : `…${text.slice(text.length - width + 1)}`;
+}
+
+/**
+ * {@linkcode formatTable} narrowed to `width` columns where it can be: the
+ * first column's cells lose their start (`…layers.7.mlp.up_proj`), down to
+ * `minFirst` characters.
+ */
+export function formatTableFit(
+  header: readonly string[],
+  rows: readonly (readonly string[])[],
+  align: readonly Align[],
+  width: number,
+  minFirst = 16,
+): string {
+  const widths = header.map((h, i) =>
+    Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length))
+  );
+  const total = widths.reduce((s, w) => s + w, 0) + 2 * (widths.length - 1);
+  const over = total - width;
+  if (over <= 0) return formatTable(header, rows, align);
+  const first = Math.max(minFirst, header[0]!.length, widths[0]! - over);
+  return formatTable(
+    header,
+    rows.map((r) => [clipLeft(r[0] ?? "", first), ...r.slice(1)]),
+    align,
+  );
+}
+
+/** Wraps `text` at spaces to lines of at most `width`, later lines indented by `indent`. */
+export function wrapText(text: string, width: number, indent = "  "): string {
+  const out: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    const next = line === "" ? word : `${line} ${word}`;
+    if (next.length > width && line !== "" && line.trim() !== "") {
+      out.push(line);
+      line = indent + word;
+    } else line = next;
+  }
+  out.push(line);
+  return out.join("\n");
+}

@@ -18,7 +18,10 @@ export interface DemoCheckpointOptions {
   layers?: number;
   /** Hidden size (default 256). */
   hidden?: number;
-  /** MLP size (default 688, about 8/3 × hidden as in Llama). */
+  /**
+   * MLP size (default 8/3 × hidden rounded to a multiple of 8: 680 for the
+   * default hidden 256; Llama itself rounds up to a multiple of 256, 768).
+   */
   intermediate?: number;
   /** Vocabulary size (default 2048). */
   vocab?: number;

@@ -6,11 +6,12 @@
  * @module
  */
 
-import type { SafetensorsFile, TensorInfo } from "./safetensors.ts";
+import type { TensorInfo } from "./safetensors.ts";
+import type { TensorFile } from "./tensor_file.ts";
 import type { Checkpoint, CheckpointEntry } from "./checkpoint.ts";
 import { EXPORT_METADATA_KEY } from "./formats/_export.ts";
 import type { Unit } from "./_shard_writer.ts";
-import { INDEX_NAME } from "./_folder.ts";
+import { INDEX_NAME, PYTORCH_INDEX_NAME } from "./_folder.ts";
 import type { OutputJob } from "./_output_dir.ts";
 
 /**
@@ -18,7 +19,7 @@ import type { OutputJob } from "./_output_dir.ts";
  * the quantization it records, then `extra`.
  */
 export function shardMetadata(
-  file: SafetensorsFile | null,
+  file: TensorFile | null,
   extra: Readonly<Record<string, string>> = {},
 ): Map<string, string> {
   const m = new Map<string, string>([["format", "pt"]]);
@@ -63,6 +64,7 @@ export function jobInput(
     consumed: new Set([
       ...ckpt.shardNames,
       INDEX_NAME,
+      PYTORCH_INDEX_NAME,
       "config.json",
       ...alsoConsumed,
     ]),

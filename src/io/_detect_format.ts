@@ -6,7 +6,8 @@
  */
 
 import { join } from "node:path";
-import type { SafetensorsFile, TensorInfo } from "./safetensors.ts";
+import type { TensorInfo } from "./safetensors.ts";
+import type { TensorFile } from "./tensor_file.ts";
 import type {
   CheckpointFormat,
   QuantizationSummary,
@@ -35,7 +36,7 @@ export interface DetectedQuantization {
  */
 export async function detectQuantization(
   layout: Layout,
-  files: ReadonlyMap<string, SafetensorsFile>,
+  files: ReadonlyMap<string, TensorFile>,
   shardOf: ReadonlyMap<string, string>,
   tensors: ReadonlyMap<string, TensorInfo>,
   formats: readonly CheckpointFormat[],
@@ -99,7 +100,7 @@ async function quantizedShapes(
   summary: QuantizationSummary,
   format: CheckpointFormat,
   tensors: ReadonlyMap<string, TensorInfo>,
-  files: ReadonlyMap<string, SafetensorsFile>,
+  files: ReadonlyMap<string, TensorFile>,
   shardOf: ReadonlyMap<string, string>,
 ): Promise<Map<string, [number, number]>> {
   const read = async (name: string) => {

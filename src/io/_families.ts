@@ -90,6 +90,38 @@ export const FAMILIES: readonly Family[] = [
     transposed: ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"],
   },
   {
+    // facebook/opt-*: q/k/v/out_proj and fc1/fc2 with biases; opt-350m adds
+    // project_in/project_out between the 512-wide embeddings and the layers.
+    name: "opt",
+    modelTypes: ["opt"],
+    architectures: /^OPT(ForCausalLM|Model|For\w+)$/,
+    linear: [
+      "self_attn.q_proj",
+      "self_attn.k_proj",
+      "self_attn.v_proj",
+      "self_attn.out_proj",
+      "fc1",
+      "fc2",
+      "decoder.project_in",
+      "decoder.project_out",
+      "lm_head",
+    ],
+  },
+  {
+    // Salesforce/codegen-*: one fused qkv_proj, GPT-J-style fc_in/fc_out,
+    // and an lm_head with a bias; attn.causal_mask/masked_bias are buffers.
+    name: "codegen",
+    modelTypes: ["codegen"],
+    architectures: /^CodeGen(ForCausalLM|Model)$/,
+    linear: [
+      "attn.qkv_proj",
+      "attn.out_proj",
+      "mlp.fc_in",
+      "mlp.fc_out",
+      "lm_head",
+    ],
+  },
+  {
     name: "bert",
     modelTypes: ["bert"],
     architectures: /^Bert(Model|For\w+)$/,

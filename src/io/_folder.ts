@@ -1,7 +1,9 @@
 /**
  * Finding the files of a checkpoint: a folder with `model.safetensors`, a
- * folder with shards and `model.safetensors.index.json`, or one
- * `.safetensors` file. Every path named by the index is checked to stay inside
+ * folder with shards and `model.safetensors.index.json`, one `.safetensors`
+ * file, or the same in PyTorch's format (`pytorch_model.bin`, shards with
+ * `pytorch_model.bin.index.json`, one `.bin` file). Safetensors win where a
+ * folder has both, as in transformers. Every path named by the index is checked to stay inside
  * the folder before anything is opened.
  *
  * @module
@@ -13,11 +15,27 @@ import {
   osReason,
   unlessNotFound,
 } from "./_checkpoint_error.ts";
+import { parseHubModelId, resolveHubModel } from "./hf_cache.ts";
 
 /** The name of the shard index. */
 export const INDEX_NAME = "model.safetensors.index.json";
 /** The name of a single-file checkpoint in a folder. */
 export const SINGLE_NAME = "model.safetensors";
+/** The shard index of a PyTorch checkpoint. */
+export const PYTORCH_INDEX_NAME = "pytorch_model.bin.index.json";
+/** A single-file PyTorch checkpoint in a folder. */
+export const PYTORCH_SINGLE_NAME = "pytorch_model.bin";
+
+/**
+ * The output name of input shard `name`: safetensors shards keep theirs,
+ * `pytorch_model.bin` becomes `model.safetensors` and
+ * `pytorch_model-00001-of-00002.bin` `model-00001-of-00002.safetensors`.
+ */
+export function outputShardName(name: string): string {
+  if (name.endsWith(".safetensors")) return name;
+  const stem = name.replace(/\.(bin|pt|pth)$/, "");
+  return `${stem.replace(/^pytorch_model(?=$|-)/, "model")}.safetensors`;
+}
 
 /** Where a checkpoint's files are. */
 export interface Layout {
@@ -31,6 +49,8 @@ export interface Layout {
   readonly shardNames: readonly string[];
   /** The index's tensor → shard map, or null without an index. */
   readonly weightMap: ReadonlyMap<string, string> | null;
+  /** The index's file name, or null without an index. */
+  readonly indexName: string | null;
   /** The parsed `config.json`, or null when there is none (or for a file). */
   readonly config: Record<string, unknown> | null;
 }
@@ -126,8 +146,11 @@ export async function readConfig(
   return config;
 }
 
-async function readIndex(dir: string): Promise<Map<string, string>> {
-  const path = join(dir, INDEX_NAME);
+async function readIndex(
+  dir: string,
+  indexName: string,
+): Promise<Map<string, string>> {
+  const path = join(dir, indexName);
   const raw = await readJson(path, path);
   if (!isPlainObject(raw) || !isPlainObject(raw.weight_map)) {
     throw new CheckpointError(path, `has no "weight_map" object`);
@@ -156,6 +179,10 @@ export async function locate(input: string): Promise<Layout> {
     info = await Deno.stat(input);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
+      // Not a path: a Hugging Face id (`owner/name[@rev]`) is looked up in the cache.
+      if (parseHubModelId(input)) {
+        return await locate(await resolveHubModel(input));
+      }
       throw new CheckpointError(input, "no such file or folder");
     }
     throw new CheckpointError(input, `cannot read: ${osReason(e)}`);
@@ -167,6 +194,7 @@ export async function locate(input: string): Promise<Layout> {
       dir: dirname(input),
       shardNames: [basename(input)],
       weightMap: null,
+      indexName: null,
       config: null,
     };
   }
@@ -174,32 +202,27 @@ export async function locate(input: string): Promise<Layout> {
     throw new CheckpointError(input, "is neither a file nor a folder");
   }
   const config = await readConfig(input);
-  if (await unlessNotFound(Deno.stat(join(input, INDEX_NAME)))) {
-    const weightMap = await readIndex(input);
-    const names = [...new Set(weightMap.values())].sort();
-    const blame = join(input, INDEX_NAME);
-    for (const n of names) {
-      await insidePath(input, n, "weight_map names the shard", blame);
-    }
-    return {
-      input,
-      kind: "folder",
-      dir: input,
-      shardNames: names,
-      weightMap,
-      config,
-    };
+  const folder = (
+    shardNames: string[],
+    weightMap: Map<string, string> | null = null,
+    indexName: string | null = null,
+  ): Layout => ({
+    input,
+    kind: "folder",
+    dir: input,
+    shardNames,
+    weightMap,
+    indexName,
+    config,
+  });
+  const exists = async (name: string) =>
+    await unlessNotFound(Deno.stat(join(input, name))) !== null;
+  for (const indexName of [INDEX_NAME]) {
+    if (await exists(indexName)) return await indexed(input, indexName, folder);
   }
-  if (await unlessNotFound(Deno.stat(join(input, SINGLE_NAME)))) {
+  if (await exists(SINGLE_NAME)) {
     await insidePath(input, SINGLE_NAME, "the file", join(input, SINGLE_NAME));
-    return {
-      input,
-      kind: "folder",
-      dir: input,
-      shardNames: [SINGLE_NAME],
-      weightMap: null,
-      config,
-    };
+    return folder([SINGLE_NAME]);
   }
   const found: string[] = [];
   try {
@@ -210,9 +233,18 @@ export async function locate(input: string): Promise<Layout> {
     throw new CheckpointError(input, `cannot list the folder: ${osReason(e)}`);
   }
   if (found.length === 0) {
+    if (await exists(PYTORCH_INDEX_NAME)) {
+      return await indexed(input, PYTORCH_INDEX_NAME, folder);
+    }
+    if (await exists(PYTORCH_SINGLE_NAME)) {
+      const path = join(input, PYTORCH_SINGLE_NAME);
+      await insidePath(input, PYTORCH_SINGLE_NAME, "the file", path);
+      return folder([PYTORCH_SINGLE_NAME]);
+    }
     throw new CheckpointError(
       input,
-      `no ${SINGLE_NAME}, ${INDEX_NAME} or other .safetensors file in this folder`,
+      `no ${SINGLE_NAME}, ${INDEX_NAME} or other .safetensors file in this folder` +
+        ` (nor ${PYTORCH_SINGLE_NAME} or ${PYTORCH_INDEX_NAME})`,
     );
   }
   if (found.length > 1) {
@@ -227,12 +259,23 @@ export async function locate(input: string): Promise<Layout> {
     );
   }
   await insidePath(input, found[0]!, "the file", join(input, found[0]!));
-  return {
-    input,
-    kind: "folder",
-    dir: input,
-    shardNames: found,
-    weightMap: null,
-    config,
-  };
+  return folder(found);
+}
+
+async function indexed(
+  input: string,
+  indexName: string,
+  folder: (
+    names: string[],
+    map: Map<string, string>,
+    indexName: string,
+  ) => Layout,
+): Promise<Layout> {
+  const weightMap = await readIndex(input, indexName);
+  const names = [...new Set(weightMap.values())].sort();
+  const blame = join(input, indexName);
+  for (const n of names) {
+    await insidePath(input, n, "weight_map names the shard", blame);
+  }
+  return folder(names, weightMap, indexName);
 }

@@ -18,7 +18,12 @@ import {
 } from "./_shard_writer.ts";
 import { Readers } from "./_serial_file.ts";
 import { specBytes } from "./formats/format.ts";
-import { INDEX_NAME, insidePath, SINGLE_NAME } from "./_folder.ts";
+import {
+  INDEX_NAME,
+  insidePath,
+  outputShardName,
+  SINGLE_NAME,
+} from "./_folder.ts";
 import { shardName, splitBySize } from "./_sharding.ts";
 
 /** Units of one input shard, with that shard's metadata. */
@@ -59,6 +64,8 @@ export interface OutputJob {
   readonly format: CheckpointFormat;
   /** Progress callbacks. */
   readonly hooks?: EmitHooks;
+  /** Plan only: report the shards and files, write nothing. */
+  readonly dryRun?: boolean;
 }
 
 /** What {@linkcode writeOutput} wrote. */
@@ -71,6 +78,8 @@ export interface OutputReport {
   copied: string[];
   /** Files of the input folder not copied, with the reason. */
   skipped: string[];
+  /** Other files written: index, config.json, the format's extra files (filled by a dry run). */
+  files: string[];
 }
 
 // Weights in other formats would be unquantized copies next to ours.
@@ -79,7 +88,7 @@ const OTHER_WEIGHTS =
 
 async function copyOthers(
   src: string,
-  dst: string,
+  dst: string | null,
   rel: string,
   root: string,
   consumed: ReadonlySet<string>,
@@ -104,12 +113,12 @@ async function copyOthers(
       continue;
     }
     if (e.isDirectory) {
-      await Deno.mkdir(join(dst, r));
+      if (dst !== null) await Deno.mkdir(join(dst, r));
       await copyOthers(src, dst, r, root, consumed, report);
     } else if (e.isSymlink && (await Deno.stat(join(src, r))).isDirectory) {
       report.skipped.push(`${r} (symlinked folder)`);
     } else {
-      await Deno.copyFile(join(src, r), join(dst, r));
+      if (dst !== null) await Deno.copyFile(join(src, r), join(dst, r));
       report.copied.push(r);
     }
   }
@@ -134,7 +143,7 @@ export async function writeOutput(job: OutputJob): Promise<OutputReport> {
       metadata: meta,
     }));
   } else {
-    shards = job.groups.map((g) => ({ ...g }));
+    shards = job.groups.map((g) => ({ ...g, name: outputShardName(g.name) }));
   }
   if (job.kind === "file" && shards.length !== 1) {
     throw new CheckpointError(
@@ -147,6 +156,7 @@ export async function writeOutput(job: OutputJob): Promise<OutputReport> {
     tensorBytes: 0,
     copied: [],
     skipped: [],
+    files: [],
   };
   const weightMap: [string, string][] = [];
   for (const s of shards) {
@@ -156,6 +166,23 @@ export async function writeOutput(job: OutputJob): Promise<OutputReport> {
         report.tensorBytes += specBytes(t);
       }
     }
+  }
+  if (job.dryRun) {
+    if (job.kind === "folder" && (shards.length > 1 || job.indexed)) {
+      report.files.push(INDEX_NAME);
+    }
+    if (job.kind === "folder" && job.config) report.files.push("config.json");
+    if (job.kind === "folder") {
+      report.files.push(...Object.keys(job.extraFiles));
+    }
+    if (job.inputDir !== null && job.kind === "folder") {
+      const consumed = new Set([
+        ...job.consumed,
+        ...Object.keys(job.extraFiles),
+      ]);
+      await copyOthers(job.inputDir, null, "", job.inputDir, consumed, report);
+    }
+    return report;
   }
   const readers = new Readers();
   try {

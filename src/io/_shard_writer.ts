@@ -309,7 +309,9 @@ export async function writeShard(
         ? (s as { rowStart: number }).rowStart * s.unit.inFeatures *
           DTYPE_SIZE[s.unit.dtype]
         : 0);
-    const p = readers.read(src, offset, s.length, info.name);
+    const p = info.readRange
+      ? info.readRange(offset - info.byteOffset, s.length)
+      : readers.read(src, offset, s.length, info.name);
     p.catch(() => {});
     reads[i] = p;
   };

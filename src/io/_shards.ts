@@ -6,7 +6,7 @@
  */
 
 import { join } from "node:path";
-import { SafetensorsFile } from "./safetensors.ts";
+import { openTensorFile, type TensorFile } from "./tensor_file.ts";
 import type { CheckpointEntry } from "./checkpoint_entry.ts";
 import { CheckpointError } from "./_checkpoint_error.ts";
 import { INDEX_NAME, type Layout } from "./_folder.ts";
@@ -18,7 +18,7 @@ import { INDEX_NAME, type Layout } from "./_folder.ts";
  */
 export async function openShards(
   layout: Layout,
-  files: Map<string, SafetensorsFile>,
+  files: Map<string, TensorFile>,
 ): Promise<{ entries: CheckpointEntry[]; shardOf: Map<string, string> }> {
   const entries: CheckpointEntry[] = [];
   const shardOf = new Map<string, string>();
@@ -26,7 +26,7 @@ export async function openShards(
     const filePath = layout.kind === "file"
       ? layout.input
       : join(layout.dir, shard);
-    const f = await SafetensorsFile.open(filePath);
+    const f = await openTensorFile(filePath);
     files.set(shard, f);
     for (const info of f.tensors) {
       const other = shardOf.get(info.name);
@@ -42,7 +42,8 @@ export async function openShards(
     }
   }
   if (layout.weightMap) {
-    const indexPath = join(layout.dir, INDEX_NAME);
+    const indexName = layout.indexName ?? INDEX_NAME;
+    const indexPath = join(layout.dir, indexName);
     for (const [name, shard] of layout.weightMap) {
       if (shardOf.get(name) !== shard) {
         throw new CheckpointError(
@@ -56,7 +57,7 @@ export async function openShards(
       if (!layout.weightMap.has(e.name)) {
         throw new CheckpointError(
           join(layout.dir, e.shard),
-          `is not in the weight_map of ${INDEX_NAME}`,
+          `is not in the weight_map of ${indexName}`,
           e.name,
         );
       }

@@ -8,7 +8,8 @@
  *
  * Which tensors are Linear: a table of families read from `config.json`
  * (`model_type`, else `architectures`): llama, mistral, qwen2, gemma/gemma2,
- * phi3, gpt2 (Conv1D weights stored [in, out], transposed on the way in), bert.
+ * phi3, gpt2 (Conv1D weights stored [in, out], transposed on the way in),
+ * opt, codegen, bert.
  * Any other model uses the generic rule: a module whose only tensors are a
  * 2-D float `weight` and optionally a matching 1-D `bias`, with no children,
  * whose name does not say embedding, norm or position. Embeddings, norms and
@@ -35,7 +36,7 @@ import { INT8_PER_ROW } from "../quant/layouts.ts";
 import { W4A16LinearLayer } from "../quant/w4a16_linear_layer.ts";
 import { dequantizeInt4 } from "../quant/int4.ts";
 import type { Int4Weight } from "../backend/backend.ts";
-import type { SafetensorsFile } from "./safetensors.ts";
+import type { TensorFile } from "./tensor_file.ts";
 import type {
   CheckpointFormat,
   DecodedLinear,
@@ -185,7 +186,7 @@ export class Checkpoint {
   /** The format that wrote the quantization, or null. */
   readonly format: CheckpointFormat | null;
 
-  #files: Map<string, SafetensorsFile>;
+  #files: Map<string, TensorFile>;
   #entries: CheckpointEntry[];
   #byName: Map<string, CheckpointEntry>;
   #choice: FamilyChoice;
@@ -197,7 +198,7 @@ export class Checkpoint {
 
   private constructor(
     layout: Layout,
-    files: Map<string, SafetensorsFile>,
+    files: Map<string, TensorFile>,
     entries: CheckpointEntry[],
     quantization: DetectedQuantization | null,
   ) {
@@ -249,7 +250,7 @@ export class Checkpoint {
     formats: readonly CheckpointFormat[] = FORMATS,
   ): Promise<Checkpoint> {
     const layout = await locate(path);
-    const files = new Map<string, SafetensorsFile>();
+    const files = new Map<string, TensorFile>();
     try {
       const { entries, shardOf } = await openShards(layout, files);
       const quantization = await detectQuantization(
@@ -277,7 +278,7 @@ export class Checkpoint {
   }
 
   /** The open file of shard `name`. */
-  file(shard: string): SafetensorsFile {
+  file(shard: string): TensorFile {
     const f = this.#files.get(shard);
     if (!f) {
       throw new CheckpointError(
@@ -418,11 +419,30 @@ export class Checkpoint {
   plan(exclude: readonly string[] = []): TensorPlan[] {
     const excluded = excludeMatcher(exclude);
     const byPath = new Map(this.layers().map((l) => [l.path, l]));
+    const q = this.quantization;
+    const leftFloat = new Set(q?.excluded ?? []);
     return this.#entries.map((e): TensorPlan => {
       const [path, local] = this.#split(e.name);
       const layer = byPath.get(path)!;
       if (layer.quantized) {
         return { name: e.name, action: "quantized", reason: layer.reason };
+      }
+      // In a quantized checkpoint a float Linear was left so when it was
+      // written: nothing is to be quantized any more.
+      if (q && layer.linear && local === "weight") {
+        return leftFloat.has(layer.path)
+          ? {
+            name: e.name,
+            action: "exclude",
+            reason:
+              `excluded when quantized (${q.library} ${q.method}), stored in float`,
+          }
+          : {
+            name: e.name,
+            action: "keep",
+            reason:
+              `not quantized by ${q.library} ${q.method}, stored in float`,
+          };
       }
       if (layer.linear && local === "weight") {
         if (excluded(layer.path)) {

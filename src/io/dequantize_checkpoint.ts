@@ -26,7 +26,11 @@ export type { CheckpointProgress, TensorEvent } from "./_progress.ts";
 
 /** Options of {@linkcode dequantizeCheckpoint}. */
 export interface DequantizeCheckpointOptions {
-  /** Dtype of the restored weights (default: the original one, else f32). */
+  /**
+   * Dtype of the output (default: the restored weights in the original
+   * dtype, else f32, and every other tensor as it is). Given, every float
+   * tensor is converted to it and `config.json`'s `torch_dtype` says so.
+   */
   dtype?: FloatDType;
   /** Replace an existing output. */
   force?: boolean;
@@ -48,6 +52,8 @@ export interface DequantizeResult {
   dtype: FloatDType;
   /** Layers restored to float. */
   dequantized: string[];
+  /** Other float tensors converted to `dtype` (an explicit `dtype` converts every one). */
+  converted: number;
   /** Output shard names. */
   shards: string[];
   /** Sum of the input tensors' bytes. */
@@ -56,6 +62,22 @@ export interface DequantizeResult {
   outputBytes: number;
   /** Wall time in seconds. */
   seconds: number;
+}
+
+const TORCH_DTYPE: Readonly<Record<FloatDType, string>> = {
+  f32: "float32",
+  f16: "float16",
+  bf16: "bfloat16",
+};
+
+/** `config` saying its weights are `dtype` (`torch_dtype`, and transformers 5's `dtype`). */
+function withTorchDtype(
+  config: Record<string, unknown>,
+  dtype: FloatDType,
+): Record<string, unknown> {
+  const c = { ...config, torch_dtype: TORCH_DTYPE[dtype] };
+  if ("dtype" in c) c.dtype = TORCH_DTYPE[dtype];
+  return c;
 }
 
 function toDtypeBytes(w: Float32Array, dtype: FloatDType): Uint8Array {
@@ -133,12 +155,26 @@ export async function dequantizeCheckpoint(
     }));
     const groupOf = new Map(groups.map((g) => [g.name, g]));
     let inputBytes = 0;
+    const convertedNames = new Set<string>();
     for (const e of ckpt.entries) {
       inputBytes += e.info.byteLength;
       const path = stored.get(e.name);
       const g = groupOf.get(e.shard)!;
       if (path === undefined) {
-        g.units.push(copyUnit(ckpt, e));
+        // An explicit --dtype converts every float tensor, not only the
+        // restored Linear weights: the output is one dtype throughout.
+        if (
+          options.dtype && isFloatDType(e.info.dtype) &&
+          e.info.dtype !== dtype
+        ) {
+          convertedNames.add(e.name);
+          g.units.push({
+            kind: "produce",
+            label: e.name,
+            specs: [{ name: e.name, dtype, shape: e.info.shape }],
+            produce: async () => [(await ckpt.read(e.name)).to(dtype).bytes()],
+          });
+        } else g.units.push(copyUnit(ckpt, e));
         continue;
       }
       if (e.name !== anchors.get(path)) continue;
@@ -168,7 +204,10 @@ export async function dequantizeCheckpoint(
       groups,
       q.modules.length,
       options,
-      (u) => u.kind === "produce" ? "dequantized" : "kept",
+      (u) =>
+        u.kind === "produce" && !convertedNames.has(u.label)
+          ? "dequantized"
+          : "kept",
     );
     const report = await writeOutput({
       dest: output,
@@ -176,7 +215,11 @@ export async function dequantizeCheckpoint(
       ...jobInput(ckpt, Object.keys(format.extraFiles(q))),
       groups,
       maxShardSize: options.maxShardSize,
-      config: outputConfig(ckpt, null),
+      config: outputConfig(
+        ckpt,
+        null,
+        options.dtype ? (c) => withTorchDtype(c, dtype) : undefined,
+      ),
       extraFiles: {},
       format,
       hooks,
@@ -186,6 +229,7 @@ export async function dequantizeCheckpoint(
       output,
       dtype,
       dequantized: [...q.modules],
+      converted: convertedNames.size,
       shards: report.shards,
       inputBytes,
       outputBytes: report.tensorBytes,

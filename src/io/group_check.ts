@@ -1,8 +1,7 @@
 /**
- * The up-front check of 4-bit group sizes: every Linear about to be
- * quantized group-wise must have an input size the group size divides, and
- * the first that does not stops the job before anything is written, with an
- * error naming the tensor, both sizes and the two ways out.
+ * The up-front check of 4-bit group sizes: a Linear whose input size the
+ * group size does not divide is kept in float, and each such layer is named
+ * with why and the group sizes that would fit it.
  *
  * @module
  */
@@ -18,15 +17,27 @@ export interface PlannedLinear {
   readonly inFeatures: number;
 }
 
+/** A layer 4-bit groups cannot split, kept in float, and why. */
+export interface GroupMisfit {
+  /** Dotted module path. */
+  readonly path: string;
+  /** Why, in words, with the group sizes that would fit it. */
+  readonly reason: string;
+}
+
 /**
- * Throws a {@linkcode CheckpointError} for the first layer whose input size
- * `groupSize` does not divide (or for a group size TinyQ does not support).
+ * Splits `layers` into those whose input size `groupSize` divides and those
+ * it does not (kept in float: a checkpoint holds one scheme). Throws a
+ * {@linkcode CheckpointError} for a group size TinyQ does not support.
+ * (optimum-quanto lowers the group size of such a layer instead, 128 → 96 →
+ * 64 → 32; TinyQ keeps one group size per checkpoint and says which layers
+ * stayed in float.)
  */
-export function checkGroupSizes(
+export function splitByGroupSize<T extends PlannedLinear>(
   file: string,
-  layers: Iterable<PlannedLinear>,
+  layers: Iterable<T>,
   groupSize: number,
-): void {
+): { fits: T[]; misfits: GroupMisfit[] } {
   if (!(INT4_GROUP_SIZES as readonly number[]).includes(groupSize)) {
     throw new CheckpointError(
       file,
@@ -35,19 +46,23 @@ export function checkGroupSizes(
       }`,
     );
   }
+  const fits: T[] = [];
+  const misfits: GroupMisfit[] = [];
   for (const l of layers) {
-    if (l.inFeatures % groupSize === 0) continue;
-    const fits = INT4_GROUP_SIZES.filter((g) => l.inFeatures % g === 0);
-    throw new CheckpointError(
-      file,
-      `${l.inFeatures} input features are not a multiple of the group size ${groupSize}; ${
-        fits.length
-          ? `use a smaller group (--group-size ${fits.join(" or ")}) or`
-          : `no supported group size (${
-            INT4_GROUP_SIZES.join(", ")
-          }) divides it:`
-      } leave the layer in float (--exclude ${l.path})`,
-      `${l.path}.weight`,
-    );
+    if (l.inFeatures % groupSize === 0) {
+      fits.push(l);
+      continue;
+    }
+    const ok = INT4_GROUP_SIZES.filter((g) => l.inFeatures % g === 0);
+    misfits.push({
+      path: l.path,
+      reason:
+        `its ${l.inFeatures} inputs are not a multiple of the 4-bit group size ${groupSize}; ${
+          ok.length
+            ? `--group-size ${ok.join(" or ")} would fit it`
+            : `no supported group size (${INT4_GROUP_SIZES.join(", ")}) fits it`
+        }`,
+    });
   }
+  return { fits, misfits };
 }

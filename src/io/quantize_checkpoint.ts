@@ -17,7 +17,8 @@ import { tinyqFormat } from "./formats/tinyq.ts";
 import { Checkpoint, formatLayer } from "./checkpoint.ts";
 import { type QuantMethod, weightSchemeOf } from "../quant/schemes.ts";
 import { CheckpointError } from "./_checkpoint_error.ts";
-import { checkGroupSizes } from "./group_check.ts";
+import { splitByGroupSize } from "./group_check.ts";
+import { settleFusedGroups } from "./_fused_groups.ts";
 import { specBytes } from "./formats/format.ts";
 import { type InputGroup, writeOutput } from "./_output_dir.ts";
 import {
@@ -67,14 +68,24 @@ export interface QuantizeCheckpointOptions {
   onProgress?: (p: CheckpointProgress) => void;
   /** Called as each tensor is finished. */
   onTensor?: (e: TensorEvent) => void;
+  /** Plan only: fill the result (layers, sizes, shard and file names, warnings) and write nothing. */
+  dryRun?: boolean;
+  /**
+   * compressed-tensors: write a fused group (q/k/v_proj, gate/up_proj) that
+   * `exclude` leaves split, although vLLM refuses it. Default false: an
+   * exact name that splits a group is an error, a glob extends to the group.
+   */
+  forceMixed?: boolean;
 }
 
 /** A Linear layer the output format keeps in float. */
 export interface KeptFloat {
   /** Dotted module path. */
   readonly path: string;
-  /** Why the format cannot hold it quantized. */
+  /** Why it stays in float. */
   readonly reason: string;
+  /** Who decided: the output format (default), or a 4-bit group size that does not divide its inputs. */
+  readonly cause?: "format" | "group-size";
 }
 
 /** What {@linkcode quantizeCheckpoint} (or {@linkcode saveModule}) did. */
@@ -101,6 +112,8 @@ export interface QuantizeResult {
   keptFloat: KeptFloat[];
   /** What may stop the engines that load the format from serving the output. */
   warnings: FormatWarning[];
+  /** Decisions taken for the user, one line each (a fused group excluded whole). */
+  notes?: string[];
   /** Input tensors passed through unchanged (excluded weights and biases included). */
   kept: number;
   /** Output shard names. */
@@ -123,6 +136,12 @@ export interface QuantizeResult {
   quantizedBytesAfter: number;
   /** Wall time in seconds. */
   seconds: number;
+  /** Whether this was a dry run (nothing written). */
+  dryRun?: boolean;
+  /** Files written beside the shards (index, config.json, the format's files); dry runs only. */
+  files?: string[];
+  /** Whether the output path exists already (a dry run reports it; the real run needs `force`). */
+  outputExists?: boolean;
 }
 
 /**
@@ -167,8 +186,20 @@ export async function quantizeCheckpoint(
         `${why}; refusing to quantize twice (quantize the original checkpoint)`,
       );
     }
-    const isExcluded = excludeMatcher(options.exclude ?? []);
     const linears = new Map(ckpt.linears().map((l) => [l.path, l]));
+    const notes: string[] = [];
+    let exclude = [...(options.exclude ?? [])];
+    if (format.name === "compressed-tensors") {
+      const settled = settleFusedGroups(
+        input,
+        [...linears.keys()],
+        exclude,
+        options.forceMixed ?? false,
+      );
+      exclude = [...exclude, ...settled.extra];
+      notes.push(...settled.notes);
+    }
+    const isExcluded = excludeMatcher(exclude);
     const quantized: string[] = [];
     const excluded: string[] = [];
     const keptFloat: KeptFloat[] = [];
@@ -182,14 +213,27 @@ export async function quantizeCheckpoint(
       (isExcluded(path) || why ? excluded : quantized).push(path);
     }
     if (scheme.groupSize !== null) {
-      // Before anything is written: every layer must split into groups.
-      checkGroupSizes(
+      // Before anything is written: a layer 4-bit groups cannot split stays
+      // in float, named with why.
+      const { misfits } = splitByGroupSize(
         input,
         quantized.map((p) => ({
           path: p,
           inFeatures: linears.get(p)!.inFeatures!,
         })),
         scheme.groupSize,
+      );
+      const moved = new Set(misfits.map((m) => m.path));
+      for (const m of misfits) {
+        keptFloat.push({ path: m.path, reason: m.reason, cause: "group-size" });
+      }
+      const order = new Map(ckpt.linears().map((l, i) => [l.path, i]));
+      excluded.push(...quantized.filter((p) => moved.has(p)));
+      excluded.sort((a, b) => order.get(a)! - order.get(b)!);
+      quantized.splice(
+        0,
+        quantized.length,
+        ...quantized.filter((p) => !moved.has(p)),
       );
     }
     const summary = quantizationSummary(
@@ -280,6 +324,7 @@ export async function quantizeCheckpoint(
       extraFiles: ckpt.kind === "folder" ? format.extraFiles(summary) : {},
       format,
       hooks,
+      dryRun: options.dryRun ?? false,
     });
     return {
       input,
@@ -293,6 +338,7 @@ export async function quantizeCheckpoint(
       excluded,
       keptFloat,
       warnings,
+      notes,
       kept: res.kept,
       shards: report.shards,
       copied: report.copied,
@@ -304,6 +350,13 @@ export async function quantizeCheckpoint(
       quantizedBytesBefore: res.quantizedBytesBefore,
       quantizedBytesAfter: res.quantizedBytesAfter,
       seconds: (performance.now() - t0) / 1000,
+      ...(options.dryRun
+        ? {
+          dryRun: true,
+          files: report.files,
+          outputExists: await Deno.lstat(output).then(() => true, () => false),
+        }
+        : {}),
     };
   } finally {
     ckpt.close();

@@ -56,6 +56,12 @@ export interface TensorInfo {
   readonly byteOffset: number;
   /** Size of its data in bytes. */
   readonly byteLength: number;
+  /**
+   * Set only where the bytes are not one run at `byteOffset` (a
+   * non-contiguous view in a PyTorch `.bin`): reads bytes `[start, start +
+   * length)` of the tensor as if it were contiguous.
+   */
+  readonly readRange?: (start: number, length: number) => Promise<Uint8Array>;
 }
 
 /**

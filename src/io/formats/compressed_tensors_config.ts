@@ -11,6 +11,7 @@
 import type { QuantizationSummary } from "./format.ts";
 import {
   checkInt8Symmetric,
+  isLmHead,
   isRecord,
   pathsWithSuffix,
   summaryFromExportMetadata,
@@ -62,7 +63,8 @@ function layoutOf(s: QuantizationSummary): Layout {
 /**
  * The `quantization_config` block of `config.json` for a compressed-tensors
  * export: one config group targeting every `Linear`, and `ignore` listing
- * the Linear modules left in float. W8A16/W8A32: `pack-quantized` int8
+ * the Linear modules left in float — `lm_head` always, also when it is tied
+ * to the embedding and has no tensor of its own. W8A16/W8A32: `pack-quantized` int8
  * symmetric static per-channel weights, no activation quantization; W4A16:
  * `pack-quantized` 4-bit weights, strategy `group` with the group size,
  * symmetric or not; W8A8: `int-quantized` int8 symmetric per-channel weights
@@ -124,7 +126,11 @@ export function compressedTensorsConfig(
     // compressed-tensors (and vLLM) expect plain int8 `weight` tensors.
     format: layout === "w8a8" ? "int-quantized" : "pack-quantized",
     global_compression_ratio: null,
-    ignore: [...summary.excluded],
+    // lm_head always: with tied embeddings there is no lm_head tensor to
+    // list, and compressed-tensors' loaders then look for lm_head.weight_packed.
+    ignore: summary.excluded.some(isLmHead)
+      ? [...summary.excluded]
+      : [...summary.excluded, "lm_head"],
     kv_cache_scheme: null,
     quant_method: "compressed-tensors",
     quantization_status: "compressed",

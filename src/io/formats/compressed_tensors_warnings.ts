@@ -54,7 +54,7 @@ export function marlinShapeWarnings(
 }
 
 /** Projections vLLM fuses into one layer (qkv_proj, gate_up_proj). */
-const FUSED_GROUPS: readonly (readonly string[])[] = [
+export const FUSED_GROUPS: readonly (readonly string[])[] = [
   ["q_proj", "k_proj", "v_proj"],
   ["gate_proj", "up_proj"],
 ];

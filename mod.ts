@@ -37,7 +37,6 @@ export * from "./src/tensor.ts";
 export * from "./src/module.ts";
 export * from "./src/linear.ts";
 export * from "./src/backend/backend.ts";
-export type * from "./src/backend/cpu_reference.ts";
 export * from "./src/backend/select.ts";
 export type * from "./src/round.ts";
 export { roundHalfToEven } from "./src/round.ts";
@@ -66,7 +65,7 @@ export {
 } from "./src/quant/schemes.ts";
 export type * from "./src/quant/layouts.ts";
 export { QuantizedLinearLayer } from "./src/quant/quantized_linear_layer.ts";
-export type * from "./src/backend/cpu_lowbit.ts";
+export type * from "./src/backend/linear_w8a8.ts";
 export type * from "./src/quant/int4.ts";
 export {
   DEFAULT_INT4_GROUP_SIZE,

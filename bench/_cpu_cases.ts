@@ -19,7 +19,7 @@ import {
   W8A8LinearLayer,
 } from "../mod.ts";
 
-import { referenceLinearInt8 } from "../src/backend/cpu_reference.ts";
+import { referenceLinearInt8 } from "../src/backend/linear_int8.ts";
 
 /** A linear layer's shape: `m` rows of activations, `k` in, `n` out. */
 export interface Shape {

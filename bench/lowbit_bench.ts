@@ -15,11 +15,10 @@ import { CpuBackend } from "../src/backend/cpu.ts";
 import {
   type Int4Weight,
   linearInt4,
-  linearW8A8,
   referenceLinearInt4,
-  referenceLinearW8A8,
-} from "../src/backend/cpu_lowbit.ts";
-import { referenceLinearInt8 } from "../src/backend/cpu_reference.ts";
+} from "../src/backend/linear_int4.ts";
+import { linearW8A8, referenceLinearW8A8 } from "../src/backend/linear_w8a8.ts";
+import { referenceLinearInt8 } from "../src/backend/linear_int8.ts";
 import { quantizeInt4 } from "../src/quant/int4.ts";
 import { linearQAsymmetricPerChannel } from "../src/quant/math.ts";
 import { quantizeRowsInt8 } from "../src/quant/quantize_rows.ts";

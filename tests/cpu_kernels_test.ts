@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { CpuBackend } from "../src/backend/cpu.ts";
-import { referenceLinearW8A8 } from "../src/backend/cpu_lowbit.ts";
+import { referenceLinearW8A8 } from "../src/backend/linear_w8a8.ts";
 import {
   Checkpoint,
   makeDemoCheckpoint,
@@ -10,10 +10,8 @@ import {
   Tensor,
   W8A16LinearLayer,
 } from "../mod.ts";
-import {
-  referenceLinearF32,
-  referenceLinearInt8,
-} from "../src/backend/cpu_reference.ts";
+import { referenceLinearF32 } from "../src/backend/linear_f32.ts";
+import { referenceLinearInt8 } from "../src/backend/linear_int8.ts";
 import { parseKernel, parseThreads } from "../src/backend/_cpu_config.ts";
 import { PARALLEL_MIN_MACS, wasmPool } from "../src/backend/_cpu_pool.ts";
 import { Arena, kernelsModule } from "../src/backend/_cpu_wasm.ts";

@@ -1,5 +1,5 @@
 // The WebAssembly W8A8 and W4A16 kernels of CpuBackend against the plain
-// references of src/backend/cpu_lowbit.ts: W8A8 bit for bit, W4A16 within
+// references of src/backend/linear_{w8a8,int4}.ts: W8A8 bit for bit, W4A16 within
 // f32 rounding of the exact product, on one and two threads, odd shapes,
 // every activation dtype, zero points and bias.
 
@@ -8,8 +8,8 @@ import { CpuBackend } from "../src/backend/cpu.ts";
 import {
   type Int4Weight,
   referenceLinearInt4,
-  referenceLinearW8A8,
-} from "../src/backend/cpu_lowbit.ts";
+} from "../src/backend/linear_int4.ts";
+import { referenceLinearW8A8 } from "../src/backend/linear_w8a8.ts";
 import { PARALLEL_MIN_MACS, wasmPool } from "../src/backend/_cpu_pool.ts";
 import type { Int8Weight } from "../src/backend/backend.ts";
 import { floatArrayToF32 } from "../src/dtype.ts";

@@ -24,13 +24,12 @@ import {
   checkInt4GroupSize,
   quantizeInt4Reference,
 } from "../src/quant/int4.ts";
+import { linearInt4, referenceLinearInt4 } from "../src/backend/linear_int4.ts";
 import {
-  linearInt4,
   linearW8A8,
   quantizeActivationsPerToken,
-  referenceLinearInt4,
   referenceLinearW8A8,
-} from "../src/backend/cpu_lowbit.ts";
+} from "../src/backend/linear_w8a8.ts";
 import torchFixtures from "./fixtures/lowbit.json" with { type: "json" };
 import { exactLinear } from "./_exact_linear.ts";
 import { floats } from "./_random.ts";

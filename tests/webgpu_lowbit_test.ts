@@ -3,8 +3,8 @@ import { createWebGpuBackend } from "../src/backend/webgpu.ts";
 import {
   type Int4Weight,
   referenceLinearInt4,
-  referenceLinearW8A8,
-} from "../src/backend/cpu_lowbit.ts";
+} from "../src/backend/linear_int4.ts";
+import { referenceLinearW8A8 } from "../src/backend/linear_w8a8.ts";
 import type { Int8Weight } from "../src/backend/backend.ts";
 import { setBackend } from "../src/backend/select.ts";
 import { dequantizeInt4 } from "../src/quant/int4.ts";

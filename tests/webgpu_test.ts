@@ -4,10 +4,8 @@ import {
   type WebGpuBackend,
 } from "../src/backend/webgpu.ts";
 import { activeBackend, setBackend } from "../src/backend/select.ts";
-import {
-  referenceLinearF32,
-  referenceLinearInt8,
-} from "../src/backend/cpu_reference.ts";
+import { referenceLinearF32 } from "../src/backend/linear_f32.ts";
+import { referenceLinearInt8 } from "../src/backend/linear_int8.ts";
 import type { F32Weight } from "../src/backend/backend.ts";
 import { floatArrayToF32, type FloatDType } from "../src/dtype.ts";
 import { activations, floats } from "./_random.ts";

@@ -12,6 +12,12 @@
 // - no function uses the C stack or static data: all instances share one
 //   memory but each has its own stack pointer, which would otherwise collide.
 //
+// The plain reference of each kernel sits in the TypeScript file named for
+// its operation, with the JavaScript versions: linear_i8 → referenceLinearInt8
+// (src/backend/linear_int8.ts), linear_f32 → linear_f32.ts, linear_w8a8 and
+// quantize_tokens → linear_w8a8.ts, linear_i4 → linear_int4.ts, quantize_rows
+// → src/quant/quantize_rows.ts.
+//
 // Numerics: sums are f32, in a lane-blocked order (not the reference's
 // sequential order); per output `y = f32(acc * scale) + bias` as in the
 // reference; zero points are subtracted in exact integer arithmetic before

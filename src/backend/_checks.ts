@@ -102,3 +102,27 @@ export function checkActivations(
     );
   }
 }
+
+/**
+ * Throws unless the weight is whole, x holds m·k values and bias n (the
+ * low-bit kernels' checks, messages as `checkLength`).
+ */
+export function checkLowBitArgs(
+  op: string,
+  x: Float32Array,
+  m: number,
+  w: Int8Weight | Int4Weight,
+  bias: Float32Array | null,
+): void {
+  if ("packed" in w) checkInt4Weight(w, op);
+  else checkInt8Weight(w, op);
+  checkLength("x", x.length, m * w.k);
+  if (bias) checkLength("bias", bias.length, w.n);
+}
+
+/** Throws a RangeError unless `got` (the length of `what`) is `want`. */
+export function checkLength(what: string, got: number, want: number): void {
+  if (got !== want) {
+    throw new RangeError(`${what} must have ${want} elements, got ${got}`);
+  }
+}

@@ -8,9 +8,8 @@
  * - `TINYQ_CPU_KERNEL=wasm|simd128|reference`: `wasm` (default) runs the
  *   WebAssembly kernels, the relaxed-SIMD build where the runtime validates
  *   it, else the SIMD128 one; `simd128` forces the SIMD128 build;
- *   `reference` forces the plain typed-array kernels
- *   (src/backend/cpu_reference.ts, the reference* kernels of
- *   src/backend/cpu_lowbit.ts, src/quant/quantize_rows.ts) everywhere.
+ *   `reference` forces the plain typed-array kernels (the `reference*` of
+ *   src/backend/linear_*.ts, src/quant/quantize_rows.ts) everywhere.
  *
  * Without `--allow-env` the defaults apply (and Deno does not prompt).
  *

@@ -1,10 +1,11 @@
 /**
  * The CPU backend: WebAssembly SIMD kernels on every core, with the plain
- * typed-array kernels of `cpu_reference.ts` as the fallback. It also runs
- * the low-bit schemes: W8A8 (int8 activations quantized per token, exact
- * int32 sums: the bits of `referenceLinearW8A8`) and W4A16 (group-wise 4-bit
- * weights unpacked in registers), whose JavaScript kernels in
- * `cpu_lowbit.ts` remain the reference and the fallback.
+ * references as the fallback. Each kernel family sits in its own file beside
+ * its plain reference — `linear_int8.ts`, `linear_f32.ts`, `linear_w8a8.ts`
+ * (int8 activations quantized per token, exact int32 sums: the bits of
+ * `referenceLinearW8A8`), `linear_int4.ts` (group-wise 4-bit weights
+ * unpacked in registers) — and this class dispatches to the wasm kernels,
+ * the JavaScript fast kernels of the low-bit files, or the references.
  *
  * Environment (read when a backend is created; `--allow-env` needed, else
  * the defaults):
@@ -35,13 +36,10 @@ import type {
   Int4Weight,
   Int8Weight,
 } from "./backend.ts";
-import { referenceLinearF32, referenceLinearInt8 } from "./cpu_reference.ts";
-import {
-  linearInt4,
-  linearW8A8,
-  referenceLinearInt4,
-  referenceLinearW8A8,
-} from "./cpu_lowbit.ts";
+import { referenceLinearF32 } from "./linear_f32.ts";
+import { referenceLinearInt8 } from "./linear_int8.ts";
+import { linearInt4, referenceLinearInt4 } from "./linear_int4.ts";
+import { linearW8A8, referenceLinearW8A8 } from "./linear_w8a8.ts";
 import {
   type CpuKernel,
   defaultKernel,
@@ -184,7 +182,7 @@ export class CpuBackend implements Backend {
    * @example Bit-identical to the reference
    * ```ts
    * import { CpuBackend } from "@tinyq/tinyq";
-   * import { referenceLinearW8A8 } from "./cpu_lowbit.ts";
+   * import { referenceLinearW8A8 } from "./linear_w8a8.ts";
    * import assert from "node:assert/strict";
    * const cpu = new CpuBackend("example", { threads: 1 });
    * const w = {

@@ -11,7 +11,7 @@ import type {
   WeightScheme,
 } from "./formats/format.ts";
 import { TINYQ_VERSION } from "./formats/tinyq.ts";
-import type { LayerInfo } from "./checkpoint.ts";
+import type { LayerInfo } from "./_checkpoint_layers.ts";
 import { METHODS, type QuantMethod } from "../quant/schemes.ts";
 
 /**

@@ -1,10 +1,12 @@
 /**
  * Model checkpoints on disk: a Hugging Face model folder (`model.safetensors`,
  * or shards plus `model.safetensors.index.json`) or a single `.safetensors`
- * file. {@linkcode Checkpoint} opens one, decides which tensors are `Linear`
- * weights and builds a {@linkcode Module} tree of lazy tensors. Writing a
- * checkpoint is `quantizeCheckpoint`, `dequantizeCheckpoint` and `saveModule`
- * (each in its own module).
+ * file. {@linkcode Checkpoint} opens one and reads its tensors; it answers
+ * which tensors are `Linear` weights (`_checkpoint_layers.ts`), what
+ * quantizing would do to each (`_checkpoint_plan.ts`) and builds a
+ * {@linkcode Module} tree of lazy tensors (`_checkpoint_module.ts`). Writing
+ * a checkpoint is `quantizeCheckpoint`, `dequantizeCheckpoint` and
+ * `saveModule` (each in its own module).
  *
  * Which tensors are Linear: a table of families read from `config.json`
  * (`model_type`, else `architectures`): llama, mistral, qwen2, gemma/gemma2,
@@ -24,41 +26,40 @@
  */
 
 import { join } from "node:path";
-import type { DType } from "../dtype.ts";
-import { Linear } from "../linear.ts";
-import { Module } from "../module.ts";
-import { Tensor } from "../tensor.ts";
-import { excludeMatcher, type QuantizedLinear } from "../quant/replace.ts";
-import { W8A16LinearLayer } from "../quant/w8a16_linear_layer.ts";
-import type { Int8LinearLayer } from "../quant/int8_linear_layer.ts";
-import { isQuantMethod, METHODS } from "../quant/schemes.ts";
-import { INT8_PER_ROW } from "../quant/layouts.ts";
-import { W4A16LinearLayer } from "../quant/w4a16_linear_layer.ts";
+import type { Module } from "../module.ts";
+import type { Tensor } from "../tensor.ts";
+import type { QuantizedLinear } from "../quant/replace.ts";
 import { dequantizeInt4 } from "../quant/int4.ts";
 import type { Int4Weight } from "../backend/backend.ts";
 import type { TensorFile } from "./tensor_file.ts";
 import type {
   CheckpointFormat,
   DecodedLinear,
-  FormatLayer,
   QuantizationSummary,
 } from "./formats/format.ts";
 import { FORMATS } from "./formats/registry.ts";
 import { CheckpointError } from "./_checkpoint_error.ts";
-import {
-  chooseFamily,
-  classifyModule,
-  type FamilyChoice,
-} from "./_families.ts";
+import { chooseFamily, type FamilyChoice } from "./_families.ts";
 import { type Layout, locate } from "./_folder.ts";
 import { openShards } from "./_shards.ts";
 import {
   type DetectedQuantization,
   detectQuantization,
 } from "./_detect_format.ts";
-import { CheckpointTensor } from "./checkpoint_tensor.ts";
+import type { CheckpointEntry } from "./checkpoint_entry.ts";
+import { classifyLayers, type LayerInfo } from "./_checkpoint_layers.ts";
+import { planTensors, type TensorPlan } from "./_checkpoint_plan.ts";
+import {
+  buildModule,
+  type Int8Arrays,
+  loadQuantizedLayer,
+} from "./_checkpoint_module.ts";
 
 export { CheckpointError } from "./_checkpoint_error.ts";
+// What the reader's parts define, where callers have always found it.
+export { formatLayer, type LayerInfo } from "./_checkpoint_layers.ts";
+export type { TensorPlan } from "./_checkpoint_plan.ts";
+export type { Int8Arrays } from "./_checkpoint_module.ts";
 // The types this API speaks in, so the module documents on its own.
 export type { DType, FloatDType, TypedArray } from "../dtype.ts";
 export type { LazyTensor, Tensor, TensorSource } from "../tensor.ts";
@@ -76,49 +77,7 @@ export type {
   TensorSpec,
   WeightScheme,
 } from "./formats/format.ts";
-
 export type { CheckpointEntry, ShardFiles } from "./checkpoint_entry.ts";
-import type { CheckpointEntry } from "./checkpoint_entry.ts";
-
-/** What TinyQ makes of one module that holds tensors. */
-export interface LayerInfo {
-  /** Dotted module path (`""` for tensors without a dot). */
-  readonly path: string;
-  /** Quantizable Linear layer. */
-  readonly linear: boolean;
-  /** Already quantized by TinyQ (in a quantized checkpoint). */
-  readonly quantized: boolean;
-  /** Weight stored [in, out] (GPT-2 Conv1D). */
-  readonly transposed: boolean;
-  /** Why, in words (`"llama table: self_attn.q_proj"`). */
-  readonly reason: string;
-  /** Output features of a Linear. */
-  readonly outFeatures?: number;
-  /** Input features of a Linear. */
-  readonly inFeatures?: number;
-  /** Dtype of a Linear's weight. */
-  readonly dtype?: DType;
-}
-
-/** A Linear layer of a checkpoint as an output format sees it. */
-export function formatLayer(l: LayerInfo): FormatLayer {
-  return {
-    path: l.path,
-    outFeatures: l.outFeatures!,
-    inFeatures: l.inFeatures!,
-    transposed: l.transposed,
-  };
-}
-
-/** What a checkpoint tensor becomes when quantized, for `inspect`. */
-export interface TensorPlan {
-  /** Full tensor name. */
-  readonly name: string;
-  /** `quantize` (a Linear weight), `exclude` (one left by `exclude`), `keep`, or `quantized` (already int8). */
-  readonly action: "quantize" | "exclude" | "keep" | "quantized";
-  /** Why. */
-  readonly reason: string;
-}
 
 // Tensor-name tails that other quantizers write (GPTQ/AWQ, compressed-tensors,
 // optimum-quanto, bitsandbytes): quantizing their output again is refused.
@@ -132,21 +91,6 @@ const FOREIGN_QUANTIZED: readonly [RegExp, string][] = [
     "bitsandbytes",
   ],
 ];
-
-/**
- * Where an int8 layer's arrays may live: given [out, in] and whether it has
- * zero points, arrays of those sizes (codes [out·in], scales [out], zero
- * points [out] or null) for the reader to fill, or null to keep its own.
- * `CpuBackend.allocInt8Weight` is one: the weight is then read straight
- * into the CPU kernels' shared memory and never held twice.
- */
-export type Int8Arrays = (
-  outFeatures: number,
-  inFeatures: number,
-  asymmetric: boolean,
-) => Promise<
-  { q: Int8Array; scales: Float32Array; zeroPoints: Int8Array | null } | null
->;
 
 /**
  * An open checkpoint: its files, config, family and tensors, with nothing
@@ -307,76 +251,16 @@ export class Checkpoint {
    * table calls Linear is not one (weight not 2-D, not float).
    */
   layers(): readonly LayerInfo[] {
-    if (this.#layers) return this.#layers;
-    const modules = new Map<
-      string,
-      Map<string, { dtype: DType; shape: readonly number[] }>
-    >();
-    for (const e of this.#entries) {
-      const [path, local] = this.#split(e.name);
-      let m = modules.get(path);
-      if (!m) modules.set(path, m = new Map());
-      m.set(local, e.info);
-    }
-    const parents = new Set<string>();
-    for (const path of modules.keys()) {
-      let p = path;
-      while (p.includes(".")) {
-        p = p.slice(0, p.lastIndexOf("."));
-        parents.add(p);
-      }
-      if (path !== "") parents.add("");
-    }
-    const quantized = new Set(this.quantization?.modules ?? []);
-    const layers: LayerInfo[] = [];
-    for (const [path, tensors] of modules) {
-      if (quantized.has(path)) {
-        const q = this.#shapes.get(path);
-        layers.push({
-          path,
-          linear: false,
-          quantized: true,
-          transposed: this.quantization!.transposed.includes(path),
-          reason: `quantized (${this.format!.name} ${
-            this.quantization!.method
-          })`,
-          ...(q ? { outFeatures: q[0], inFeatures: q[1] } : {}),
-        });
-        continue;
-      }
-      const v = classifyModule(this.#choice, {
-        path,
-        tensors,
-        hasChildren: parents.has(path),
-      });
-      if ("error" in v) {
-        const e = this.#byName.get(v.tensor)!;
-        throw new CheckpointError(this.shardPath(e.shard), v.error, v.tensor);
-      }
-      if (v.linear) {
-        const w = tensors.get("weight")!;
-        const [a, b] = w.shape as [number, number];
-        layers.push({
-          path,
-          linear: true,
-          quantized: false,
-          transposed: v.transposed,
-          reason: v.reason,
-          outFeatures: v.transposed ? b : a,
-          inFeatures: v.transposed ? a : b,
-          dtype: w.dtype,
-        });
-      } else {
-        layers.push({
-          path,
-          linear: false,
-          quantized: false,
-          transposed: false,
-          reason: v.reason,
-        });
-      }
-    }
-    return this.#layers = layers;
+    return this.#layers ??= classifyLayers({
+      entries: this.#entries,
+      split: (n) => this.#split(n),
+      entry: (n) => this.#byName.get(n),
+      shardPath: (s) => this.shardPath(s),
+      choice: this.#choice,
+      quantization: this.quantization,
+      formatName: this.format?.name,
+      shapes: this.#shapes,
+    });
   }
 
   /** The Linear layers (quantizable), in tensor order. */
@@ -417,59 +301,13 @@ export class Checkpoint {
    * dotted-path globs, as for `replaceLinearWithTargetAndQuantize`).
    */
   plan(exclude: readonly string[] = []): TensorPlan[] {
-    const excluded = excludeMatcher(exclude);
-    const byPath = new Map(this.layers().map((l) => [l.path, l]));
-    const q = this.quantization;
-    const leftFloat = new Set(q?.excluded ?? []);
-    return this.#entries.map((e): TensorPlan => {
-      const [path, local] = this.#split(e.name);
-      const layer = byPath.get(path)!;
-      if (layer.quantized) {
-        return { name: e.name, action: "quantized", reason: layer.reason };
-      }
-      // In a quantized checkpoint a float Linear was left so when it was
-      // written: nothing is to be quantized any more.
-      if (q && layer.linear && local === "weight") {
-        return leftFloat.has(layer.path)
-          ? {
-            name: e.name,
-            action: "exclude",
-            reason:
-              `excluded when quantized (${q.library} ${q.method}), stored in float`,
-          }
-          : {
-            name: e.name,
-            action: "keep",
-            reason:
-              `not quantized by ${q.library} ${q.method}, stored in float`,
-          };
-      }
-      if (layer.linear && local === "weight") {
-        if (excluded(layer.path)) {
-          return {
-            name: e.name,
-            action: "exclude",
-            reason: "matched --exclude",
-          };
-        }
-        return { name: e.name, action: "quantize", reason: layer.reason };
-      }
-      if (layer.linear) {
-        return {
-          name: e.name,
-          action: "keep",
-          reason: "bias of a Linear (kept as is)",
-        };
-      }
-      if (e.info.shape.length < 2) {
-        return {
-          name: e.name,
-          action: "keep",
-          reason: `${e.info.shape.length}-D tensor`,
-        };
-      }
-      return { name: e.name, action: "keep", reason: layer.reason };
-    });
+    return planTensors(
+      this.#entries,
+      (n) => this.#split(n),
+      this.layers(),
+      this.quantization,
+      exclude,
+    );
   }
 
   /**
@@ -482,62 +320,7 @@ export class Checkpoint {
    * built on (see {@linkcode Int8Arrays}).
    */
   async toModule(options: { int8Arrays?: Int8Arrays } = {}): Promise<Module> {
-    const root = new Module();
-    const byPath = new Map(this.layers().map((l) => [l.path, l]));
-    const nodeAt = (path: string, name: string): Module => {
-      let m = root;
-      if (path === "") return m;
-      for (const part of path.split(".")) {
-        if (part === "") {
-          throw new CheckpointError(
-            this.path,
-            "has an empty part in its dotted name; cannot build a module tree",
-            name,
-          );
-        }
-        let c = m.getChild(part);
-        if (!c) m.setChild(part, c = new Module());
-        m = c;
-      }
-      return m;
-    };
-    const done = new Set<string>();
-    for (const e of this.#entries) {
-      const [path, local] = this.#split(e.name);
-      const layer = byPath.get(path)!;
-      if ((layer.linear || layer.quantized) && path !== "") {
-        if (done.has(path)) continue;
-        done.add(path);
-        const cut = path.lastIndexOf(".");
-        const parent = nodeAt(cut < 0 ? "" : path.slice(0, cut), e.name);
-        const childName = path.slice(cut + 1);
-        if (childName === "") {
-          throw new CheckpointError(
-            this.path,
-            "has an empty part in its dotted name; cannot build a module tree",
-            e.name,
-          );
-        }
-        const biasEntry = this.#byName.get(`${path}.bias`);
-        if (layer.linear) {
-          const weight = new CheckpointTensor(
-            this,
-            this.#byName.get(`${path}.weight`)!,
-            layer.transposed,
-          );
-          const bias = biasEntry ? new CheckpointTensor(this, biasEntry) : null;
-          parent.setChild(childName, Linear.fromTensors(weight, bias));
-        } else {
-          parent.setChild(
-            childName,
-            await this.quantizedLayer(path, options.int8Arrays),
-          );
-        }
-        continue;
-      }
-      nodeAt(path, e.name).setTensor(local, new CheckpointTensor(this, e));
-    }
-    return root;
+    return await buildModule(this, (n) => this.#split(n), options);
   }
 
   /**
@@ -571,49 +354,7 @@ export class Checkpoint {
     path: string,
     int8Arrays?: Int8Arrays,
   ): Promise<QuantizedLinear> {
-    const method = this.quantization?.method;
-    const biasEntry = this.#byName.get(`${path}.bias`);
-    const bias = biasEntry ? await this.read(biasEntry.name) : null;
-    if (this.quantization?.bits === 4) {
-      const w = await this.decodeInt4Linear(path);
-      const groups = [w.n, w.k / w.groupSize];
-      return W4A16LinearLayer.fromTensors({
-        int4Weights: new Tensor(w.packed, [w.n, w.k / 2]),
-        scales: new Tensor(w.scales, groups),
-        zeroPoints: w.zeroPoints ? new Tensor(w.zeroPoints, groups) : null,
-        bias,
-      });
-    }
-    const d = await this.decodeLinear(path);
-    // A checkpoint without a known int8 method holds W8A16's tensors.
-    const Target = (method && isQuantMethod(method) &&
-        METHODS[method].layout === INT8_PER_ROW
-      ? METHODS[method].layer
-      : W8A16LinearLayer) as unknown as new (
-        inFeatures: number,
-        outFeatures: number,
-        options: { bias: boolean },
-      ) => Int8LinearLayer;
-    const ql = new Target(d.inFeatures, d.outFeatures, { bias: false });
-    // Moved into the caller's arrays (the CPU kernels' shared memory) where
-    // it offers them, so that the decoded ones are dropped layer by layer.
-    const into = await int8Arrays?.(
-      d.outFeatures,
-      d.inFeatures,
-      d.zeroPoints !== null,
-    );
-    if (into) {
-      into.q.set(d.q);
-      into.scales.set(d.scales);
-      if (d.zeroPoints) into.zeroPoints?.set(d.zeroPoints);
-    }
-    ql.int8Weights = new Tensor(into?.q ?? d.q, [d.outFeatures, d.inFeatures]);
-    ql.scales = new Tensor(into?.scales ?? d.scales, [d.outFeatures]);
-    ql.zeroPoints = d.zeroPoints
-      ? new Tensor(into?.zeroPoints ?? d.zeroPoints, [d.outFeatures], "i8")
-      : null;
-    ql.bias = bias;
-    return ql;
+    return await loadQuantizedLayer(this, path, int8Arrays);
   }
 
   /**

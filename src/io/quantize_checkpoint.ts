@@ -14,7 +14,8 @@ import type {
   WeightScheme,
 } from "./formats/format.ts";
 import { tinyqFormat } from "./formats/tinyq.ts";
-import { Checkpoint, formatLayer } from "./checkpoint.ts";
+import { Checkpoint } from "./checkpoint.ts";
+import { formatLayer } from "./_checkpoint_layers.ts";
 import { type QuantMethod, weightSchemeOf } from "../quant/schemes.ts";
 import { CheckpointError } from "./_checkpoint_error.ts";
 import { splitByGroupSize } from "./group_check.ts";

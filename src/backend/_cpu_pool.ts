@@ -21,6 +21,7 @@ import type {
   F32Weight,
   Int4Weight,
   Int8Weight,
+  Int8WeightArrays,
 } from "./backend.ts";
 import {
   alignUp as align,
@@ -435,7 +436,7 @@ class WasmPool {
   adopt(
     w: Int8Weight,
   ): Promise<
-    { q: Int8Array; scales: Float32Array; zeroPoints: Int8Array | null } | null
+    Int8WeightArrays | null
   > {
     return this.#exclusive(() => {
       if (paddedK(w.k) !== w.k) return null;
@@ -477,7 +478,7 @@ class WasmPool {
     k: number,
     asymmetric: boolean,
   ): Promise<
-    { q: Int8Array; scales: Float32Array; zeroPoints: Int8Array | null } | null
+    Int8WeightArrays | null
   > {
     return this.#exclusive(() => {
       if (paddedK(k) !== k || n <= 0) return null;

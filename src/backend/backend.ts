@@ -42,6 +42,12 @@ export interface Int8Weight {
 }
 
 /**
+ * The arrays of an {@linkcode Int8Weight} (codes, scales, zero points or
+ * null), as `CpuBackend.allocInt8Weight` hands them out in shared memory.
+ */
+export type Int8WeightArrays = Pick<Int8Weight, "q" | "scales" | "zeroPoints">;
+
+/**
  * A group-wise 4-bit weight as the kernels take it. Like
  * {@linkcode Int8Weight}, the object's identity is the cache key for what a
  * backend keeps for it (GPU buffers): build it once per layer.

@@ -35,6 +35,7 @@ import type {
   F32Weight,
   Int4Weight,
   Int8Weight,
+  Int8WeightArrays,
 } from "./backend.ts";
 import { referenceLinearF32 } from "./linear_f32.ts";
 import { referenceLinearInt8 } from "./linear_int8.ts";
@@ -289,7 +290,7 @@ export class CpuBackend implements Backend {
   async adoptWeight(
     w: Int8Weight,
   ): Promise<
-    { q: Int8Array; scales: Float32Array; zeroPoints: Int8Array | null } | null
+    Int8WeightArrays | null
   > {
     return this.#pool ? await this.#pool.adopt(w) : null;
   }
@@ -322,7 +323,7 @@ export class CpuBackend implements Backend {
     k: number,
     asymmetric: boolean,
   ): Promise<
-    { q: Int8Array; scales: Float32Array; zeroPoints: Int8Array | null } | null
+    Int8WeightArrays | null
   > {
     return this.#pool ? await this.#pool.allocInt8(n, k, asymmetric) : null;
   }

@@ -10,14 +10,14 @@
 
 import { Linear } from "../linear.ts";
 import { Module } from "../module.ts";
-import { type Tensor, Tensor as TensorClass } from "../tensor.ts";
+import { Tensor } from "../tensor.ts";
 import type { QuantizedLinear } from "../quant/replace.ts";
 import { W8A16LinearLayer } from "../quant/w8a16_linear_layer.ts";
 import type { Int8LinearLayer } from "../quant/int8_linear_layer.ts";
 import { isQuantMethod, METHODS } from "../quant/schemes.ts";
 import { INT8_PER_ROW } from "../quant/layouts.ts";
 import { W4A16LinearLayer } from "../quant/w4a16_linear_layer.ts";
-import type { Int4Weight } from "../backend/backend.ts";
+import type { Int4Weight, Int8WeightArrays } from "../backend/backend.ts";
 import type { DecodedLinear, QuantizationSummary } from "./formats/format.ts";
 import { CheckpointError } from "./_checkpoint_error.ts";
 import type { CheckpointEntry, ShardFiles } from "./checkpoint_entry.ts";
@@ -36,7 +36,7 @@ export type Int8Arrays = (
   inFeatures: number,
   asymmetric: boolean,
 ) => Promise<
-  { q: Int8Array; scales: Float32Array; zeroPoints: Int8Array | null } | null
+  Int8WeightArrays | null
 >;
 
 /** What a quantized layer is read from (an open `Checkpoint` is one). */
@@ -154,9 +154,9 @@ export async function loadQuantizedLayer(
     const w = await src.decodeInt4Linear(path);
     const groups = [w.n, w.k / w.groupSize];
     return W4A16LinearLayer.fromTensors({
-      int4Weights: new TensorClass(w.packed, [w.n, w.k / 2]),
-      scales: new TensorClass(w.scales, groups),
-      zeroPoints: w.zeroPoints ? new TensorClass(w.zeroPoints, groups) : null,
+      int4Weights: new Tensor(w.packed, [w.n, w.k / 2]),
+      scales: new Tensor(w.scales, groups),
+      zeroPoints: w.zeroPoints ? new Tensor(w.zeroPoints, groups) : null,
       bias,
     });
   }
@@ -183,13 +183,13 @@ export async function loadQuantizedLayer(
     into.scales.set(d.scales);
     if (d.zeroPoints) into.zeroPoints?.set(d.zeroPoints);
   }
-  ql.int8Weights = new TensorClass(into?.q ?? d.q, [
+  ql.int8Weights = new Tensor(into?.q ?? d.q, [
     d.outFeatures,
     d.inFeatures,
   ]);
-  ql.scales = new TensorClass(into?.scales ?? d.scales, [d.outFeatures]);
+  ql.scales = new Tensor(into?.scales ?? d.scales, [d.outFeatures]);
   ql.zeroPoints = d.zeroPoints
-    ? new TensorClass(into?.zeroPoints ?? d.zeroPoints, [d.outFeatures], "i8")
+    ? new Tensor(into?.zeroPoints ?? d.zeroPoints, [d.outFeatures], "i8")
     : null;
   ql.bias = bias;
   return ql;

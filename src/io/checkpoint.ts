@@ -65,18 +65,7 @@ export type { DType, FloatDType, TypedArray } from "../dtype.ts";
 export type { LazyTensor, Tensor, TensorSource } from "../tensor.ts";
 export type { Module } from "../module.ts";
 export type { SafetensorsFile, TensorInfo } from "./safetensors.ts";
-export type {
-  CheckpointFormat,
-  DecodedLinear,
-  DetectContext,
-  FormatLayer,
-  FormatWarning,
-  Int4RowsRecord,
-  QuantizationSummary,
-  QuantizedRowsRecord,
-  TensorSpec,
-  WeightScheme,
-} from "./formats/format.ts";
+export type * from "./formats/format.ts";
 export type { CheckpointEntry, ShardFiles } from "./checkpoint_entry.ts";
 
 // Tensor-name tails that other quantizers write (GPTQ/AWQ, compressed-tensors,

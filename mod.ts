@@ -68,3 +68,4 @@ export * from "./src/io/formats/quanto.ts";
 export * from "./src/quant/quantize_rows_asymmetric.ts";
 export * from "./src/models/config.ts";
 export * from "./src/models/engine.ts";
+export * from "./src/models/sampler.ts";

@@ -67,3 +67,4 @@ export * from "./src/io/formats/compressed_tensors_warnings.ts";
 export * from "./src/io/formats/quanto.ts";
 export * from "./src/quant/quantize_rows_asymmetric.ts";
 export * from "./src/models/sampler.ts";
+export * from "./src/models/tokenizer.ts";

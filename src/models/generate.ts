@@ -31,7 +31,7 @@ export interface GenerationTarget {
 
 /** Options of {@linkcode generate}. */
 export interface GenerateOptions extends Partial<SamplerParams> {
-  /** New tokens at most (default 64). */
+  /** New tokens at most (default 64, or what the context leaves when less). */
   maxNewTokens?: number;
   /** Seed of the sampler's random numbers (default: a random one, see {@linkcode GenerationStats.seed}). */
   seed?: number;
@@ -187,8 +187,9 @@ export function generate(
     topP: options.topP ?? DEFAULT_SAMPLING.topP,
   };
   checkSamplerParams(sampling);
-  const maxNew = options.maxNewTokens ?? 64;
   const ids = promptIds(target, prompt);
+  const maxNew = options.maxNewTokens ??
+    Math.max(1, Math.min(64, target.contextLength - ids.length));
   checkBudget(ids.length, maxNew, target.contextLength);
   const seed = options.seed ??
     crypto.getRandomValues(new Uint32Array(1))[0]!;

@@ -76,7 +76,9 @@ export function perplexityWindows(
 ): { ctx: number; stride: number; windows: PerplexityWindow[] } {
   if (n < 2) {
     throw new RangeError(
-      `the text is ${n} token${n === 1 ? "" : "s"}; perplexity needs at least 2`,
+      `the text is ${n} token${
+        n === 1 ? "" : "s"
+      }; perplexity needs at least 2`,
     );
   }
   const ctx = options.ctx ?? Math.min(contextLength, n);

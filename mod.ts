@@ -69,3 +69,6 @@ export * from "./src/quant/quantize_rows_asymmetric.ts";
 export * from "./src/models/config.ts";
 export * from "./src/models/engine.ts";
 export * from "./src/models/sampler.ts";
+export * from "./src/models/tokenizer.ts";
+export * from "./src/models/generate.ts";
+export * from "./src/models/perplexity.ts";

@@ -225,10 +225,3 @@ Deno.test("steps past the context, gaps in positions and bad ids are refused", a
     message: "step() needs at least one token",
   });
 });
-
-Deno.test('backend "webgpu" is a clear error until its engine exists', async () => {
-  await assert.rejects(loadCausalLM(TINY, { backend: "webgpu" }), {
-    message:
-      'Backend "webgpu" has no model engine yet (the WebGPU runtime is not in this build); use backend "cpu" or "auto"',
-  });
-});

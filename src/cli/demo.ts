@@ -8,7 +8,7 @@
 import { join } from "node:path";
 import { makeDemoCheckpoint } from "../demo/demo_checkpoint.ts";
 import { quantizeCheckpoint } from "../io/quantize_checkpoint.ts";
-import { registerTemp } from "../io/_atomic.ts";
+import { registerTemp } from "../io/atomic.ts";
 import { flag, parseCommandArgs, str } from "./_args.ts";
 import type { CliIO } from "./_io.ts";
 import { applyBackend, evaluateCheckpoints, formatEval } from "./eval.ts";

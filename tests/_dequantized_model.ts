@@ -11,7 +11,7 @@ import {
   Tensor,
   W8A8LinearLayer,
 } from "../mod.ts";
-import { quantizeActivationsPerToken } from "../src/backend/cpu_lowbit.ts";
+import { quantizeActivationsPerToken } from "../src/backend/linear_w8a8.ts";
 
 class ActivationsAs extends Module {
   constructor(

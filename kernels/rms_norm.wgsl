@@ -1,0 +1,73 @@
+// rms_norm.wgsl: RMSNorm of rows, optionally after adding a residual delta
+// (the add + norm fusion saves a pass over the residual stream).
+//
+// For each row: if ADD, x ← x + d (written back: x is the residual stream);
+// then out = x · (1 / sqrt(mean(x²) + EPS)) · (PLUS_ONE ? 1 + w : w), f32.
+// Row selection: workgroup g handles source row step.row0 + g (the last row
+// only, for the logits of a prefill, when the engine sets row0 = n − 1 and
+// dispatches one workgroup), and writes output row g.
+// Layout: x, d [n, LDX] f32; w [DIM] f32; out [·, LDO] f32, columns
+// [DIM, LDO) zeroed (the padding the matmul kernels read as 16-blocks).
+// Workgroup 256, threads striding over the row; sums reduced in workgroup
+// memory. Grid (rows, 1).
+
+struct Step { pos: u32, n: u32, row0: u32, rows: u32 }
+
+override DIM: u32;
+override LDX: u32;
+override LDO: u32;
+override EPS: f32;
+override PLUS_ONE: bool = false;
+override ADD: bool = false;
+
+@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read> d: array<f32>;
+@group(0) @binding(3) var<storage, read> w: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+var<workgroup> part: array<f32, 256>;
+
+fn reduce_sum(t: u32, v: f32) -> f32 {
+  part[t] = v;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (t < s) {
+      part[t] += part[t + s];
+    }
+    workgroupBarrier();
+  }
+  let total = part[0];
+  workgroupBarrier();
+  return total;
+}
+
+@compute @workgroup_size(256)
+fn main(
+  @builtin(local_invocation_index) t: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+) {
+  let src = (step.row0 + wid.x) * LDX;
+  let dst = wid.x * LDO;
+  var ss = 0.0;
+  for (var c = t; c < DIM; c += 256u) {
+    var v = x[src + c];
+    if (ADD) {
+      v += d[src + c];
+      x[src + c] = v;
+    }
+    ss += v * v;
+  }
+  let inv = 1.0 / sqrt(reduce_sum(t, ss) / f32(DIM) + EPS);
+  for (var c = t; c < LDO; c += 256u) {
+    var o = 0.0;
+    if (c < DIM) {
+      var g = w[c];
+      if (PLUS_ONE) {
+        g += 1.0;
+      }
+      o = x[src + c] * inv * g;
+    }
+    out[dst + c] = o;
+  }
+}

@@ -66,3 +66,6 @@ export * from "./src/io/formats/compressed_tensors_packing.ts";
 export * from "./src/io/formats/compressed_tensors_warnings.ts";
 export * from "./src/io/formats/quanto.ts";
 export * from "./src/quant/quantize_rows_asymmetric.ts";
+export * from "./src/models/config.ts";
+export * from "./src/models/engine.ts";
+export * from "./src/models/sampler.ts";

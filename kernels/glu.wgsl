@@ -3,8 +3,10 @@
 //
 // out[i, c] = ACT(g[i·LDG + G_OFF + c]) · (GATED ? u[i·LDU + U_OFF + c] : 1)
 // for c < DIM, with ACT 0 SiLU x·σ(x), 1 GELU x·Φ(x) (erf), 2 GELU-tanh
-// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), 3 ReLU. g and u may be one
-// buffer (a fused gate_up projection: the two halves of each row).
+// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), computed as x·σ(2·inner),
+// which is the same function without the cancellation of 1 + tanh near −1,
+// 3 ReLU. g and u may be one buffer (a fused gate_up projection: the two
+// halves of each row).
 // Layout: g, u f32 rows of the projections; out [n, LDO] f32, columns
 // [DIM, LDO) zeroed. Workgroup 256, one thread per column;
 // grid (ceil(LDO / 256), n).
@@ -47,7 +49,7 @@ fn act(x: f32) -> f32 {
     }
     case 2u: {
       let inner = 0.7978845608028654 * (x + 0.044715 * x * x * x);
-      return 0.5 * x * (1.0 + tanh(inner));
+      return x / (1.0 + exp(min(-2.0 * inner, 80.0)));
     }
     default: {
       return max(x, 0.0);

@@ -31,6 +31,7 @@ const ALL_IDS = 0xffffffffu;
 var<workgroup> part: array<f32, 256>;
 var<workgroup> part_id: array<u32, 256>;
 var<workgroup> total: f32;
+var<workgroup> winner: u32;
 
 // Order key: larger logits give larger keys (−0 counts as +0).
 fn key(i: u32) -> u32 {
@@ -65,18 +66,18 @@ fn prefix(t: u32, kb: u32, ib: u32, count: bool) -> f32 {
   return workgroupUniformLoad(&total);
 }
 
-fn reached(f: f32, target: f32, strict: bool) -> bool {
-  return select(f >= target, f > target, strict);
+fn reached(f: f32, goal: f32, strict: bool) -> bool {
+  return select(f >= goal, f > goal, strict);
 }
 
-// The shortest prefix whose sum reaches `target` (exceeds it when strict).
-fn boundary(t: u32, target: f32, count: bool, strict: bool) -> vec2<u32> {
+// The shortest prefix whose sum reaches `goal` (exceeds it when strict).
+fn boundary(t: u32, goal: f32, count: bool, strict: bool) -> vec2<u32> {
   var lo = 0u;
   var hi = 0xffffffffu;
   for (var it = 0u; it < 32u; it++) {
     let mid = lo + (hi - lo) / 2u + (hi - lo) % 2u;
     if (lo < hi) {
-      if (reached(prefix(t, mid, ALL_IDS, count), target, strict)) {
+      if (reached(prefix(t, mid, ALL_IDS, count), goal, strict)) {
         lo = mid;
       } else {
         hi = mid - 1u;
@@ -89,7 +90,7 @@ fn boundary(t: u32, target: f32, count: bool, strict: bool) -> vec2<u32> {
   for (var it = 0u; it < 32u; it++) {
     let mid = ilo + (ihi - ilo) / 2u;
     if (ilo < ihi) {
-      if (reached(prefix(t, kb, mid, count), target, strict)) {
+      if (reached(prefix(t, kb, mid, count), goal, strict)) {
         ihi = mid;
       } else {
         ilo = mid + 1u;
@@ -114,8 +115,8 @@ fn main(@builtin(local_invocation_index) t: u32) {
   var best_id = ALL_IDS;
   var nan = 0.0;
   for (var i = t; i < V; i += 256u) {
-    let l = logits[i];
-    if (l != l) {
+    // By bits: a compiler may assume `l != l` is false.
+    if ((bitcast<u32>(logits[i]) & 0x7fffffffu) > 0x7f800000u) {
       nan = 1.0;
     }
     let k = key(i);
@@ -139,10 +140,11 @@ fn main(@builtin(local_invocation_index) t: u32) {
     }
     workgroupBarrier();
   }
-  let arg = workgroupUniformLoad(&part_id[0]);
   if (t == 0u) {
+    winner = part_id[0];
     out[1] = select(0u, 1u, part[0] > 0.0);
   }
+  let arg = workgroupUniformLoad(&winner);
   if (sp.temperature <= 0.0) {
     if (t == 0u) {
       out[0] = arg;

@@ -15,7 +15,7 @@
 // Workgroup 64: thread t scores key j0 + t of a chunk, then owns output
 // dimensions t, t + 64, …; grid (NQ, n).
 
-struct Step { pos: u32, n: u32, row0: u32, rows: u32 }
+struct Step { pos: u32, n: u32, rows: u32, pad: u32 }
 
 override NQ: u32;
 override NKV: u32;

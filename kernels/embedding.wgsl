@@ -11,7 +11,7 @@
 // the low half first); tok [n] u32; h [n, LDH] f32.
 // Workgroup 256, one thread per column; grid (ceil(DIM / 256), n).
 
-struct Step { pos: u32, n: u32, row0: u32, rows: u32 }
+struct Step { pos: u32, n: u32, rows: u32, pad: u32 }
 
 override DTYPE: u32;
 override DIM: u32;

@@ -11,7 +11,7 @@
 // [DIM, LDO) zeroed. Workgroup 256, one thread per column;
 // grid (ceil(LDO / 256), n).
 
-struct Step { pos: u32, n: u32, row0: u32, rows: u32 }
+struct Step { pos: u32, n: u32, rows: u32, pad: u32 }
 
 override ACT: u32;
 override GATED: bool;

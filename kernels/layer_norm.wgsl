@@ -4,19 +4,21 @@
 // For each row: if ADD, x ← x + d (written back: x is the residual stream);
 // then out = (x − mean) / sqrt(var + EPS) · w + b with the biased variance,
 // f32, mean and variance in two passes (exact-ish, no E[x²] − E[x]²).
-// Row selection: workgroup g handles source row step.row0 + g and writes
-// output row g (the engine dispatches one workgroup for the last row only).
-// Layout: x, d [n, LDX] f32; w, b [DIM] f32; out [·, LDO] f32, columns
-// [DIM, LDO) zeroed. Workgroup 256, threads striding over the row; sums
+// Row selection: workgroup g handles source row g and writes output row g;
+// with LAST, one workgroup normalises the step's last row only (into row 0).
+// Layout: x [n, LDX] f32 (the residual stream); d [n, LDD] f32; w, b [DIM]
+// f32; out [·, LDO] f32, columns [DIM, LDO) zeroed. Workgroup 256, threads striding over the row; sums
 // reduced in workgroup memory. Grid (rows, 1).
 
-struct Step { pos: u32, n: u32, row0: u32, rows: u32 }
+struct Step { pos: u32, n: u32, rows: u32, pad: u32 }
 
 override DIM: u32;
 override LDX: u32;
+override LDD: u32 = 0u;
 override LDO: u32;
 override EPS: f32;
 override ADD: bool = false;
+override LAST: bool = false;
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
@@ -46,13 +48,14 @@ fn main(
   @builtin(local_invocation_index) t: u32,
   @builtin(workgroup_id) wid: vec3<u32>,
 ) {
-  let src = (step.row0 + wid.x) * LDX;
+  let row = select(0u, step.n - 1u, LAST) + wid.x;
+  let src = row * LDX;
   let dst = wid.x * LDO;
   var s1 = 0.0;
   for (var c = t; c < DIM; c += 256u) {
     var v = x[src + c];
     if (ADD) {
-      v += d[src + c];
+      v += d[row * LDD + c];
       x[src + c] = v;
     }
     s1 += v;

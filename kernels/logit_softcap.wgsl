@@ -4,7 +4,7 @@
 // Layout: logits [rows, V] f32, rows = step.rows. Workgroup 256, one thread per
 // logit; grid (ceil(V / 256), rows).
 
-struct Step { pos: u32, n: u32, row0: u32, rows: u32 }
+struct Step { pos: u32, n: u32, rows: u32, pad: u32 }
 
 override V: u32;
 override CAP: f32;

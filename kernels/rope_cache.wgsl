@@ -16,7 +16,7 @@
 // kc, vc [NKV, CTX, HD]; cs [positions, ROT / 2] vec2<f32>.
 // Workgroup 64, threads striding over a head's pairs; grid (NQ + NKV, n).
 
-struct Step { pos: u32, n: u32, row0: u32, rows: u32 }
+struct Step { pos: u32, n: u32, rows: u32, pad: u32 }
 
 override NQ: u32;
 override NKV: u32;

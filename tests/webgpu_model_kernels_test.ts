@@ -23,7 +23,7 @@ const U = GPUBufferUsage;
 
 /**
  * Runs one kernel: `data` fills bindings or gives the byte size of empty ones
- * (binding 0 is the uniform: the step {pos, n, row0, rows}, or the sampler's
+ * (binding 0 is the uniform: the step {pos, n, rows, 0}, or the sampler's
  * params); returns the bytes of binding `read`.
  */
 async function run(
@@ -73,8 +73,8 @@ async function run(
   return out;
 }
 
-const step = (pos: number, n: number, row0 = 0, rows = n) =>
-  new Uint32Array([pos, n, row0, rows]);
+const step = (pos: number, n: number, rows = n) =>
+  new Uint32Array([pos, n, rows, 0]);
 
 function assertNear(
   got: ArrayLike<number>,
@@ -166,7 +166,14 @@ Deno.test({
       const n = 3;
       const x = floats(n * dim, 2, 3), d = floats(n * dim, 3), w = floats(dim, 4);
       const sum = x.map((v, i) => v + d[i]!);
-      const c = { DIM: dim, LDX: dim, LDO: ldo, EPS: 1e-6, PLUS_ONE: addOne };
+      const c = {
+        DIM: dim,
+        LDX: dim,
+        LDD: dim,
+        LDO: ldo,
+        EPS: 1e-6,
+        PLUS_ONE: addOne,
+      };
       const data = { 0: step(0, n), 1: x, 2: d, 3: w, 4: 4 * n * ldo };
       const out = new Float32Array(
         await run("rms_norm", { ...c, ADD: true }, data, [n, 1], 4),
@@ -185,9 +192,9 @@ Deno.test({
         await run("rms_norm", { ...c, ADD: true }, data, [n, 1], 1),
       );
       assert.deepEqual(back.subarray(0, n * dim), sum, "x += d is written back");
-      // The last row only (row0 = n − 1), into output row 0.
+      // The last row only, into output row 0.
       const last = new Float32Array(
-        await run("rms_norm", c, { ...data, 0: step(0, n, n - 1, 1) }, [1, 1], 4),
+        await run("rms_norm", { ...c, LAST: true }, data, [1, 1], 4),
       );
       assertNear(
         last.subarray(0, dim),

@@ -41,6 +41,7 @@ import quantizeX from "../../kernels/quantize_x_i8.wgsl" with { type: "text" };
 import dotI8Dot4 from "../../kernels/dot_i8_dot4.wgsl" with { type: "text" };
 import dotI8Shift from "../../kernels/dot_i8_shift.wgsl" with { type: "text" };
 import w8a8Output from "../../kernels/w8a8_output.wgsl" with { type: "text" };
+import roundF32 from "../../kernels/round_f32.wgsl" with { type: "text" };
 import gemvW8A8 from "../../kernels/gemv_w8a8.wgsl" with { type: "text" };
 import gemmW8A8 from "../../kernels/gemm_w8a8.wgsl" with { type: "text" };
 import { checkActivations, checkShapes, W8A8_MAX_K } from "./_checks.ts";
@@ -202,11 +203,14 @@ function assemble(parts: string[]): string {
     .join("\n");
 }
 
-/** The matrix product pass: a GEMV for a few activation rows, else a GEMM. */
+/**
+ * The matrix product pass: a GEMV for a few activation rows, else a GEMM.
+ * Outputs stay f32 (round_f32.wgsl: the layers convert on the host).
+ */
 function matmul(mb: number, gemvParts: string[], gemmParts: string[]): Pass {
   return mb <= GEMV_MAX_M
-    ? { parts: [gemvReduce, ...gemvParts], grid: "gemv" }
-    : { parts: gemmParts, grid: "gemm" };
+    ? { parts: [roundF32, gemvReduce, ...gemvParts], grid: "gemv" }
+    : { parts: [roundF32, ...gemmParts], grid: "gemm" };
 }
 
 /** Copies `rows` rows of `k` values into rows of `kPad`, zero-padded. */

@@ -16,7 +16,7 @@ import {
   refLayerNorm,
   refRmsNorm,
   refRope,
-} from "./_model_reference.ts";
+} from "./_webgpu_kernel_reference.ts";
 
 type Data = ArrayBufferView;
 const U = GPUBufferUsage;

@@ -335,9 +335,13 @@ export function parseModelConfig(json: unknown, source?: string): ModelConfig {
       addOne: gemma,
     },
     activation: activation(
-      family === "gemma2"
-        ? c.hidden_activation ?? c.hidden_act ?? "gelu_pytorch_tanh"
-        : c.hidden_act ?? (gemma ? "gelu_pytorch_tanh" : "silu"),
+      // Gemma checkpoints say hidden_act "gelu" for the tanh approximation
+      // (transformers substitutes it); hidden_activation, where set, wins.
+      gemma
+        ? c.hidden_activation ??
+          (c.hidden_act === "gelu" ? "gelu_pytorch_tanh" : c.hidden_act) ??
+          "gelu_pytorch_tanh"
+        : c.hidden_act ?? "silu",
       where,
     ),
     gatedMlp: true,

@@ -481,7 +481,7 @@ export class WebGpuEngine implements Engine {
     code: string,
     constants: Constants,
   ): GPUComputePipeline {
-    const k = `${key}\0${JSON.stringify(constants)}`;
+    const k = `${code}\0${JSON.stringify(constants)}`;
     let p = this.#pipelines.get(k);
     if (!p) {
       p = computePipeline(this.#device, code, constants, key);

@@ -116,6 +116,12 @@ Deno.test("model fixtures: a family folder exists for every decoder family", () 
       "llama",
       "mistral",
       "qwen2",
+      "gemma",
+      "gemma2",
+      "phi3",
+      "gpt2",
+      "opt",
+      "codegen",
     ]
   ) {
     assert.ok(types.has(t), `no fixture with model_type ${t}`);

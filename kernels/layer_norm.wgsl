@@ -1,12 +1,13 @@
 // layer_norm.wgsl: LayerNorm of rows (GPT-2, OPT), optionally after adding a
 // residual delta (the add + norm fusion saves a pass over the residual stream).
 //
-// For each row: if ADD, x ← x + d (written back: x is the residual stream);
+// For each row: if ADD, x ← x + d (written back: x is the residual stream),
+// or with ADD2 x ← x + (d + d2) (a parallel block's attention and MLP);
 // then out = (x − mean) / sqrt(var + EPS) · w + b with the biased variance,
 // f32, mean and variance in two passes (exact-ish, no E[x²] − E[x]²).
 // Row selection: workgroup g handles source row g and writes output row g;
 // with LAST, one workgroup normalises the step's last row only (into row 0).
-// Layout: x [n, LDX] f32 (the residual stream); d [n, LDD] f32; w, b [DIM]
+// Layout: x [n, LDX] f32 (the residual stream); d, d2 [n, LDD] f32; w, b [DIM]
 // f32; out [·, LDO] f32, columns [DIM, LDO) zeroed. Workgroup 256, threads striding over the row; sums
 // reduced in workgroup memory. Grid (rows, 1).
 
@@ -19,6 +20,7 @@ override LDO: u32;
 override EPS: f32;
 override ADD: bool = false;
 override LAST: bool = false;
+override ADD2: bool = false;
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
@@ -26,6 +28,7 @@ override LAST: bool = false;
 @group(0) @binding(3) var<storage, read> w: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read> b: array<f32>;
+@group(0) @binding(6) var<storage, read> d2: array<f32>;
 
 var<workgroup> part: array<f32, 256>;
 
@@ -55,7 +58,11 @@ fn main(
   for (var c = t; c < DIM; c += 256u) {
     var v = x[src + c];
     if (ADD) {
-      v += d[row * LDD + c];
+      if (ADD2) {
+        v += d[row * LDD + c] + d2[row * LDD + c];
+      } else {
+        v += d[row * LDD + c];
+      }
       x[src + c] = v;
     }
     s1 += v;

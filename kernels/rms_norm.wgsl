@@ -1,12 +1,13 @@
 // rms_norm.wgsl: RMSNorm of rows, optionally after adding a residual delta
 // (the add + norm fusion saves a pass over the residual stream).
 //
-// For each row: if ADD, x ← x + d (written back: x is the residual stream);
+// For each row: if ADD, x ← x + d (written back: x is the residual stream),
+// or with ADD2 x ← x + (d + d2) (a parallel block's attention and MLP);
 // then out = x · (1 / sqrt(mean(x²) + EPS)) · (PLUS_ONE ? 1 + w : w), f32.
 // Row selection: workgroup g handles source row g and writes output row g;
 // with LAST, one workgroup normalises the step's last row only (into output
 // row 0), all the logits of a prefill need.
-// Layout: x [n, LDX] f32 (the residual stream); d [n, LDD] f32; w [DIM]
+// Layout: x [n, LDX] f32 (the residual stream); d, d2 [n, LDD] f32; w [DIM]
 // f32; out [·, LDO] f32, columns [DIM, LDO) zeroed (the padding the matmul
 // kernels read as 16-blocks).
 // Workgroup 256, threads striding over the row; sums reduced in workgroup
@@ -22,12 +23,14 @@ override EPS: f32;
 override PLUS_ONE: bool = false;
 override ADD: bool = false;
 override LAST: bool = false;
+override ADD2: bool = false;
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read> d: array<f32>;
 @group(0) @binding(3) var<storage, read> w: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read> d2: array<f32>;
 
 var<workgroup> part: array<f32, 256>;
 
@@ -57,7 +60,11 @@ fn main(
   for (var c = t; c < DIM; c += 256u) {
     var v = x[src + c];
     if (ADD) {
-      v += d[row * LDD + c];
+      if (ADD2) {
+        v += d[row * LDD + c] + d2[row * LDD + c];
+      } else {
+        v += d[row * LDD + c];
+      }
       x[src + c] = v;
     }
     ss += v * v;

@@ -148,6 +148,8 @@ async function describe(layer: MatmulLayer, name: string): Promise<Upload> {
 /**
  * Uploads `layer` (found at `name`). `act16` is the model's 16-bit dtype,
  * which W8A16/W4A16 layers round their activations to, as on the CPU.
+ * `rowOrder[j]`, where given, is the layer's output row that becomes GPU
+ * row j (CodeGen's interleaved qkv becomes plain q | k | v).
  */
 export async function uploadMatmul(
   device: GPUDevice,
@@ -155,8 +157,10 @@ export async function uploadMatmul(
   name: string,
   act16: "bf16" | "f16",
   maxBinding: number,
+  rowOrder: Int32Array | null = null,
 ): Promise<GpuMatmul> {
   const u = await describe(layer, name);
+  const from = (j: number) => rowOrder ? rowOrder[j]! : j;
   const n = layer.outFeatures, k = layer.inFeatures;
   const bpe = (a: ArrayBufferView) =>
     (a as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT;
@@ -184,12 +188,12 @@ export async function uploadMatmul(
       });
       const dst = new Uint8Array(buffer.getMappedRange());
       const bytes = new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
-      if (len === padLen) {
+      if (len === padLen && !rowOrder) {
         dst.set(bytes.subarray(row0 * len * e, (row0 + rows) * len * e));
       } else {
         for (let r = 0; r < rows; r++) {
-          const from = (row0 + r) * len * e;
-          dst.set(bytes.subarray(from, from + len * e), r * padLen * e);
+          const at = from(row0 + r) * len * e;
+          dst.set(bytes.subarray(at, at + len * e), r * padLen * e);
         }
       }
       buffer.unmap();
@@ -204,7 +208,7 @@ export async function uploadMatmul(
     mappedAtCreation: true,
   });
   const rp = new Float32Array(rowp.getMappedRange());
-  for (let j = 0; j < n; j++) rp.set(u.rowp(j), 2 * j);
+  for (let j = 0; j < n; j++) rp.set(u.rowp(from(j)), 2 * j);
   rowp.unmap();
   const bias = device.createBuffer({
     label: `${name} bias`,
@@ -212,7 +216,10 @@ export async function uploadMatmul(
     usage: U.STORAGE,
     mappedAtCreation: true,
   });
-  if (u.bias) new Float32Array(bias.getMappedRange()).set(u.bias);
+  if (u.bias) {
+    const b = new Float32Array(bias.getMappedRange());
+    for (let j = 0; j < n; j++) b[j] = u.bias[from(j)]!;
+  }
   bias.unmap();
   const act = activationDtype(layer, act16) as "f32" | "bf16" | "f16";
   return {

@@ -86,6 +86,7 @@ interface Plan {
 interface Slot {
   name: string;
   get: () => MatmulLayer;
+  rowOrder: Int32Array | null;
   layer: MatmulLayer | null;
   gpu: GpuMatmul | null;
 }
@@ -255,16 +256,28 @@ export class WebGpuEngine implements Engine {
 
   async #build(): Promise<void> {
     const { config: c, parts } = this.model;
-    const slot = (name: string, get: () => MatmulLayer): Slot => {
-      const s = { name, get, layer: null, gpu: null };
+    const slot = (
+      name: string,
+      get: () => MatmulLayer,
+      rowOrder: Int32Array | null = null,
+    ): Slot => {
+      const s = { name, get, rowOrder, layer: null, gpu: null };
       this.#slots.push(s);
       return s;
     };
     for (const [i, layer] of parts.layers.entries()) {
       const a = layer.parts.attention, p = a.options.projections;
       const at = `model.layers.${i}.self_attn`;
-      for (const name of Object.values(p)) {
-        slot(`${at}.${name}`, () => a.projection(name));
+      if ("qkv" in p) {
+        const order = p.mpNum
+          ? mpRowOrder(a.options.numHeads * a.options.headDim, p.mpNum)
+          : null;
+        slot(`${at}.${p.qkv}`, () => a.projection(p.qkv), order);
+        slot(`${at}.${p.o}`, () => a.projection(p.o));
+      } else {
+        for (const name of [p.q, p.k, p.v, p.o]) {
+          slot(`${at}.${name}`, () => a.projection(name));
+        }
       }
       const mlp = layer.parts.mlp;
       for (const name of Object.values(mlp.projections)) {
@@ -313,6 +326,7 @@ export class WebGpuEngine implements Engine {
         s.name,
         this.act16,
         this.#maxBinding,
+        s.rowOrder,
       );
       if (s.gpu) destroyMatmul(s.gpu);
       s.layer = layer;
@@ -428,7 +442,7 @@ export class WebGpuEngine implements Engine {
       ? this.#slotOf(this.model.parts.projectOut).gpu!.n
       : 0;
     this.#buffer("proj", 4 * this.#chunkAll * roundUp(Math.max(projOut, 1), 16));
-    this.#buffer("xf", 4 * Math.max(C, 1) * hp);
+    this.#buffer("xf", 4 * Math.max(C, 1) * hp, rw);
     this.#buffer("logits", 4 * this.#chunkAll * c.vocabSize, rw);
     this.#buffer("scratch", 4 * c.vocabSize);
     this.#buffer("picked", 16, rw);
@@ -582,15 +596,14 @@ export class WebGpuEngine implements Engine {
     // The residual stream ping-pongs between h0 and h1 only after post-norms.
     let h = b("h0");
     let other = b("h1");
-    let pending: GPUBuffer | null = null; // a delta to add before the next norm
-    let pendingLd = H;
+    let pending: GPUBuffer[] = []; // deltas to add before the next norm
 
     const norm = (
       nm: Norm,
       x: GPUBuffer,
       out: GPUBuffer,
       opts: {
-        add?: GPUBuffer | null;
+        add?: GPUBuffer[];
         ldd?: number;
         ldx?: number;
         ldo?: number;
@@ -605,15 +618,17 @@ export class WebGpuEngine implements Engine {
         LDD: opts.ldd ?? H,
         LDO: opts.ldo ?? hp,
         EPS: (nm as RMSNorm | LayerNorm).eps,
-        ADD: !!opts.add,
+        ADD: (opts.add?.length ?? 0) > 0,
+        ADD2: opts.add?.length === 2,
         LAST: !!opts.last,
       };
       const bind: Record<number, GPUBuffer> = {
         0: stepBuf,
         1: x,
-        2: opts.add ?? b("dummy"),
+        2: opts.add?.[0] ?? b("dummy"),
         3: w.w,
         4: out,
+        6: opts.add?.[1] ?? b("dummy"),
       };
       if (w.b) bind[5] = w.b;
       // The add-one of Gemma norms is already in RMSNorm.scale().
@@ -680,17 +695,16 @@ export class WebGpuEngine implements Engine {
       run: (x: GPUBuffer, y: GPUBuffer) => void,
     ) => {
       if (preNorm) {
-        norm(nm, h, b("xn"), { add: pending, ldd: pendingLd });
+        norm(nm, h, b("xn"), { add: pending });
         run(b("xn"), b("delta"));
         if (post) {
           norm(post, b("delta"), b("delta2"), { ldx: H, ldo: H });
-          pending = b("delta2");
-        } else pending = b("delta");
-        pendingLd = H;
+          pending = [b("delta2")];
+        } else pending = [b("delta")];
       } else {
-        if (pending) throw new Error("internal: a pending delta at a post-norm");
+        if (pending.length) throw new Error("internal: a delta at a post-norm");
         run(h, b("delta"));
-        norm(nm, h, other, { add: b("delta"), ldd: H });
+        norm(nm, h, other, { add: [b("delta")] });
         [h, other] = [other, h];
       }
     };
@@ -700,7 +714,7 @@ export class WebGpuEngine implements Engine {
       const at = `model.layers.${i}.self_attn`;
       const qw = a.numHeads * a.headDim, kvw = a.numKvHeads * a.headDim;
       const rope = parts.rope;
-      sub(lp.preNorm, lp.inputNorm, lp.postAttentionNorm, (x, y) => {
+      const attention = (x: GPUBuffer, y: GPUBuffer) => {
         const p = a.projections;
         let q: GPUBuffer, k: GPUBuffer, v: GPUBuffer;
         let ldq = qw, ldk = kvw, kOff = 0, vOff = 0;
@@ -755,11 +769,11 @@ export class WebGpuEngine implements Engine {
           4: b("attn"),
         }, [a.numHeads, n]);
         this.#matmul(ops, params, slot(`${at}.${p.o}`), b("attn"), y, n);
-      });
+      };
       const mlp = lp.mlp, mp = mlp.projections;
       const ml = `model.layers.${i}.mlp`;
       const inter = c.intermediateSize;
-      sub(lp.preNorm, lp.mlpNorm, lp.postMlpNorm, (x, y) => {
+      const feedForward = (x: GPUBuffer, y: GPUBuffer) => {
         const act = ["silu", "gelu", "gelu_tanh", "relu"].indexOf(
           mlp.activation,
         );
@@ -800,7 +814,17 @@ export class WebGpuEngine implements Engine {
           down = mp.down;
         }
         this.#matmul(ops, params, slot(`${ml}.${down}`), b("act"), y, n);
-      });
+      };
+      if (lp.parallel) {
+        // x + attn(norm(x)) + mlp(norm(x)): both deltas go to the next norm.
+        norm(lp.inputNorm, h, b("xn"), { add: pending });
+        attention(b("xn"), b("delta"));
+        feedForward(b("xn"), b("delta2"));
+        pending = [b("delta"), b("delta2")];
+      } else {
+        sub(lp.preNorm, lp.inputNorm, lp.postAttentionNorm, attention);
+        sub(lp.preNorm, lp.mlpNorm, lp.postMlpNorm, feedForward);
+      }
     }
 
     // Final norm (of the last row only, unless every row's logits are
@@ -810,14 +834,10 @@ export class WebGpuEngine implements Engine {
       const rows = last ? 1 : n;
       let x: GPUBuffer;
       if (parts.finalNorm) {
-        norm(parts.finalNorm, h, b("xf"), {
-          add: pending,
-          ldd: pendingLd,
-          last,
-        });
+        norm(parts.finalNorm, h, b("xf"), { add: pending, last });
         x = b("xf");
       } else {
-        if (pending) {
+        if (pending.length) {
           throw new Error(
             "A pre-norm model without a final norm is not supported on WebGPU",
           );
@@ -1117,4 +1137,22 @@ export class WebGpuEngine implements Engine {
       ),
     };
   }
+}
+
+/**
+ * GPU row → layer row of CodeGen's fused qkv, whose output is `mp` chunks of
+ * (q, v, k) slices: the GPU copy holds plain q | k | v.
+ */
+function mpRowOrder(width: number, mp: number): Int32Array {
+  const local = width / mp;
+  const order = new Int32Array(3 * width);
+  const slotOf = [0, 2, 1]; // q, k, v → their slice within a chunk
+  for (let part = 0; part < 3; part++) {
+    for (let w = 0; w < width; w++) {
+      const c = Math.floor(w / local);
+      order[part * width + w] = c * 3 * local + slotOf[part]! * local +
+        (w % local);
+    }
+  }
+  return order;
 }

@@ -11,6 +11,7 @@ import {
   ModelConfigError,
   ModelWeightsError,
   parseModelConfig,
+  probeWebGpu,
   Tensor,
 } from "../mod.ts";
 import {
@@ -226,9 +227,14 @@ Deno.test("steps past the context, gaps in positions and bad ids are refused", a
   });
 });
 
-Deno.test('backend "webgpu" is a clear error until its engine exists', async () => {
-  await assert.rejects(loadCausalLM(TINY, { backend: "webgpu" }), {
-    message:
-      'Backend "webgpu" has no model engine yet (the WebGPU runtime is not in this build); use backend "cpu" or "auto"',
-  });
+Deno.test('backend "webgpu" runs the WebGPU engine, or is a clear error without an adapter', async () => {
+  if (!(await probeWebGpu()).adapter) {
+    await assert.rejects(loadCausalLM(TINY, { backend: "webgpu" }), {
+      message: /^Backend "webgpu" needs a WebGPU adapter/,
+    });
+    return;
+  }
+  using lm = await loadCausalLM(TINY, { backend: "webgpu", contextLength: 32 });
+  assert.equal(lm.engine.name, "webgpu");
+  assert.equal((await lm.logits([1, 2, 3])).length, 3 * lm.config.vocabSize);
 });

@@ -8,13 +8,18 @@
 import { CpuEngine, type EngineOptions } from "./cpu_engine.ts";
 import type { DecoderModel } from "./decoder_model.ts";
 import type { Engine } from "./engine.ts";
+import { createWebGpuEngine } from "./webgpu_engine.ts";
+import { probeWebGpu } from "../backend/webgpu.ts";
 
 /** The backends `loadCausalLM` accepts. */
 export type EngineBackend = "auto" | "cpu" | "webgpu";
 
 /**
- * Makes the engine for `backend`. `auto` is the CPU engine until the
- * WebGPU engine lands; `webgpu` is an error until then.
+ * Makes the engine for `backend`: `cpu` the typed-array engine, `webgpu` the
+ * WebGPU engine (an error where `navigator.gpu` has no adapter), `auto` the
+ * WebGPU engine on a hardware adapter and the CPU engine otherwise — a
+ * software adapter (llvmpipe/lavapipe) is slower than the CPU kernels, so
+ * `auto` declines it, as the layer backend does.
  *
  * @example
  * ```ts
@@ -27,26 +32,39 @@ export type EngineBackend = "auto" | "cpu" | "webgpu";
  * lm.dispose();
  * ```
  */
-export function createEngine(
+export async function createEngine(
   backend: EngineBackend,
   model: DecoderModel,
   options: EngineOptions = {},
 ): Promise<Engine> {
   switch (backend) {
-    case "auto":
     case "cpu":
-      return Promise.resolve(new CpuEngine(model, options));
-    case "webgpu":
-      return Promise.reject(
-        new Error(
-          'Backend "webgpu" has no model engine yet (the WebGPU runtime is not in this build); use backend "cpu" or "auto"',
-        ),
-      );
+      return new CpuEngine(model, options);
+    case "webgpu": {
+      const probe = await probeWebGpu();
+      if (!probe.adapter) {
+        throw new Error(
+          `Backend "webgpu" needs a WebGPU adapter, and navigator.gpu gave none: ${probe.description}`,
+        );
+      }
+      return await createWebGpuEngine(model, {
+        ...options,
+        adapter: probe.adapter,
+      });
+    }
+    case "auto": {
+      const probe = await probeWebGpu();
+      if (probe.adapter && !probe.isFallback) {
+        return await createWebGpuEngine(model, {
+          ...options,
+          adapter: probe.adapter,
+        });
+      }
+      return new CpuEngine(model, options);
+    }
     default:
-      return Promise.reject(
-        new RangeError(
-          `Unknown backend "${backend}": expected one of auto, cpu, webgpu`,
-        ),
+      throw new RangeError(
+        `Unknown backend "${backend}": expected one of auto, cpu, webgpu`,
       );
   }
 }

@@ -177,6 +177,13 @@ export abstract class Int8LinearLayer extends Module {
     return new Tensor(out, [this.outFeatures, k]);
   }
 
+  /** `in_features=…, out_features=…, bias=…` (and `asymmetric=True` with zero points). */
+  override extraRepr(): string {
+    return `in_features=${this.inFeatures}, out_features=${this.outFeatures}, bias=${
+      this.bias ? "True" : "False"
+    }${this.zeroPoints ? ", asymmetric=True" : ""}`;
+  }
+
   /** Runs the layer on an input [..., in]. */
   abstract forward(input: Tensor): Promise<Tensor>;
 

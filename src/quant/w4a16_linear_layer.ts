@@ -318,6 +318,15 @@ export class W4A16LinearLayer extends Module {
     }));
   }
 
+  /** `in_features=…, out_features=…, bias=…, group_size=…` (and `asymmetric=True` with zero points). */
+  override extraRepr(): string {
+    return `in_features=${this.inFeatures}, out_features=${this.outFeatures}, bias=${
+      this.bias ? "True" : "False"
+    }, group_size=${this.groupSize}${
+      this.asymmetric ? ", asymmetric=True" : ""
+    }`;
+  }
+
   /** Frees the backend's copy of the weights (GPU buffers). */
   override dispose(): void {
     this.#kernel.release();

@@ -1,0 +1,52 @@
+/**
+ * Which engine runs a model: backend name → engine. The one place a new
+ * engine is wired in.
+ *
+ * @module
+ */
+
+import { CpuEngine, type EngineOptions } from "./cpu_engine.ts";
+import type { DecoderModel } from "./decoder_model.ts";
+import type { Engine } from "./engine.ts";
+
+/** The backends `loadCausalLM` accepts. */
+export type EngineBackend = "auto" | "cpu" | "webgpu";
+
+/**
+ * Makes the engine for `backend`. `auto` is the CPU engine until the
+ * WebGPU engine lands; `webgpu` is an error until then.
+ *
+ * @example
+ * ```ts
+ * import { createEngine, loadCausalLM } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * const lm = await loadCausalLM("models/tinystories-656k");
+ * const engine = await createEngine("cpu", lm.model, { contextLength: 64 });
+ * assert.equal(engine.name, "cpu");
+ * engine.dispose();
+ * lm.dispose();
+ * ```
+ */
+export function createEngine(
+  backend: EngineBackend,
+  model: DecoderModel,
+  options: EngineOptions = {},
+): Promise<Engine> {
+  switch (backend) {
+    case "auto":
+    case "cpu":
+      return Promise.resolve(new CpuEngine(model, options));
+    case "webgpu":
+      return Promise.reject(
+        new Error(
+          'Backend "webgpu" has no model engine yet (the WebGPU runtime is not in this build); use backend "cpu" or "auto"',
+        ),
+      );
+    default:
+      return Promise.reject(
+        new RangeError(
+          `Unknown backend "${backend}": expected one of auto, cpu, webgpu`,
+        ),
+      );
+  }
+}

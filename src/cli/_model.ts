@@ -6,19 +6,20 @@
  * @module
  */
 
-import { flag, type Parsed, str } from "./_args.ts";
+import { flag, list, type Parsed, str } from "./_args.ts";
 import { UsageError } from "./_io.ts";
 import { parseMethodFlags } from "./_method.ts";
 import { parseBackendChoice } from "../backend/select.ts";
 import type { CheckpointMethod } from "../io/weight_scheme.ts";
-import { type CausalLM, loadCausalLM } from "../models/load_causal_lm.ts";
-import type { GenerationTarget } from "../models/generate.ts";
+import { loadCausalLM } from "../models/load_causal_lm.ts";
+import type { CausalLM } from "../models/causal_lm.ts";
 
 /** The flags of {@linkcode openModel}, for a command's parseArgs options. */
 export const MODEL_FLAGS = {
   method: { type: "string", short: "m" },
   "group-size": { type: "string", short: "g" },
   asymmetric: { type: "boolean" },
+  exclude: { type: "string", short: "x", multiple: true },
   backend: { type: "string" },
 } as const;
 
@@ -28,6 +29,8 @@ export const MODEL_FLAGS_HELP =
                         (default: run the checkpoint as stored)
   -g, --group-size <n>  inputs per 4-bit group, w4a16 only (32, 64, 128)
       --asymmetric      zero points (per row for int8, per group for int4)
+  -x, --exclude <name>  a Linear to keep in float when quantizing; repeatable
+                        (default: lm_head; 'none' quantizes every Linear)
       --backend <b>     auto (default), cpu or webgpu (also TINYQ_BACKEND)`;
 
 /** A loaded model and how long loading took. */
@@ -43,6 +46,7 @@ export function modelOptions(command: string, p: Parsed): {
   method?: CheckpointMethod;
   groupSize?: number;
   asymmetric?: boolean;
+  exclude?: string[];
   backend?: "auto" | "cpu" | "webgpu";
 } {
   const out: ReturnType<typeof modelOptions> = {};
@@ -62,6 +66,11 @@ export function modelOptions(command: string, p: Parsed): {
     }
     out.asymmetric = true;
   }
+  const exclude = excludeFlag(p);
+  if (out.method !== undefined) out.exclude = exclude;
+  else if (list(p, "exclude").length > 0 && command !== "perplexity") {
+    throw new UsageError(command, "--exclude needs --method");
+  }
   const backend = str(p, "backend");
   if (backend !== undefined) {
     try {
@@ -71,6 +80,13 @@ export function modelOptions(command: string, p: Parsed): {
     }
   }
   return out;
+}
+
+/** `--exclude` values: lm_head when none are given, nothing for `none`. */
+export function excludeFlag(p: Parsed): string[] {
+  const names = list(p, "exclude");
+  if (names.length === 0) return ["lm_head"];
+  return names.includes("none") ? [] : names;
 }
 
 /** Loads `path` with the model flags of `p`. */
@@ -83,17 +99,6 @@ export async function openModel(
   const t0 = performance.now();
   const lm = await loadCausalLM(path, options);
   return { lm, loadMs: performance.now() - t0 };
-}
-
-/** What the generation loop needs from a loaded model. */
-export function generationTarget(lm: CausalLM): GenerationTarget {
-  return {
-    engine: lm.engine,
-    tokenizer: lm.tokenizer,
-    contextLength: lm.config.maxPositions,
-    vocabSize: lm.config.vocabSize,
-    eosIds: lm.config.eosTokenIds,
-  };
 }
 
 /**

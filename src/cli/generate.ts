@@ -11,14 +11,13 @@ import { flag, parseCommandArgs, str } from "./_args.ts";
 import { type CliIO, UsageError } from "./_io.ts";
 import { intValue, numberValue } from "./_numbers.ts";
 import {
-  generationTarget,
   MODEL_FLAGS,
   MODEL_FLAGS_HELP,
   openModel,
   peakMemoryBytes,
   tokS,
 } from "./_model.ts";
-import { generate, type Prompt } from "../models/generate.ts";
+import type { Prompt } from "../models/generate.ts";
 import { DEFAULT_SAMPLING } from "../models/sampler.ts";
 import { humanBytes, seconds } from "./tables.ts";
 
@@ -89,7 +88,7 @@ export async function generateCommand(
     const prompt: Prompt = chat
       ? { messages: [{ role: "user", content: text }] }
       : text;
-    const gen = generate(generationTarget(lm), prompt, {
+    const gen = lm.generate(prompt, {
       ...(maxNewTokens !== undefined ? { maxNewTokens } : {}),
       ...(temperature !== undefined ? { temperature } : {}),
       ...(topK !== undefined ? { topK } : {}),
@@ -149,7 +148,7 @@ export async function generateCommand(
     }
     return 0;
   } finally {
-    lm.engine.dispose();
+    lm.dispose();
   }
 }
 

@@ -12,7 +12,12 @@
 import { flag, list, parseCommandArgs, str } from "./_args.ts";
 import { type CliIO, UsageError } from "./_io.ts";
 import { intValue } from "./_numbers.ts";
-import { MODEL_FLAGS, MODEL_FLAGS_HELP, modelOptions } from "./_model.ts";
+import {
+  excludeFlag,
+  MODEL_FLAGS,
+  MODEL_FLAGS_HELP,
+  modelOptions,
+} from "./_model.ts";
 import {
   DEFAULT_SCHEMES,
   parseScheme,
@@ -54,8 +59,6 @@ Options:
       --schemes <list>    compare quantization schemes: w8a32, w8a16, w8a8,
                           w4a16, with -g32/-g64/-g128 and -asym, comma-
                           separated, or 'all' (${DEFAULT_SCHEMES.join(",")})
-  -x, --exclude <name>    Linear layers --schemes leaves in float; repeatable
-                          (default: lm_head)
 ${MODEL_FLAGS_HELP}
       --json              print the figures as one JSON object
   -v, --verbose           stack traces on errors
@@ -107,7 +110,9 @@ export function parseSchemesFlag(
 async function readText(
   file: string | undefined,
 ): Promise<{ text: string; source: string }> {
-  if (file === undefined) return { text: SAMPLE_STORY, source: "built-in story" };
+  if (file === undefined) {
+    return { text: SAMPLE_STORY, source: "built-in story" };
+  }
   if (file === "-") {
     return {
       text: await new Response(Deno.stdin.readable).text(),
@@ -144,7 +149,8 @@ export async function compareSchemePerplexity(
     bar?: ProgressBar;
   } = {},
 ): Promise<PerplexityReport> {
-  const { vocabSize, maxPositions } = float.config;
+  const { vocabSize } = float;
+  const maxPositions = float.contextLength;
   const logits = (lm: CausalLM) => (x: readonly number[]) => lm.logits([...x]);
   let done = 0;
   let total = 0;
@@ -158,11 +164,17 @@ export async function compareSchemePerplexity(
       unit: "windows",
     });
   };
-  const ref = await referencePredictions(logits(float), ids, vocabSize, maxPositions, {
-    ...(options.ctx !== undefined ? { ctx: options.ctx } : {}),
-    ...(options.stride !== undefined ? { stride: options.stride } : {}),
-    onWindow: tick,
-  });
+  const ref = await referencePredictions(
+    logits(float),
+    ids,
+    vocabSize,
+    maxPositions,
+    {
+      ...(options.ctx !== undefined ? { ctx: options.ctx } : {}),
+      ...(options.stride !== undefined ? { stride: options.stride } : {}),
+      onWindow: tick,
+    },
+  );
   const rows: PerplexityRow[] = [{
     scheme: "float",
     ppl: ref.result.ppl,
@@ -200,7 +212,7 @@ export async function compareSchemePerplexity(
         top1: r.top1,
       });
     } finally {
-      lm.engine.dispose();
+      lm.dispose();
     }
   }
   return { float: ref.result, rows };
@@ -211,15 +223,13 @@ export function formatPerplexityRows(rows: readonly PerplexityRow[]): string {
   return formatTable(
     ["scheme", "ppl", "Δppl", "KL (nats)", "top-1"],
     rows.map((r) =>
-      r.scheme === "float"
-        ? [r.scheme, r.ppl.toFixed(3), "—", "—", "—"]
-        : [
-          r.scheme,
-          r.ppl.toFixed(3),
-          `${r.deltaPpl >= 0 ? "+" : ""}${r.deltaPpl.toFixed(3)}`,
-          r.kl.toFixed(5),
-          `${(r.top1 * 100).toFixed(1)}%`,
-        ]
+      r.scheme === "float" ? [r.scheme, r.ppl.toFixed(3), "—", "—", "—"] : [
+        r.scheme,
+        r.ppl.toFixed(3),
+        `${r.deltaPpl >= 0 ? "+" : ""}${r.deltaPpl.toFixed(3)}`,
+        r.kl.toFixed(5),
+        `${(r.top1 * 100).toFixed(1)}%`,
+      ]
     ),
     ["left", "right", "right", "right", "right"],
   );
@@ -241,7 +251,6 @@ export async function perplexityCommand(
     ctx: { type: "string" },
     stride: { type: "string" },
     schemes: { type: "string" },
-    exclude: { type: "string", short: "x", multiple: true },
     json: { type: "boolean" },
     ...MODEL_FLAGS,
   }, { min: 1, max: 1, names: "<model>" });
@@ -262,10 +271,13 @@ export async function perplexityCommand(
       "--schemes compares schemes against the float model; it cannot be combined with --method",
     );
   }
-  const exclude = list(p, "exclude");
-  if (exclude.length > 0 && !schemes) {
-    throw new UsageError("perplexity", "--exclude applies to --schemes only");
+  if (list(p, "exclude").length > 0 && !schemes && load.method === undefined) {
+    throw new UsageError(
+      "perplexity",
+      "--exclude needs --method or --schemes",
+    );
   }
+  const exclude = excludeFlag(p);
   const json = flag(p, "json");
   const path = p.positionals[0]!;
   const { text, source } = await readText(str(p, "text"));
@@ -282,8 +294,8 @@ export async function perplexityCommand(
         perplexity(
           (x) => lm.logits([...x]),
           ids,
-          lm.config.vocabSize,
-          lm.config.maxPositions,
+          lm.vocabSize,
+          lm.contextLength,
           {
             ...windowOptions,
             onWindow: (d, t) =>
@@ -306,13 +318,17 @@ export async function perplexityCommand(
       }
       return 0;
     }
-    const report = await withProgress(io, "perplexity", (bar) =>
-      compareSchemePerplexity(path, lm, ids, schemes, {
-        ...windowOptions,
-        exclude: exclude.length ? exclude : ["lm_head"],
-        ...(load.backend !== undefined ? { backend: load.backend } : {}),
-        bar,
-      }));
+    const report = await withProgress(
+      io,
+      "perplexity",
+      (bar) =>
+        compareSchemePerplexity(path, lm, ids, schemes, {
+          ...windowOptions,
+          exclude,
+          ...(load.backend !== undefined ? { backend: load.backend } : {}),
+          bar,
+        }),
+    );
     if (json) {
       io.out(
         JSON.stringify({
@@ -332,12 +348,14 @@ export async function perplexityCommand(
     } else {
       io.out(headline(path, source, report.float));
       io.out(
-        `(${exclude.length ? exclude.join(", ") : "lm_head"} left in float)\n\n`,
+        `(${
+          exclude.length ? exclude.join(", ") : "nothing"
+        } left in float)\n\n`,
       );
       io.out(formatPerplexityRows(report.rows));
     }
     return 0;
   } finally {
-    lm.engine.dispose();
+    lm.dispose();
   }
 }

@@ -15,7 +15,38 @@ import type { RotaryEmbedding } from "./rope.ts";
 /** Child names of the projections: separate q/k/v, or one fused qkv (Phi-3, GPT-2). */
 export type AttentionProjections =
   | { q: string; k: string; v: string; o: string }
-  | { qkv: string; o: string };
+  | {
+    qkv: string;
+    o: string;
+    /**
+     * CodeGen's fused layout: the output is `mpNum` chunks, each holding a
+     * slice of q, then v, then k. Absent: all of q, then k, then v.
+     */
+    mpNum?: number;
+  };
+
+// CodeGen's qkv rows [mp chunks × (q, v, k) slices] → separate q, k, v [n, width].
+function splitMp(
+  qkv: Float32Array,
+  n: number,
+  width: number,
+  mp: number,
+): [Float32Array, Float32Array, Float32Array] {
+  const local = width / mp;
+  const q = new Float32Array(n * width);
+  const k = new Float32Array(n * width);
+  const v = new Float32Array(n * width);
+  for (let t = 0; t < n; t++) {
+    for (let c = 0; c < mp; c++) {
+      const src = t * 3 * width + c * 3 * local;
+      const dst = t * width + c * local;
+      q.set(qkv.subarray(src, src + local), dst);
+      v.set(qkv.subarray(src + local, src + 2 * local), dst);
+      k.set(qkv.subarray(src + 2 * local, src + 3 * local), dst);
+    }
+  }
+  return [q, k, v];
+}
 
 /** The shape of an attention layer. */
 export interface AttentionOptions {
@@ -90,10 +121,14 @@ export class Attention extends Module {
     if ("qkv" in p) {
       const qkv = (await runLinear(this.projection(p.qkv), x, ctx.act16))
         .data as Float32Array;
-      q = k = v = qkv;
-      qStride = kvStride = qw + 2 * kvw;
-      kOff = qw;
-      vOff = qw + kvw;
+      if (p.mpNum) {
+        [q, k, v] = splitMp(qkv, n, qw, p.mpNum);
+      } else {
+        q = k = v = qkv;
+        qStride = kvStride = qw + 2 * kvw;
+        kOff = qw;
+        vOff = qw + kvw;
+      }
     } else {
       q = (await runLinear(this.projection(p.q), x, ctx.act16))
         .data as Float32Array;

@@ -19,6 +19,7 @@ export const SUPPORTED_MODEL_TYPES: readonly ModelFamily[] = [
   "phi3",
   "gpt2",
   "opt",
+  "codegen",
 ];
 
 /** A supported `model_type`. */
@@ -30,7 +31,8 @@ export type ModelFamily =
   | "gemma2"
   | "phi3"
   | "gpt2"
-  | "opt";
+  | "opt"
+  | "codegen";
 
 /** The MLP nonlinearity: SiLU, exact GELU, GELU with the tanh approximation, ReLU. */
 export type Activation = "silu" | "gelu" | "gelu_tanh" | "relu";
@@ -293,6 +295,7 @@ export function parseModelConfig(json: unknown, source?: string): ModelConfig {
   const family = type as ModelFamily;
   if (family === "gpt2") return gpt2(c, where);
   if (family === "opt") return opt(c, where);
+  if (family === "codegen") return codegen(c, where);
 
   // The Llama-shaped families.
   const gemma = family === "gemma" || family === "gemma2";
@@ -335,9 +338,13 @@ export function parseModelConfig(json: unknown, source?: string): ModelConfig {
       addOne: gemma,
     },
     activation: activation(
-      family === "gemma2"
-        ? c.hidden_activation ?? c.hidden_act ?? "gelu_pytorch_tanh"
-        : c.hidden_act ?? (gemma ? "gelu_pytorch_tanh" : "silu"),
+      // Gemma checkpoints say hidden_act "gelu" for the tanh approximation
+      // (transformers substitutes it); hidden_activation, where set, wins.
+      gemma
+        ? c.hidden_activation ??
+          (c.hidden_act === "gelu" ? "gelu_pytorch_tanh" : c.hidden_act) ??
+          "gelu_pytorch_tanh"
+        : c.hidden_act ?? "silu",
       where,
     ),
     gatedMlp: true,
@@ -471,6 +478,33 @@ function opt(c: Json, where: string): ModelConfig {
     eosTokenIds: eosIds(c.eos_token_id ?? 2),
     maxPositions: int(c, "max_position_embeddings", 2048, where),
     dtype: dtypeOf(c),
+  };
+}
+
+function codegen(c: Json, where: string): ModelConfig {
+  const base = gpt2({
+    ...c,
+    tie_word_embeddings: c.tie_word_embeddings ?? false,
+  }, where);
+  const ctx = int(c, "n_ctx", 2048, where);
+  // transformers caps the rotary width at n_ctx / heads.
+  const rotaryDim = Math.min(
+    int(c, "rotary_dim", base.headDim, where),
+    Math.floor(ctx / base.numHeads),
+  );
+  return {
+    ...base,
+    family: "codegen",
+    positions: {
+      kind: "rope",
+      theta: 10000,
+      rotaryDim,
+      scaling: null,
+      layout: "interleaved",
+    },
+    attentionScale: base.headDim ** -0.5,
+    bias: { qkv: false, o: false, mlp: true },
+    parallelResidual: true,
   };
 }
 

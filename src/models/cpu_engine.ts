@@ -21,7 +21,7 @@ import { sampleToken } from "./sampler.ts";
 export interface EngineOptions {
   /** Positions the KV cache holds (default: the model's, at most 4096). */
   contextLength?: number;
-  /** Activation dtype of the W8A16/W4A16 layers (default: f16 for an f16 checkpoint, else bf16). */
+  /** Activation dtype of the W8A16 layers (default: f16 for an f16 checkpoint, else bf16). */
   act16?: "f16" | "bf16";
 }
 
@@ -98,7 +98,7 @@ export class CpuEngine implements Engine {
   readonly model: DecoderModel;
   /** Positions the cache holds. */
   readonly contextLength: number;
-  /** Activation dtype of the W8A16/W4A16 layers. */
+  /** Activation dtype of the W8A16 layers. */
   readonly act16: "f16" | "bf16";
   #caches: KVCache[];
   #scores: Float32Array;

@@ -29,6 +29,8 @@ export interface DecoderLayerParts {
   postMlpNorm: Norm | null;
   /** Pre-norm (true) or post-norm (false). */
   preNorm: boolean;
+  /** `x + attn(norm(x)) + mlp(norm(x))` with the one input norm (GPT-J/CodeGen). */
+  parallel?: boolean;
 }
 
 /** A decoder block; its children carry the checkpoint's names. */
@@ -49,6 +51,14 @@ export class DecoderLayer extends Module {
     const p = this.parts;
     const n = x.shape[0]!;
     const res = Float32Array.from(x.data as Float32Array);
+    if (p.parallel) {
+      const h = new Tensor(Float32Array.from(res), x.shape);
+      await p.inputNorm.apply(h.data as Float32Array, n);
+      const a = (await p.attention.forward(h, ctx)).data as Float32Array;
+      const m = (await p.mlp.forward(h, ctx.act16)).data as Float32Array;
+      for (let i = 0; i < res.length; i++) res[i] = a[i]! + m[i]! + res[i]!;
+      return new Tensor(res, x.shape);
+    }
     const sub = async (
       norm: Norm,
       post: Norm | null,

@@ -41,6 +41,7 @@ const CLASS: Record<ModelFamily, string> = {
   phi3: "Phi3",
   gpt2: "GPT2",
   opt: "OPT",
+  codegen: "CodeGen",
 };
 
 // Tensors a checkpoint may carry that the runtime recomputes (masks, rotary
@@ -188,6 +189,8 @@ export function buildDecoderModel(
     ? gpt2
     : config.family === "opt"
     ? opt
+    : config.family === "codegen"
+    ? codegen
     : llamaLike;
   const { parts, name } = build(config, src, tree);
   const unused = src.unused();
@@ -512,6 +515,73 @@ function opt(c: ModelConfig, src: Source, tree: Tree): Built {
       projectOut,
       lmHead: head,
       rope: null,
+    },
+  };
+}
+
+function codegen(c: ModelConfig, src: Source, tree: Tree): Built {
+  const P = prefixOf(src, ["transformer.", ""], "wte.weight");
+  const body = P.slice(0, -1);
+  if (body) tree.container(body, "CodeGenModel");
+  const H = c.hiddenSize, I = c.intermediateSize;
+  const wte = new Embedding(src.tensor(`${P}wte.weight`));
+  tree.place(`${P}wte`, wte);
+  tree.container(`${P}h`, "ModuleList");
+  const rope = c.positions.kind === "rope"
+    ? new RotaryEmbedding(c.headDim, c.positions, "CodeGenRotaryEmbedding")
+    : null;
+  const layers: DecoderLayer[] = [];
+  for (let i = 0; i < c.numLayers; i++) {
+    const L = `${P}h.${i}`;
+    const inputNorm = layerNorm(c, src, tree, `${L}.ln_1`);
+    const attention = new Attention({
+      numHeads: c.numHeads,
+      numKvHeads: c.numHeads,
+      headDim: c.headDim,
+      scale: c.attentionScale,
+      softcap: null,
+      slidingWindow: null,
+      projections: { qkv: "qkv_proj", o: "out_proj", mpNum: 4 },
+      name: "CodeGenAttention",
+    });
+    tree.place(`${L}.attn`, attention);
+    tree.place(
+      `${L}.attn.qkv_proj`,
+      src.linear(`${L}.attn.qkv_proj`, 3 * H, H),
+    );
+    tree.place(`${L}.attn.out_proj`, src.linear(`${L}.attn.out_proj`, H, H));
+    const mlp = new MLP(c.activation, { fc1: "fc_in", fc2: "fc_out" }, {
+      name: "CodeGenMLP",
+    });
+    tree.place(`${L}.mlp`, mlp);
+    tree.place(`${L}.mlp.fc_in`, src.linear(`${L}.mlp.fc_in`, I, H));
+    tree.place(`${L}.mlp.fc_out`, src.linear(`${L}.mlp.fc_out`, H, I));
+    const layer = new DecoderLayer({
+      inputNorm,
+      attention,
+      mlpNorm: inputNorm,
+      mlp,
+      postAttentionNorm: null,
+      postMlpNorm: null,
+      preNorm: true,
+      parallel: true,
+    }, "CodeGenBlock");
+    tree.place(L, layer);
+    layers.push(layer);
+  }
+  const finalNorm = layerNorm(c, src, tree, `${P}ln_f`);
+  const head = lmHead(c, src, tree, wte, `${P}wte`, H);
+  return {
+    name: "CodeGenForCausalLM",
+    parts: {
+      embedTokens: wte,
+      embedPositions: null,
+      projectIn: null,
+      layers,
+      finalNorm,
+      projectOut: null,
+      lmHead: head,
+      rope,
     },
   };
 }

@@ -10,7 +10,6 @@ import type { FloatDType } from "../dtype.ts";
 import type { Module } from "../module.ts";
 import type { Tensor } from "../tensor.ts";
 import { W8A16LinearLayer } from "../quant/w8a16_linear_layer.ts";
-import { W4A16LinearLayer } from "../quant/w4a16_linear_layer.ts";
 
 /** A `Linear` or a quantized layer: what sits at every matmul of the tree. */
 export interface MatmulLayer extends Module {
@@ -30,25 +29,24 @@ export function isMatmulLayer(m: Module | undefined): m is MatmulLayer {
 }
 
 /**
- * The activation dtype `layer` runs in: the 16-bit-activation layers
- * (W8A16, W4A16) take `act16` (the checkpoint's bf16 or f16), every other
- * layer f32.
+ * The activation dtype `layer` runs in: W8A16 takes `act16` (the
+ * checkpoint's bf16 or f16, as its contract says), every other layer f32 —
+ * W4A16 included, which accepts f32 and then rounds nothing between layers.
  *
  * @example
  * ```ts
- * import { activationDtype, Linear, W8A16LinearLayer } from "@tinyq/tinyq";
+ * import { activationDtype, Linear, W4A16LinearLayer, W8A16LinearLayer } from "@tinyq/tinyq";
  * import assert from "node:assert/strict";
  * assert.equal(activationDtype(new Linear(2, 2), "bf16"), "f32");
  * assert.equal(activationDtype(new W8A16LinearLayer(2, 2), "bf16"), "bf16");
+ * assert.equal(activationDtype(new W4A16LinearLayer(32, 2, { groupSize: 32 }), "bf16"), "f32");
  * ```
  */
 export function activationDtype(
   layer: Module,
   act16: "f16" | "bf16",
 ): FloatDType {
-  return layer instanceof W8A16LinearLayer || layer instanceof W4A16LinearLayer
-    ? act16
-    : "f32";
+  return layer instanceof W8A16LinearLayer ? act16 : "f32";
 }
 
 /** Runs `layer` on f32 `x`, converting to and from its activation dtype; the result is f32. */

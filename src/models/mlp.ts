@@ -120,7 +120,7 @@ export class MLP extends Module {
       return await runLinear(this.layer(p.fc2), h, act16);
     }
     let gate: Float32Array, up: Float32Array, width: number;
-    let gOff = 0, uOff = 0, stride: number;
+    let uOff = 0, stride: number;
     if ("gateUp" in p) {
       const gu = (await runLinear(this.layer(p.gateUp), x, act16))
         .data as Float32Array;
@@ -137,7 +137,7 @@ export class MLP extends Module {
     const h = new Float32Array(n * width);
     for (let r = 0; r < n; r++) {
       h.set(
-        gate.subarray(r * stride + gOff, r * stride + gOff + width),
+        gate.subarray(r * stride, r * stride + width),
         r * width,
       );
     }

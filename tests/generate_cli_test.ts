@@ -315,3 +315,38 @@ Deno.test("a negative number given as a separate argument is one usage line", as
     "tinyq generate: Option '--temperature' argument is ambiguous (see tinyq generate --help)\n",
   );
 });
+
+Deno.test("tinyq generate --chat wraps the prompt in the model's chat template and prints only the reply", async () => {
+  const chat = JSON.parse(
+    await Deno.readTextFile(join(FIXTURES, "chat_template.json")),
+  );
+  const one = chat.cases.find((c: { messages: unknown[] }) =>
+    c.messages.length === 1
+  );
+  await withModelCopy(
+    { "tokenizer_config.json": JSON.stringify(chat.tokenizer_config) },
+    async (dir) => {
+      const args = [
+        "generate",
+        dir,
+        "--chat",
+        "-p",
+        one.messages[0].content,
+        "-n",
+        "8",
+        "--temperature",
+        "0",
+      ];
+      const [j, plain] = await Promise.all([
+        runCli([...args, "--json"]),
+        runCli(args),
+      ]);
+      assert.equal(j.code, 0, j.stderr);
+      const out = JSON.parse(j.stdout);
+      assert.deepEqual(out.prompt_ids, one.ids_no_special);
+      assert.equal(plain.code, 0, plain.stderr);
+      assert.equal(plain.stdout, out.text + "\n");
+      assert.ok(!plain.stdout.includes(one.messages[0].content));
+    },
+  );
+});

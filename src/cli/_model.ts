@@ -102,6 +102,16 @@ export async function openModel(
 }
 
 /**
+ * Runs one token through the engine and empties its cache again, so the
+ * figures that follow measure the model, not the kernels' first compile and
+ * the worker pool's start (llama.cpp warms up the same way).
+ */
+export async function warmUp(lm: CausalLM): Promise<void> {
+  await lm.engine.step([lm.config.bosTokenId ?? 0], 0, "last");
+  lm.engine.reset();
+}
+
+/**
  * Peak resident memory of this process in bytes: VmHWM on Linux, else the
  * current RSS (the best the platform tells).
  */

@@ -14,7 +14,7 @@ import { numel } from "../tensor.ts";
 import { flag, parseCommandArgs, str } from "./_args.ts";
 import { type CliIO, UsageError } from "./_io.ts";
 import { parseMethodFlags } from "./_method.ts";
-import { modelOptions, tokS } from "./_model.ts";
+import { modelOptions, tokS, warmUp } from "./_model.ts";
 import { DEFAULT_SCHEMES, parseScheme } from "./eval_schemes.ts";
 import { compareSchemePerplexity, formatPerplexityRows } from "./perplexity.ts";
 import { withProgress } from "./progress.ts";
@@ -129,6 +129,7 @@ export async function demoCommand(
         seconds((performance.now() - t0) / 1000)
       }. Its architecture:\n\n${String(lm.model)}\n\n`,
     );
+    await warmUp(lm);
     io.out(`2. Generate from the float model:\n\n`);
     await greedy(io, lm, prompt, 40);
 

@@ -16,6 +16,7 @@ import {
   openModel,
   peakMemoryBytes,
   tokS,
+  warmUp,
 } from "./_model.ts";
 import type { Prompt } from "../models/generate.ts";
 import { DEFAULT_SAMPLING } from "../models/sampler.ts";
@@ -28,7 +29,7 @@ export const GENERATE_HELP =
 Runs the causal LM in the folder <model> (config.json, safetensors weights,
 tokenizer.json) on the prompt and streams the prompt and its continuation to
 stdout. Stderr gets the load time, prompt tokens and prefill speed, decode
-speed and peak memory.
+speed (after a one-token warm-up) and peak memory.
 
 Options:
   -p, --prompt <text>           the prompt (required)
@@ -96,6 +97,7 @@ export async function generateCommand(
       ...(seed !== undefined ? { seed } : {}),
       ignoreEos: flag(p, "ignore-eos"),
     });
+    await warmUp(lm);
     io.err(
       `tinyq generate: loaded ${path} (${lm.config.family}) on ${lm.engine.name} in ${
         seconds(loadMs / 1000)

@@ -18,6 +18,7 @@ Deterministic: seeds are fixed and the output is byte-identical on rerun (safete
 fixed, JSON is written with sorted keys). With names, only those fixtures are regenerated.
 """
 
+import copy
 import json
 import math
 import os
@@ -68,7 +69,7 @@ def is_norm(module):
     return isinstance(module, torch.nn.LayerNorm) or "RMSNorm" in name or "LayerNorm" in name
 
 
-def randomize(model, seed, one_plus_norm, std=0.3):
+def randomize(model, seed, one_plus_norm, std=0.3, embed_std=1.0):
     """Every parameter from a seeded normal. Norm weights vary around their neutral value (1, or 0
     for Gemma's `1 + w` norms) so a runtime that ignores or mis-applies them fails."""
     g = torch.Generator().manual_seed(seed)
@@ -88,7 +89,7 @@ def randomize(model, seed, one_plus_norm, std=0.3):
             elif name.endswith("bias"):
                 value = 0.2 * noise
             elif p.dim() == 2 and ("embed" in name or "wte" in name or "wpe" in name):
-                value = 1.0 * noise
+                value = embed_std * noise
             else:
                 value = std * noise
             p.copy_(value.to(p.dtype))
@@ -108,8 +109,21 @@ def greedy_with_margins(model, ids, new_tokens):
     return seq, margins
 
 
+def ablated_logits(model, ids, overrides):
+    """Logits of the same weights under a config with `overrides` applied (e.g. no sliding
+    window): the fixture must depend on the feature it is meant to exercise."""
+    cfg = copy.deepcopy(model.config)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    other = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager", dtype=torch.float32)
+    other.load_state_dict(model.state_dict())
+    other.eval()
+    with torch.no_grad():
+        return other(ids[None], use_cache=False).logits[0]
+
+
 def family_fixture(name, config_kwargs, *, seed, dtype=torch.bfloat16, one_plus_norm=False,
-                   exercises="", legacy_config=None):
+                   exercises="", legacy_config=None, ablations=None):
     """Builds, saves, reloads and references one tiny random model.
 
     legacy_config: optional function(config_dict) -> config_dict that rewrites the saved config.json
@@ -123,7 +137,10 @@ def family_fixture(name, config_kwargs, *, seed, dtype=torch.bfloat16, one_plus_
     torch.manual_seed(seed)
     config = AutoConfig.for_model(**config_kwargs)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
-    randomize(model, seed, one_plus_norm)
+    # Tied embeddings double as the output matrix: a smaller std keeps the logits from being
+    # dominated by "repeat the input token", which would make greedy decoding degenerate.
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    randomize(model, seed, one_plus_norm, embed_std=0.3 if tied else 1.0)
     model = model.to(dtype)
     model.save_pretrained(folder, safe_serialization=True)
     # Only config.json + model.safetensors are part of the fixture.
@@ -160,10 +177,16 @@ def family_fixture(name, config_kwargs, *, seed, dtype=torch.bfloat16, one_plus_
         )[0]
     nocache, margins = greedy_with_margins(model, ids, NEW)
     assert torch.equal(gen, nocache), f"{name}: generate() with cache disagrees with recomputation"
-    assert min(margins) > 1e-3, f"{name}: greedy margin {min(margins)} too small, pick another seed"
+    assert min(margins) > 1e-2, f"{name}: greedy margin {min(margins)} too small, pick another seed"
     assert torch.isfinite(logits).all()
     scale = float(logits.abs().max())
     assert float(logits.std()) > 0.5, f"{name}: logits nearly constant (std {float(logits.std())})"
+
+    ablation_diffs = {}
+    for label, overrides in (ablations or {}).items():
+        diff = float((ablated_logits(model, ids, overrides) - logits).abs().max())
+        assert diff > 1e-2 * scale, f"{name}: logits barely depend on {label} ({diff})"
+        ablation_diffs[label] = diff
 
     # Cross-check: the stored weights really are what the reference ran on.
     stored = load_file(os.path.join(folder, "model.safetensors"))
@@ -184,12 +207,56 @@ def family_fixture(name, config_kwargs, *, seed, dtype=torch.bfloat16, one_plus_
         "logit_abs_max": scale,
         "greedy_min_margin": min(margins),
         "stored_dtypes": stored_dtypes,
+        "ablations": {k: {"overrides": v, "max_abs_logit_change": ablation_diffs[k]}
+                      for k, v in (ablations or {}).items()},
         "parameters": sum(int(t.numel()) for t in stored.values()),
         "tensors": {k: list(v.shape) for k, v in sorted(stored.items())},
     })
     size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
     log(f"  {name}: loss {loss:.4f}, |logits| max {scale:.2f}, min greedy margin {min(margins):.4f}, "
         f"{size} bytes in folder")
+
+
+def hub_names_fixture(src, name, rename, extra, exercises):
+    """The `src` fixture's weights re-saved under the tensor names (and with the buffers) that the
+    Hub checkpoints of that family carry; transformers must load it to identical logits."""
+    log(f"{name}:")
+    folder = os.path.join(OUT, name)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    src_dir = os.path.join(OUT, src)
+    weights = load_file(os.path.join(src_dir, "model.safetensors"))
+    renamed = {rename(k): v for k, v in weights.items()}
+    renamed.update(extra(weights))
+    save_file(renamed, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+    shutil.copy(os.path.join(src_dir, "config.json"), os.path.join(folder, "config.json"))
+    ref = load_file(os.path.join(src_dir, "reference.safetensors"))
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    ids = ref["input_ids"]
+    with torch.no_grad():
+        logits = model(ids[None], use_cache=False).logits[0]
+        gen = model.generate(ids[None], attention_mask=torch.ones(1, len(ids), dtype=torch.int64),
+                             max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False, eos_token_id=None,
+                             pad_token_id=0)[0]
+    assert torch.equal(logits, ref["logits"]), f"{name}: renamed checkpoint gives other logits than {src}"
+    assert torch.equal(gen, ref["greedy_ids"]), f"{name}: renamed checkpoint generates differently"
+    write_tensors(os.path.join(folder, "reference.safetensors"), dict(ref))
+    with open(os.path.join(src_dir, "reference.json"), encoding="utf-8") as f:
+        info = json.load(f)
+    info["exercises"] = exercises
+    info["same_weights_as"] = src
+    info["parameters"] = sum(int(t.numel()) for t in renamed.values())
+    info["tensors"] = {k: list(v.shape) for k, v in sorted(renamed.items())}
+    info["stored_dtypes"] = sorted({str(t.dtype).replace("torch.", "") for t in renamed.values()})
+    write_json(os.path.join(folder, "reference.json"), info)
+
+
+def gpt2_mask_buffers(weights):
+    layers = sorted({int(k.split(".")[2]) for k in weights if k.startswith("transformer.h.")})
+    n = 64  # n_positions
+    mask = torch.tril(torch.ones(n, n, dtype=torch.float32)).view(1, 1, n, n)
+    return {f"h.{i}.attn.bias": mask.clone() for i in layers}
 
 
 def legacy_rope(saved):
@@ -215,32 +282,123 @@ SMALL = dict(vocab_size=96, hidden_size=48, intermediate_size=96, num_hidden_lay
              bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 
+def legacy_gemma(saved):
+    """Gemma 1 checkpoints on the Hub say `hidden_act: "gelu"` (meaning the tanh approximation,
+    which transformers substitutes) next to `hidden_activation: "gelu_pytorch_tanh"`."""
+    out = legacy_rope(saved)
+    out["hidden_act"] = "gelu"
+    out["hidden_activation"] = "gelu_pytorch_tanh"
+    return out
+
+
+def default_rope(theta):
+    return {"rope_type": "default", "rope_theta": theta}
+
+
 def families():
     return {
         "llama": lambda: family_fixture(
             "llama", dict(SMALL, model_type="llama", rms_norm_eps=1e-5, tie_word_embeddings=False),
-            seed=100, exercises="plain Llama: RMSNorm, GQA 4/2 heads, head_dim 12, rope theta 10000, SwiGLU, untied lm_head"),
+            seed=100, exercises="plain Llama: RMSNorm, GQA 4/2 heads, head_dim 12, rope theta 10000, SwiGLU, untied lm_head",
+            ablations={"rope theta 1e6": {"rope_parameters": default_rope(1e6)}}),
         "llama3-rope": lambda: family_fixture(
             "llama3-rope", dict(SMALL, model_type="llama", tie_word_embeddings=True, max_position_embeddings=128,
                                 rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
                                                  "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                                  "original_max_position_embeddings": 64}),
-            seed=200, legacy_config=legacy_rope,
+            seed=5, legacy_config=legacy_rope,
+            ablations={"unscaled rope": {"rope_parameters": default_rope(500000.0)}},
             exercises="rope_scaling llama3 (factor 8, low 1, high 4, original 64: with head_dim 12 and theta 5e5 the "
                       "six frequencies fall in all three bands: kept, smoothed, divided); tied embeddings (no lm_head "
                       "tensor); config.json in the Hub (v4) layout rope_theta + rope_scaling"),
         "llama-linear-rope": lambda: family_fixture(
             "llama-linear-rope", dict(SMALL, model_type="llama", tie_word_embeddings=False,
                                       rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}),
-            seed=300, legacy_config=legacy_rope,
+            seed=3, legacy_config=legacy_rope,
+            ablations={"unscaled rope": {"rope_parameters": default_rope(10000.0)}},
             exercises="rope_scaling linear factor 4 (positions divided by 4); config.json in the Hub (v4) layout"),
         "mistral": lambda: family_fixture(
             "mistral", dict(SMALL, model_type="mistral", sliding_window=4, head_dim=12, tie_word_embeddings=False),
-            seed=400,
+            seed=400, ablations={"no sliding window": {"sliding_window": None}},
             exercises="sliding_window 4 < seq 16: query i attends keys j with i - 4 < j <= i (4 keys incl. itself)"),
         "qwen2": lambda: family_fixture(
             "qwen2", dict(SMALL, model_type="qwen2", tie_word_embeddings=False, rms_norm_eps=1e-6),
             seed=500, exercises="q/k/v projections with bias (o_proj without)"),
+        "gemma": lambda: family_fixture(
+            "gemma", dict(SMALL, model_type="gemma", head_dim=16, hidden_act="gelu_pytorch_tanh",
+                          tie_word_embeddings=True),
+            seed=600, one_plus_norm=True, legacy_config=legacy_gemma,
+            exercises="Gemma: RMSNorm (x * (1 + w)) in f32, embeddings scaled by sqrt(hidden) = sqrt(48), head_dim 16 "
+                      "(4 x 16 = 64 != hidden 48), GeGLU with gelu tanh approximation, tied embeddings; config.json in "
+                      "the Hub layout (hidden_act \"gelu\" + hidden_activation \"gelu_pytorch_tanh\", rope_theta)"),
+        "gemma2": lambda: family_fixture(
+            "gemma2", dict(SMALL, model_type="gemma2", head_dim=16, query_pre_attn_scalar=32, sliding_window=4,
+                           attn_logit_softcapping=4.0, final_logit_softcapping=10.0, tie_word_embeddings=False),
+            seed=700, one_plus_norm=True,
+            ablations={"no attention soft-capping": {"attn_logit_softcapping": None},
+                       "no final soft-capping": {"final_logit_softcapping": None},
+                       "query_pre_attn_scalar = head_dim": {"query_pre_attn_scalar": 16},
+                       "sliding window wider than the sequence": {"sliding_window": 64}},
+            exercises="Gemma 2: layer_types [sliding_attention, full_attention] (layer 0 has window 4 < seq 16), "
+                      "attention scale query_pre_attn_scalar**-0.5 = 32**-0.5 (not head_dim 16), attention-score "
+                      "soft-capping 4 (tanh(s / 4) * 4 before the mask), final logit soft-capping 10, four norms per "
+                      "layer (input, post_attention, pre_feedforward, post_feedforward), 1 + w norms, embed scale; untied lm_head "
+                      "(tied random Gemma 2 models only ever repeat their last token, which would make greedy useless)"),
+        "phi3": lambda: family_fixture(
+            "phi3", dict(SMALL, model_type="phi3", tie_word_embeddings=False, sliding_window=None),
+            seed=800, exercises="fused qkv_proj ([q; k; v] rows: 48 + 24 + 24) and gate_up_proj ([gate; up] rows), "
+                                "full rotary"),
+        "phi3-partial": lambda: family_fixture(
+            "phi3-partial", dict(SMALL, model_type="phi3", tie_word_embeddings=False, sliding_window=None,
+                                 partial_rotary_factor=0.5),
+            seed=900, legacy_config=legacy_rope,
+            ablations={"full rotary": {"partial_rotary_factor": 1.0,
+                                       "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                                           "partial_rotary_factor": 1.0}}},
+            exercises="Phi-3 with partial_rotary_factor 0.5: rope (rotate-half layout) on the first 6 of 12 dims of "
+                      "each head, the rest passes through; config.json in the Hub layout (top-level "
+                      "partial_rotary_factor, rope_theta)"),
+        "gpt2": lambda: family_fixture(
+            "gpt2", dict(model_type="gpt2", vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                         bos_token_id=1, eos_token_id=2),
+            seed=4, dtype=torch.float32,
+            exercises="GPT-2: Conv1D weights stored [in, out] (c_attn [32, 96] = q|k|v columns, c_proj, c_fc, "
+                      "mlp.c_proj), learned positions wpe, pre-LayerNorm with bias, gelu_new (tanh), n_inner null "
+                      "(= 4 x n_embd), tied lm_head; stored in f32 like the Hub's gpt2"),
+        "opt": lambda: family_fixture(
+            "opt", dict(model_type="opt", vocab_size=96, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                        num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=32,
+                        do_layer_norm_before=True, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+            seed=201, dtype=torch.float16,
+            exercises="OPT (opt-125m style): learned positions with offset 2 (embed_positions has 64 + 2 rows; "
+                      "position p reads row p + 2), ReLU MLP (fc1, fc2), pre-LayerNorm, all linears with bias, "
+                      "final_layer_norm, tied lm_head; stored in f16 like facebook/opt-125m"),
+        "opt-proj": lambda: family_fixture(
+            "opt-proj", dict(model_type="opt", vocab_size=96, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                             num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=16,
+                             do_layer_norm_before=False, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+            seed=2, dtype=torch.float16,
+            exercises="OPT (opt-350m style): word_embed_proj_dim 16 != hidden 32 (project_in [32, 16] after the "
+                      "embedding, project_out [16, 32] before the tied lm_head [96, 16]), do_layer_norm_before false: "
+                      "post-LayerNorm (norm after each residual add) and no final_layer_norm; f16"),
+        "codegen": lambda: family_fixture(
+            "codegen", dict(model_type="codegen", vocab_size=96, n_embd=48, n_layer=2, n_head=8, rotary_dim=4,
+                            n_inner=96, n_positions=64, n_ctx=64, bos_token_id=1, eos_token_id=2,
+                            tie_word_embeddings=False),
+            seed=1300, ablations={"full rotary": {"rotary_dim": 6}},
+            exercises="CodeGen (GPT-J style): one ln_1 feeding attention and MLP in parallel (x + attn(ln(x)) + "
+                      "mlp(ln(x))), fused qkv_proj with CodeGen's mp_num=4 layout (see the README), GPT-J rotary on "
+                      "the first rotary_dim 4 of head_dim 6 in interleaved pairs (rotate_every_two), gelu_new, "
+                      "lm_head with bias, untied"),
+        "gpt2-hub-names": lambda: hub_names_fixture(
+            "gpt2", "gpt2-hub-names", lambda k: k.removeprefix("transformer."), gpt2_mask_buffers,
+            "the gpt2 fixture's weights under openai-community/gpt2's names: no `transformer.` prefix "
+            "(wte.weight, h.0.attn.c_attn.weight, ln_f.weight) and a causal-mask buffer h.N.attn.bias "
+            "[1, 1, 64, 64] per layer that a loader must ignore; same reference"),
+        "opt-hub-names": lambda: hub_names_fixture(
+            "opt", "opt-hub-names", lambda k: k.removeprefix("model."), lambda w: {},
+            "the opt fixture's weights under facebook/opt-125m's names: `decoder.` instead of "
+            "`model.decoder.` (decoder.embed_tokens.weight, decoder.layers.0.fc1.weight, ...); same reference"),
     }
 
 

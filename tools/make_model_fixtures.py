@@ -217,6 +217,48 @@ def family_fixture(name, config_kwargs, *, seed, dtype=torch.bfloat16, one_plus_
         f"{size} bytes in folder")
 
 
+def hub_names_fixture(src, name, rename, extra, exercises):
+    """The `src` fixture's weights re-saved under the tensor names (and with the buffers) that the
+    Hub checkpoints of that family carry; transformers must load it to identical logits."""
+    log(f"{name}:")
+    folder = os.path.join(OUT, name)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    src_dir = os.path.join(OUT, src)
+    weights = load_file(os.path.join(src_dir, "model.safetensors"))
+    renamed = {rename(k): v for k, v in weights.items()}
+    renamed.update(extra(weights))
+    save_file(renamed, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+    shutil.copy(os.path.join(src_dir, "config.json"), os.path.join(folder, "config.json"))
+    ref = load_file(os.path.join(src_dir, "reference.safetensors"))
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    ids = ref["input_ids"]
+    with torch.no_grad():
+        logits = model(ids[None], use_cache=False).logits[0]
+        gen = model.generate(ids[None], attention_mask=torch.ones(1, len(ids), dtype=torch.int64),
+                             max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False, eos_token_id=None,
+                             pad_token_id=0)[0]
+    assert torch.equal(logits, ref["logits"]), f"{name}: renamed checkpoint gives other logits than {src}"
+    assert torch.equal(gen, ref["greedy_ids"]), f"{name}: renamed checkpoint generates differently"
+    write_tensors(os.path.join(folder, "reference.safetensors"), dict(ref))
+    with open(os.path.join(src_dir, "reference.json"), encoding="utf-8") as f:
+        info = json.load(f)
+    info["exercises"] = exercises
+    info["same_weights_as"] = src
+    info["parameters"] = sum(int(t.numel()) for t in renamed.values())
+    info["tensors"] = {k: list(v.shape) for k, v in sorted(renamed.items())}
+    info["stored_dtypes"] = sorted({str(t.dtype).replace("torch.", "") for t in renamed.values()})
+    write_json(os.path.join(folder, "reference.json"), info)
+
+
+def gpt2_mask_buffers(weights):
+    layers = sorted({int(k.split(".")[2]) for k in weights if k.startswith("transformer.h.")})
+    n = 64  # n_positions
+    mask = torch.tril(torch.ones(n, n, dtype=torch.float32)).view(1, 1, n, n)
+    return {f"h.{i}.attn.bias": mask.clone() for i in layers}
+
+
 def legacy_rope(saved):
     """v5 `rope_parameters` -> v4 / Hub layout: top-level `rope_theta` and `rope_scaling`
     (with both `type` and `rope_type`, as Llama 3.x checkpoints on the Hub have)."""
@@ -348,6 +390,15 @@ def families():
                       "mlp(ln(x))), fused qkv_proj with CodeGen's mp_num=4 layout (see the README), GPT-J rotary on "
                       "the first rotary_dim 4 of head_dim 6 in interleaved pairs (rotate_every_two), gelu_new, "
                       "lm_head with bias, untied"),
+        "gpt2-hub-names": lambda: hub_names_fixture(
+            "gpt2", "gpt2-hub-names", lambda k: k.removeprefix("transformer."), gpt2_mask_buffers,
+            "the gpt2 fixture's weights under openai-community/gpt2's names: no `transformer.` prefix "
+            "(wte.weight, h.0.attn.c_attn.weight, ln_f.weight) and a causal-mask buffer h.N.attn.bias "
+            "[1, 1, 64, 64] per layer that a loader must ignore; same reference"),
+        "opt-hub-names": lambda: hub_names_fixture(
+            "opt", "opt-hub-names", lambda k: k.removeprefix("model."), lambda w: {},
+            "the opt fixture's weights under facebook/opt-125m's names: `decoder.` instead of "
+            "`model.decoder.` (decoder.embed_tokens.weight, decoder.layers.0.fc1.weight, ...); same reference"),
     }
 
 

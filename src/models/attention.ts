@@ -86,6 +86,16 @@ export interface AttentionContext {
  * Causal self-attention. The projections are children (`Linear` or
  * quantized layers, looked up at every call so the `Quantizer` can swap
  * them); keys and values go to the cache, queries attend over it.
+ *
+ * @example One block's attention of a loaded model
+ * ```ts
+ * import { Attention, loadCausalLM } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * const lm = await loadCausalLM("models/tinystories-656k");
+ * const attn = lm.model.getModule("model.layers.0.self_attn") as Attention;
+ * assert.deepEqual([attn.options.numHeads, attn.options.numKvHeads, attn.options.headDim], [8, 4, 16]);
+ * lm.dispose();
+ * ```
  */
 export class Attention extends Module {
   /** The layer's shape and options. */

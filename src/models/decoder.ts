@@ -33,7 +33,19 @@ export interface DecoderLayerParts {
   parallel?: boolean;
 }
 
-/** A decoder block; its children carry the checkpoint's names. */
+/**
+ * A decoder block; its children carry the checkpoint's names.
+ *
+ * @example
+ * ```ts
+ * import { DecoderLayer, loadCausalLM } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * const lm = await loadCausalLM("models/tinystories-656k");
+ * const block = lm.model.getModule("model.layers.1") as DecoderLayer;
+ * assert.ok(block.parts.preNorm && block.parts.postMlpNorm === null);
+ * lm.dispose();
+ * ```
+ */
 export class DecoderLayer extends Module {
   /** The block's parts. */
   readonly parts: Readonly<DecoderLayerParts>;

@@ -39,6 +39,17 @@ export interface DecoderModelParts {
  * `namedTensors()` yields the checkpoint's tensor names, every matmul is a
  * `Linear` or a quantized layer, and `String(model)` prints it as PyTorch
  * does. Built by `loadCausalLM`.
+ *
+ * @example Walk the parts of a loaded model
+ * ```ts
+ * import { loadCausalLM } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * const lm = await loadCausalLM("models/tinystories-656k");
+ * assert.equal(lm.model.typeName(), "LlamaForCausalLM");
+ * assert.equal(lm.model.parts.layers.length, 2);
+ * assert.equal(lm.model.matmul("model.layers.0.mlp.up_proj").outFeatures, 384);
+ * lm.dispose();
+ * ```
  */
 export class DecoderModel extends Module {
   /** The normalised config. */

@@ -80,6 +80,18 @@ export function applyActivation(act: Activation, x: Float32Array): void {
  * The feed-forward block. Its layers are looked up at every call in `host`
  * (the MLP itself, or the decoder layer where a family keeps `fc1`/`fc2`
  * there, as OPT does), so the `Quantizer` can swap them.
+ *
+ * @example A gated MLP on two Linear layers
+ * ```ts
+ * import { Linear, MLP, Tensor } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * const mlp = new MLP("relu", { gate: "gate_proj", up: "up_proj", down: "down_proj" });
+ * for (const [name, w] of [["gate_proj", [1, -1]], ["up_proj", [2, 2]], ["down_proj", [1, 1]]] as const) {
+ *   mlp.setChild(name, Linear.fromTensors(new Tensor(new Float32Array(w), name === "down_proj" ? [1, 2] : [2, 1])));
+ * }
+ * const y = await mlp.forward(new Tensor(new Float32Array([3]), [1, 1]), "bf16");
+ * assert.deepEqual([...y.data], [18]); // relu(3)·6 + relu(−3)·6
+ * ```
  */
 export class MLP extends Module {
   /** The nonlinearity. */

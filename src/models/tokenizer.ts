@@ -103,6 +103,7 @@ export class Tokenizer {
   #bosText: string | null;
   #eosText: string | null;
   #missing: string | null;
+  #dir: string;
   /** The id of the beginning-of-sequence token, or null. */
   readonly bosId: number | null;
   /** Every id that ends a generation (tokenizer and generation configs). */
@@ -114,8 +115,10 @@ export class Tokenizer {
     generation: Json,
     template: string | null,
     missing: string | null,
+    dir: string,
   ) {
     this.#hf = hf;
+    this.#dir = dir;
     this.#missing = missing;
     this.#template = template;
     this.#addBos = typeof config.add_bos_token === "boolean"
@@ -155,7 +158,7 @@ export class Tokenizer {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
     if (json === null) {
-      return new Tokenizer(null, config, generation, template, file);
+      return new Tokenizer(null, config, generation, template, file, dir);
     }
     let hf: HfTokenizer;
     try {
@@ -167,7 +170,7 @@ export class Tokenizer {
         })`,
       );
     }
-    return new Tokenizer(hf, config, generation, template, null);
+    return new Tokenizer(hf, config, generation, template, null, dir);
   }
 
   /** Whether the folder had a tokenizer (else text methods throw). */
@@ -211,7 +214,9 @@ export class Tokenizer {
     ids: readonly number[],
     options: { skipSpecial?: boolean } = {},
   ): string {
-    return this.#need().decode([...ids], {
+    const hf = this.#need();
+    if (ids.length === 0) return "";
+    return hf.decode([...ids], {
       skip_special_tokens: options.skipSpecial ?? true,
     });
   }
@@ -233,7 +238,7 @@ export class Tokenizer {
     this.#need();
     if (this.#template === null) {
       throw new Error(
-        "the model has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja)",
+        `${this.#dir} has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja): --chat needs one`,
       );
     }
     return new Template(this.#template).render({

@@ -4,7 +4,7 @@
 // weight splitting and prefill chunking paths forced.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { loadCausalLM } from "../mod.ts";
+import { loadCausalLM, Quantizer } from "../mod.ts";
 import { createWebGpuEngine } from "../src/models/webgpu_engine.ts";
 import type { Engine } from "../src/models/engine.ts";
 import {
@@ -93,3 +93,113 @@ for (const method of [null, "w8a16", "w8a8", "w4a16"]) {
     },
   });
 }
+
+Deno.test({
+  name: "the WebGPU engine splits weights and embeddings across bindings and chunks long prefills",
+  ignore,
+  async fn() {
+    using lm = await loadCausalLM(TINY, { backend: "cpu", contextLength: 64 });
+    // 16 KiB bindings: the 2048 × 128 bf16 embedding (512 KiB) and tied head
+    // split into 32+ chunks, every projection into several; prefill plans of
+    // 5 rows, so 11 tokens take three plans and the cache carries over.
+    const gpu = await createWebGpuEngine(lm.model, {
+      adapter: adapter(),
+      contextLength: 64,
+      maxBindingBytes: 16384,
+      prefillChunk: 5,
+    });
+    try {
+      const gap = await logitsGap(lm.engine, gpu, IDS);
+      assert.ok(gap <= 1e-4, `max |Δlogit| ${gap} of the scale`);
+      assert.deepEqual(await greedy(gpu, IDS, 6), await greedy(lm.engine, IDS, 6));
+    } finally {
+      gpu.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "the WebGPU engine samples the CPU engine's tokens at temperature, top-k and top-p",
+  ignore,
+  async fn() {
+    using lm = await loadCausalLM(TINY, { backend: "cpu", contextLength: 64 });
+    const gpu = await createWebGpuEngine(lm.model, {
+      adapter: adapter(),
+      contextLength: 64,
+    });
+    try {
+      const settings = [
+        { temperature: 1, topK: 0, topP: 1 },
+        { temperature: 0.8, topK: 40, topP: 0.95 },
+        { temperature: 1.5, topK: 5, topP: 0.6 },
+      ];
+      for (const sampler of settings) {
+        for (const u of [0.05, 0.4, 0.93]) {
+          lm.engine.reset();
+          gpu.reset();
+          const want = await lm.engine.stepAndSample(IDS, 0, sampler, u);
+          const got = await gpu.stepAndSample(IDS, 0, sampler, u);
+          assert.equal(got, want, `${JSON.stringify(sampler)} u ${u}`);
+        }
+      }
+    } finally {
+      gpu.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "the WebGPU engine picks up layers a Quantizer swaps in after it was made",
+  ignore,
+  async fn() {
+    using lm = await loadCausalLM(TINY, { backend: "cpu", contextLength: 64 });
+    const gpu = await createWebGpuEngine(lm.model, {
+      adapter: adapter(),
+      contextLength: 64,
+    });
+    try {
+      const before = await gpu.step(IDS, 0, "last");
+      await new Quantizer(lm.model).quantize("w8a16", ["lm_head"]);
+      gpu.reset();
+      lm.engine.reset();
+      const after = await gpu.step(IDS, 0, "last");
+      const cpu = await lm.engine.step(IDS, 0, "last");
+      assert.ok(maxAbsDiff(after, before) > 0, "the quantized layers run");
+      assert.ok(maxAbsDiff(after, cpu) <= 1e-4 * absMax(cpu));
+    } finally {
+      gpu.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "the WebGPU engine rejects steps past its context and gaps in the cache, as the CPU engine",
+  ignore,
+  async fn() {
+    using lm = await loadCausalLM(TINY, { backend: "cpu", contextLength: 8 });
+    const gpu = await createWebGpuEngine(lm.model, {
+      adapter: adapter(),
+      contextLength: 8,
+    });
+    try {
+      for (const e of [lm.engine, gpu]) {
+        await assert.rejects(e.step(IDS, 0, "last"), {
+          message: "Positions [0, 11) do not fit the context of 8 tokens",
+        });
+        await assert.rejects(e.step([1], 3, "last"), {
+          message:
+            "step() at position 3, but the cache holds positions [0, 0): steps must continue it",
+        });
+        await assert.rejects(e.step([5000], 0, "last"), {
+          message: "Token id 5000 is out of range: the table has 2048 rows",
+        });
+      }
+      gpu.dispose();
+      await assert.rejects(gpu.step([1], 0, "last"), {
+        message: "The WebGPU engine was disposed",
+      });
+    } finally {
+      gpu.dispose();
+    }
+  },
+});

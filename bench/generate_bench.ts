@@ -12,10 +12,20 @@
  *   `tinyq quantize` (`/usr/bin/time -v`), against the target
  *   1.3 × quantized weight bytes + KV cache + 200 MB.
  *
- *   deno task bench:generate [--shape 1b|0.7b|tiny] [--backend cpu|webgpu]
+ *   deno task bench:generate [--shape 1b|0.7b|7b|tiny] [--backend cpu|webgpu]
  *       [--schemes float,w8a16,w8a8,w4a16] [--prompt-tokens 128]
  *       [--new-tokens 64] [--python /tmp/v/bin/python] [--no-torch]
  *       [--no-memory] [--dir <cache dir>]
+ *       [--hbm-gbs N] [--fp16-tflops N]   (WebGPU: the GPU's spec figures)
+ *
+ * With `--backend webgpu` each row adds what the WebGPU engine reports: GPU
+ * time per decoded token from timestamp queries, dispatches per token, the
+ * weight bandwidth that GPU time achieves (weight bytes per token ÷ GPU
+ * time) as a share of the device's measured copy bandwidth (and of
+ * `--hbm-gbs`, the spec figure, where given), and prefill throughput in
+ * TFLOP/s (2 × matmul parameters per token) against `--fp16-tflops`.
+ * Issue 12's targets on a real GPU: W8A16 decode ≥ 80% of HBM bandwidth,
+ * W4A16 faster than W8A16, prefill of 512 tokens ≥ 25% of fp16 peak.
  *
  * Targets (issue 11): w8a16 decode ≥ 2× PyTorch fp32 and ≥ 70% of the
  * roofline; w4a16 decode faster than w8a16; prefill ≥ 25% of PyTorch's.
@@ -35,6 +45,7 @@ import { defaultThreads } from "../src/backend/_cpu_config.ts";
 import { SeededRandom } from "../src/models/sampler.ts";
 import { formatTable } from "../src/cli/tables.ts";
 import { DTYPE_SIZE } from "../src/dtype.ts";
+import { type WebGpuProbeFigures, webGpuFigures } from "./_webgpu_probe.ts";
 
 /** The checkpoint shapes. */
 const SHAPES = {
@@ -57,6 +68,16 @@ const SHAPES = {
     kvHeads: 4,
     vocab: 32000,
     tieEmbeddings: true,
+  },
+  // issue 12's "about 7 B" (Llama-2-7B's shape), untied head, MHA
+  "7b": {
+    hidden: 4096,
+    layers: 32,
+    intermediate: 11008,
+    heads: 32,
+    kvHeads: 32,
+    vocab: 32000,
+    tieEmbeddings: false,
   },
   // seconds, for trying the bench itself
   tiny: {
@@ -178,6 +199,10 @@ interface Row {
   decode: number;
   bytes: number;
   roofline: number;
+  /** WebGPU: GPU ms per decoded token (timestamp queries). */
+  gpuMs?: number;
+  /** WebGPU: dispatches per decoded token. */
+  dispatches?: number;
 }
 
 async function measure(
@@ -198,8 +223,9 @@ async function measure(
       { length: promptTokens },
       () => 3 + Math.floor(rng.next() * (vocab - 3)),
     );
-    // warm up the kernels and the pool once
-    await lm.generate(prompt.slice(0, 8), {
+    // warm up the kernels and the pool once, at the timed prompt length (the
+    // WebGPU engine compiles its prefill kernels per step shape)
+    await lm.generate(prompt, {
       temperature: 0,
       maxNewTokens: 2,
       ignoreEos: true,
@@ -209,14 +235,20 @@ async function measure(
       maxNewTokens: newTokens,
       ignoreEos: true,
     }).done();
-    const bytes = lm.engine.stats?.().weightBytesPerToken ??
-      weightBytesPerToken(lm.model);
+    const stats = lm.engine.stats?.();
+    const bytes = stats?.weightBytesPerToken ?? weightBytesPerToken(lm.model);
     return {
       scheme,
       prefill: s.prefillTokS,
       decode: s.decodeTokS,
       bytes,
       roofline: 0,
+      ...(stats?.gpuMsPerToken !== undefined
+        ? { gpuMs: stats.gpuMsPerToken }
+        : {}),
+      ...(stats?.dispatchesPerToken !== undefined
+        ? { dispatches: stats.dispatchesPerToken }
+        : {}),
     };
   } finally {
     lm.dispose();
@@ -348,6 +380,8 @@ if (import.meta.main) {
       "no-torch": { type: "boolean" },
       "no-memory": { type: "boolean" },
       dir: { type: "string" },
+      "hbm-gbs": { type: "string" },
+      "fp16-tflops": { type: "string" },
     },
   });
   const shape = values.shape as ShapeName;
@@ -378,6 +412,14 @@ if (import.meta.main) {
       (bandwidth / 1e9).toFixed(1)
     } GB/s\n`,
   );
+  const gpu = backend === "webgpu" ? await webGpuFigures() : null;
+  if (gpu) {
+    console.log(
+      `WebGPU adapter: ${gpu.adapter}${
+        gpu.fallback ? " (software fallback: figures are a regression guard only)" : ""
+      }; device copy bandwidth ${(gpu.copyBytesPerS / 1e9).toFixed(1)} GB/s (${gpu.timer})\n`,
+    );
+  }
   const rows: Row[] = [];
   for (const scheme of values.schemes.split(",").map((s) => s.trim())) {
     const r = await measure(
@@ -447,6 +489,14 @@ if (import.meta.main) {
   ));
   if (!t) console.log(`PyTorch: ${torch}`);
   else console.log(`PyTorch: ${t.torch}`);
+  if (backend === "webgpu") {
+    console.log(
+      "\n" + webGpuTable(rows, SHAPES[shape], gpu, {
+        hbm: Number(values["hbm-gbs"] ?? NaN) * 1e9,
+        fp16: Number(values["fp16-tflops"] ?? NaN) * 1e12,
+      }),
+    );
+  }
   if (!values["no-memory"]) {
     console.log(
       `\nmemory (tinyq generate on the int8 checkpoint): ${await memory(
@@ -455,4 +505,65 @@ if (import.meta.main) {
       )}`,
     );
   }
+}
+
+/** Parameters of the matmuls (projections, MLP, LM head) of a shape. */
+function matmulParams(s: (typeof SHAPES)[ShapeName]): number {
+  const hd = s.hidden / s.heads;
+  const q = s.heads * hd, kv = s.kvHeads * hd;
+  const layer = s.hidden * (q + 2 * kv) + q * s.hidden +
+    3 * s.hidden * s.intermediate;
+  return s.layers * layer + s.vocab * s.hidden;
+}
+
+/** The WebGPU columns: GPU time, dispatches, achieved bandwidth, prefill TFLOP/s. */
+function webGpuTable(
+  rows: Row[],
+  shape: (typeof SHAPES)[ShapeName],
+  gpu: WebGpuProbeFigures | null,
+  spec: { hbm: number; fp16: number },
+): string {
+  const f = (v: number, d = 1) => Number.isFinite(v) ? v.toFixed(d) : "";
+  const pct = (v: number) => Number.isFinite(v) ? `${v.toFixed(0)}%` : "";
+  const flops = 2 * matmulParams(shape);
+  const w8a16 = rows.find((r) => r.scheme === "w8a16");
+  return formatTable(
+    [
+      "scheme",
+      "GPU ms/token",
+      "dispatches/token",
+      "GPU GB/s (weights)",
+      "% device copy bw",
+      "% spec HBM",
+      "prefill TFLOP/s",
+      "% fp16 peak",
+      "decode vs w8a16",
+    ],
+    rows.map((r) => {
+      const gbs = r.gpuMs ? r.bytes / (r.gpuMs / 1000) : NaN;
+      const tflops = r.prefill * flops;
+      return [
+        r.scheme,
+        f(r.gpuMs ?? NaN, 3),
+        String(r.dispatches ?? ""),
+        f(gbs / 1e9),
+        pct(gpu ? gbs / gpu.copyBytesPerS * 100 : NaN),
+        pct(gbs / spec.hbm * 100),
+        f(tflops / 1e12, 3),
+        pct(tflops / spec.fp16 * 100),
+        w8a16 ? `${f(r.decode / w8a16.decode, 2)}×` : "",
+      ];
+    }),
+    [
+      "left",
+      "right",
+      "right",
+      "right",
+      "right",
+      "right",
+      "right",
+      "right",
+      "right",
+    ],
+  );
 }

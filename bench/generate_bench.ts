@@ -527,6 +527,37 @@ function webGpuTable(
   const pct = (v: number) => Number.isFinite(v) ? `${v.toFixed(0)}%` : "";
   const flops = 2 * matmulParams(shape);
   const w8a16 = rows.find((r) => r.scheme === "w8a16");
+  const w4a16 = rows.find((r) => r.scheme === "w4a16");
+  const bw = (r: Row) => r.gpuMs ? r.bytes / (r.gpuMs / 1000) : NaN;
+  const peakBw = Number.isFinite(spec.hbm) ? spec.hbm : gpu?.copyBytesPerS;
+  const bwWhat = Number.isFinite(spec.hbm) ? "spec HBM" : "device copy bw";
+  const verdict = (ok: boolean) => ok ? "met" : "NOT met";
+  const targets: string[] = [];
+  if (w8a16 && peakBw) {
+    const p = bw(w8a16) / peakBw * 100;
+    targets.push(
+      `target: W8A16 decode at ${f(p, 0)}% of ${bwWhat} by GPU time (${
+        f(w8a16.bytes * w8a16.decode / peakBw * 100, 0)
+      }% by wall clock), target >= 80%: ${verdict(p >= 80)}`,
+    );
+  }
+  if (w8a16 && w4a16) {
+    const x = w4a16.decode / w8a16.decode;
+    targets.push(
+      `target: W4A16 decode ${f(x, 2)}x W8A16's, target > 1: ${
+        verdict(x > 1)
+      }`,
+    );
+  }
+  if (Number.isFinite(spec.fp16)) {
+    const best = Math.max(...rows.map((r) => r.prefill));
+    const p = best * flops / spec.fp16 * 100;
+    targets.push(
+      `target: prefill at ${f(p, 1)}% of fp16 peak (best scheme), target >= 25%: ${
+        verdict(p >= 25)
+      }`,
+    );
+  }
   return formatTable(
     [
       "scheme",
@@ -565,5 +596,5 @@ function webGpuTable(
       "right",
       "right",
     ],
-  );
+  ) + (targets.length ? "\n" + targets.join("\n") : "");
 }

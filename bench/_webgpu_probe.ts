@@ -38,7 +38,10 @@ export async function webGpuFigures(): Promise<WebGpuProbeFigures | null> {
     size: 16,
     usage: U.QUERY_RESOLVE | U.COPY_SRC,
   });
-  const read = device.createBuffer({ size: 16, usage: U.MAP_READ | U.COPY_DST });
+  const read = device.createBuffer({
+    size: 16,
+    usage: U.MAP_READ | U.COPY_DST,
+  });
   const rounds = 8;
   let best = 0;
   try {

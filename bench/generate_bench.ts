@@ -45,7 +45,7 @@ import { defaultThreads } from "../src/backend/_cpu_config.ts";
 import { SeededRandom } from "../src/models/sampler.ts";
 import { formatTable } from "../src/cli/tables.ts";
 import { DTYPE_SIZE } from "../src/dtype.ts";
-import { type WebGpuProbeFigures, webGpuFigures } from "./_webgpu_probe.ts";
+import { webGpuFigures, type WebGpuProbeFigures } from "./_webgpu_probe.ts";
 
 /** The checkpoint shapes. */
 const SHAPES = {
@@ -416,8 +416,12 @@ if (import.meta.main) {
   if (gpu) {
     console.log(
       `WebGPU adapter: ${gpu.adapter}${
-        gpu.fallback ? " (software fallback: figures are a regression guard only)" : ""
-      }; device copy bandwidth ${(gpu.copyBytesPerS / 1e9).toFixed(1)} GB/s (${gpu.timer})\n`,
+        gpu.fallback
+          ? " (software fallback: figures are a regression guard only)"
+          : ""
+      }; device copy bandwidth ${
+        (gpu.copyBytesPerS / 1e9).toFixed(1)
+      } GB/s (${gpu.timer})\n`,
     );
   }
   const rows: Row[] = [];
@@ -544,18 +548,16 @@ function webGpuTable(
   if (w8a16 && w4a16) {
     const x = w4a16.decode / w8a16.decode;
     targets.push(
-      `target: W4A16 decode ${f(x, 2)}x W8A16's, target > 1: ${
-        verdict(x > 1)
-      }`,
+      `target: W4A16 decode ${f(x, 2)}x W8A16's, target > 1: ${verdict(x > 1)}`,
     );
   }
   if (Number.isFinite(spec.fp16)) {
     const best = Math.max(...rows.map((r) => r.prefill));
     const p = best * flops / spec.fp16 * 100;
     targets.push(
-      `target: prefill at ${f(p, 1)}% of fp16 peak (best scheme), target >= 25%: ${
-        verdict(p >= 25)
-      }`,
+      `target: prefill at ${
+        f(p, 1)
+      }% of fp16 peak (best scheme), target >= 25%: ${verdict(p >= 25)}`,
     );
   }
   return formatTable(

@@ -95,7 +95,8 @@ for (const method of [null, "w8a16", "w8a8", "w4a16"]) {
 }
 
 Deno.test({
-  name: "the WebGPU engine splits weights and embeddings across bindings and chunks long prefills",
+  name:
+    "the WebGPU engine splits weights and embeddings across bindings and chunks long prefills",
   ignore,
   async fn() {
     using lm = await loadCausalLM(TINY, { backend: "cpu", contextLength: 64 });
@@ -111,7 +112,10 @@ Deno.test({
     try {
       const gap = await logitsGap(lm.engine, gpu, IDS);
       assert.ok(gap <= 1e-4, `max |Δlogit| ${gap} of the scale`);
-      assert.deepEqual(await greedy(gpu, IDS, 6), await greedy(lm.engine, IDS, 6));
+      assert.deepEqual(
+        await greedy(gpu, IDS, 6),
+        await greedy(lm.engine, IDS, 6),
+      );
     } finally {
       gpu.dispose();
     }
@@ -119,7 +123,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "the WebGPU engine samples the CPU engine's tokens at temperature, top-k and top-p",
+  name:
+    "the WebGPU engine samples the CPU engine's tokens at temperature, top-k and top-p",
   ignore,
   async fn() {
     using lm = await loadCausalLM(TINY, { backend: "cpu", contextLength: 64 });
@@ -149,7 +154,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "the WebGPU engine picks up layers a Quantizer swaps in after it was made",
+  name:
+    "the WebGPU engine picks up layers a Quantizer swaps in after it was made",
   ignore,
   async fn() {
     using lm = await loadCausalLM(TINY, { backend: "cpu", contextLength: 64 });
@@ -173,7 +179,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "the WebGPU engine rejects steps past its context and gaps in the cache, as the CPU engine",
+  name:
+    "the WebGPU engine rejects steps past its context and gaps in the cache, as the CPU engine",
   ignore,
   async fn() {
     using lm = await loadCausalLM(TINY, { backend: "cpu", contextLength: 8 });

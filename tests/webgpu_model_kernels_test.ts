@@ -92,7 +92,8 @@ function assertNear(
 }
 
 Deno.test({
-  name: "embedding kernel gathers f32, f16 and bf16 rows, scaled, and adds positions",
+  name:
+    "embedding kernel gathers f32, f16 and bf16 rows, scaled, and adds positions",
   ignore,
   async fn() {
     const dim = 37, rows = 11, n = 3;
@@ -153,18 +154,26 @@ Deno.test({
       );
       assert.equal(acc[0], 1, "row 4 is not in the chunk");
       assert.equal(acc[48 + 3], 1, "row 5 is not in the chunk");
-      assert.equal(acc[96 + dim - 1], Math.fround(1 + wide[6 * dim + dim - 1]!));
+      assert.equal(
+        acc[96 + dim - 1],
+        Math.fround(1 + wide[6 * dim + dim - 1]!),
+      );
     }
   },
 });
 
 Deno.test({
-  name: "rms_norm kernel adds the residual delta and normalises, 1 + w included",
+  name:
+    "rms_norm kernel adds the residual delta and normalises, 1 + w included",
   ignore,
   async fn() {
-    for (const [dim, ldo, addOne] of [[64, 64, false], [300, 304, true]] as const) {
+    for (
+      const [dim, ldo, addOne] of [[64, 64, false], [300, 304, true]] as const
+    ) {
       const n = 3;
-      const x = floats(n * dim, 2, 3), d = floats(n * dim, 3), w = floats(dim, 4);
+      const x = floats(n * dim, 2, 3),
+        d = floats(n * dim, 3),
+        w = floats(dim, 4);
       const sum = x.map((v, i) => v + d[i]!);
       const c = {
         DIM: dim,
@@ -186,12 +195,18 @@ Deno.test({
           2e-6,
           `rms ${dim} row ${i}`,
         );
-        assert.ok(out.subarray(i * ldo + dim, (i + 1) * ldo).every((v) => v === 0));
+        assert.ok(
+          out.subarray(i * ldo + dim, (i + 1) * ldo).every((v) => v === 0),
+        );
       }
       const back = new Float32Array(
         await run("rms_norm", { ...c, ADD: true }, data, [n, 1], 1),
       );
-      assert.deepEqual(back.subarray(0, n * dim), sum, "x += d is written back");
+      assert.deepEqual(
+        back.subarray(0, n * dim),
+        sum,
+        "x += d is written back",
+      );
       // The last row only, into output row 0.
       const last = new Float32Array(
         await run("rms_norm", { ...c, LAST: true }, data, [1, 1], 4),
@@ -248,11 +263,17 @@ function ropeTable(positions: number, invFreq: Float32Array): Float32Array {
 }
 
 Deno.test({
-  name: "rope_cache kernel rotates q and k (neox, interleaved, partial) and appends k, v to the cache",
+  name:
+    "rope_cache kernel rotates q and k (neox, interleaved, partial) and appends k, v to the cache",
   ignore,
   async fn() {
     const nq = 4, nkv = 2, hd = 16, ctx = 8, n = 2, pos = 5;
-    for (const [rot, neox] of [[16, true], [8, true], [16, false], [0, true]] as const) {
+    for (
+      const [rot, neox] of [[16, true], [8, true], [16, false], [
+        0,
+        true,
+      ]] as const
+    ) {
       const invFreq = Float32Array.from(
         { length: rot / 2 },
         (_, j) => Math.fround(10000 ** (-(2 * j) / rot)),
@@ -285,18 +306,39 @@ Deno.test({
       };
       const what = `rot ${rot} ${neox ? "neox" : "interleaved"}`;
       const rotate = (i: number, off: number) =>
-        refRope(qkv.slice(i * width + off, i * width + off + hd), pos + i, invFreq, neox);
-      const qr = new Float32Array(await run("rope_cache", c, data, [nq + nkv, n], 4));
-      const kc = new Float32Array(await run("rope_cache", c, data, [nq + nkv, n], 5));
-      const vc = new Float32Array(await run("rope_cache", c, data, [nq + nkv, n], 6));
+        refRope(
+          qkv.slice(i * width + off, i * width + off + hd),
+          pos + i,
+          invFreq,
+          neox,
+        );
+      const qr = new Float32Array(
+        await run("rope_cache", c, data, [nq + nkv, n], 4),
+      );
+      const kc = new Float32Array(
+        await run("rope_cache", c, data, [nq + nkv, n], 5),
+      );
+      const vc = new Float32Array(
+        await run("rope_cache", c, data, [nq + nkv, n], 6),
+      );
       for (let i = 0; i < n; i++) {
         for (let h = 0; h < nq; h++) {
           const at = (i * nq + h) * hd;
-          assertNear(qr.subarray(at, at + hd), rotate(i, h * hd), 1e-6, `${what} q`);
+          assertNear(
+            qr.subarray(at, at + hd),
+            rotate(i, h * hd),
+            1e-6,
+            `${what} q`,
+          );
         }
         for (let g = 0; g < nkv; g++) {
           const at = (g * ctx + pos + i) * hd;
-          assertNear(kc.subarray(at, at + hd), rotate(i, (nq + g) * hd), 1e-6, `${what} k`);
+          assertNear(
+            kc.subarray(at, at + hd),
+            rotate(i, (nq + g) * hd),
+            1e-6,
+            `${what} k`,
+          );
           const v0 = i * width + (nq + nkv + g) * hd;
           assert.deepEqual(vc.subarray(at, at + hd), qkv.subarray(v0, v0 + hd));
         }
@@ -306,7 +348,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "attention kernel matches causal GQA softmax attention with window and soft-cap",
+  name:
+    "attention kernel matches causal GQA softmax attention with window and soft-cap",
   ignore,
   async fn() {
     const nq = 4, nkv = 2, ctx = 150;
@@ -335,7 +378,13 @@ Deno.test({
             CAP: cap,
             WINDOW: window,
           },
-          { 0: step(pos, n), 1: q, 2: kc, 3: vc, 4: new Float32Array(n * ldo).fill(7) },
+          {
+            0: step(pos, n),
+            1: q,
+            2: kc,
+            3: vc,
+            4: new Float32Array(n * ldo).fill(7),
+          },
           [nq, n],
           4,
         ),
@@ -355,9 +404,16 @@ Deno.test({
             cap,
           );
           const at = i * ldo + h * hd;
-          assertNear(out.subarray(at, at + hd), want, 2e-5, `hd ${hd} i ${i} h ${h}`);
+          assertNear(
+            out.subarray(at, at + hd),
+            want,
+            2e-5,
+            `hd ${hd} i ${i} h ${h}`,
+          );
         }
-        assert.ok(out.subarray(i * ldo + nq * hd, (i + 1) * ldo).every((v) => v === 0));
+        assert.ok(
+          out.subarray(i * ldo + nq * hd, (i + 1) * ldo).every((v) => v === 0),
+        );
       }
     }
   },
@@ -406,10 +462,21 @@ Deno.test({
   async fn() {
     const v = 300, rows = 2, l = floats(v * rows, 13, 80);
     const out = new Float32Array(
-      await run("logit_softcap", { V: v, CAP: 30 }, { 0: step(0, rows), 1: l }, [2, rows], 1),
+      await run(
+        "logit_softcap",
+        { V: v, CAP: 30 },
+        { 0: step(0, rows), 1: l },
+        [2, rows],
+        1,
+      ),
     );
     // Builtin tanh is within a few ULP on lavapipe, not correctly rounded.
-    assertNear(out, Float64Array.from(l, (x) => 30 * Math.tanh(x / 30)), 5e-6, "capped");
+    assertNear(
+      out,
+      Float64Array.from(l, (x) => 30 * Math.tanh(x / 30)),
+      5e-6,
+      "capped",
+    );
   },
 });
 
@@ -439,15 +506,22 @@ async function sampleOnGpu(
 }
 
 Deno.test({
-  name: "sample kernel picks the host sampler's token: greedy ties, temperature, top-k, top-p",
+  name:
+    "sample kernel picks the host sampler's token: greedy ties, temperature, top-k, top-p",
   ignore,
   async fn() {
     const r = rng(14);
     // Quantised logits so that ties occur, and a vocabulary over one stride.
-    const logits = Float32Array.from({ length: 1000 }, () => Math.round(r() * 40) / 8 - 2);
+    const logits = Float32Array.from(
+      { length: 1000 },
+      () => Math.round(r() * 40) / 8 - 2,
+    );
     const ties = new Float32Array(600).fill(-1);
     ties[77] = ties[300] = ties[599] = 3;
-    assert.deepEqual(await sampleOnGpu(ties, { temperature: 0, topK: 0, topP: 1 }, 0), [77, 0]);
+    assert.deepEqual(
+      await sampleOnGpu(ties, { temperature: 0, topK: 0, topP: 1 }, 0),
+      [77, 0],
+    );
     const settings = [
       { temperature: 0, topK: 0, topP: 1 },
       { temperature: 1, topK: 0, topP: 1 },
@@ -467,6 +541,10 @@ Deno.test({
     }
     const bad = logits.slice();
     bad[500] = NaN;
-    assert.equal((await sampleOnGpu(bad, settings[0]!, 0))[1], 1, "NaN is flagged");
+    assert.equal(
+      (await sampleOnGpu(bad, settings[0]!, 0))[1],
+      1,
+      "NaN is flagged",
+    );
   },
 });

@@ -80,7 +80,9 @@ interface Upload {
   groupSize: number;
 }
 
-async function f32Of(t: Tensor | null | undefined): Promise<Float32Array | null> {
+async function f32Of(
+  t: Tensor | null | undefined,
+): Promise<Float32Array | null> {
   return t ? (await materialize(t)).toF32Array() : null;
 }
 

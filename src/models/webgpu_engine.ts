@@ -184,6 +184,9 @@ export class WebGpuEngine implements Engine {
   #queue: Promise<unknown> = Promise.resolve();
   #disposed = false;
   #decodeMs: number[] = [];
+  // While recording: the activations whose int8 codes are in "qx" (W8A8
+  // layers reading the same input — q, k, v; gate, up — share one pass).
+  #quantized: GPUBuffer | null = null;
   #embedRowBytes = 0;
 
   /** Use {@linkcode createWebGpuEngine}. */
@@ -443,7 +446,10 @@ export class WebGpuEngine implements Engine {
     const projOut = this.model.parts.projectOut
       ? this.#slotOf(this.model.parts.projectOut).gpu!.n
       : 0;
-    this.#buffer("proj", 4 * this.#chunkAll * roundUp(Math.max(projOut, 1), 16));
+    this.#buffer(
+      "proj",
+      4 * this.#chunkAll * roundUp(Math.max(projOut, 1), 16),
+    );
     this.#buffer("xf", 4 * Math.max(C, 1) * hp, rw);
     this.#buffer("logits", 4 * this.#chunkAll * c.vocabSize, rw);
     this.#buffer("scratch", 4 * c.vocabSize);
@@ -516,6 +522,7 @@ export class WebGpuEngine implements Engine {
   ): void {
     const code = MODEL_KERNELS[kernel];
     const pipeline = this.#pipeline(kernel, code, constants);
+    this.#quantized = null; // it may overwrite any activations
     const entries = declaredBindings(code).map((binding) => {
       const r = bind[binding] ?? this.#b("step");
       return {
@@ -541,6 +548,10 @@ export class WebGpuEngine implements Engine {
   ): void {
     const m = s.gpu!;
     for (const pass of matmulPasses(m, rows, this.#backend.dot4)) {
+      if (pass.grid === "rows") {
+        if (this.#quantized === x) continue;
+        this.#quantized = x;
+      }
       const pipeline = this.#pipeline(`matmul ${m.kind}`, pass.code, {});
       const chunks = pass.grid === "rows" ? m.chunks.slice(0, 1) : m.chunks;
       for (const c of chunks) {
@@ -556,7 +567,10 @@ export class WebGpuEngine implements Engine {
           9: this.#b("qs"),
         };
         const entries = declaredBindings(pass.code).filter((b) => b !== 5)
-          .map((binding) => ({ binding, resource: { buffer: buffer[binding]! } }));
+          .map((binding) => ({
+            binding,
+            resource: { buffer: buffer[binding]! },
+          }));
         ops.push({
           pipeline,
           entries,
@@ -591,6 +605,7 @@ export class WebGpuEngine implements Engine {
     const { config: c, parts } = this.model;
     const ops: (Op | Deferred)[] = [];
     const params: number[][] = [];
+    this.#quantized = null;
     const b = (name: string) => this.#b(name);
     const hp = roundUp(c.hiddenSize, 16), H = c.hiddenSize;
     const stepBuf = b("step");
@@ -650,17 +665,23 @@ export class WebGpuEngine implements Engine {
     const embDtype = (e: Embedding) =>
       ({ f32: 0, f16: 1, bf16: 2 })[e.weight.dtype as "f32" | "f16" | "bf16"];
     for (const t of this.#tables[0]!) {
-      this.#kernel(ops, "embedding", {
-        DTYPE: embDtype(parts.embedTokens),
-        DIM: embedDim,
-        LDH: projIn ? roundUp(embedDim, 16) : hp,
-        ROW0: t.row0,
-        ROWS: t.rows,
-        SCALE: c.embeddingScale,
-      }, { 0: stepBuf, 1: b("tokens"), 2: t.buffer, 3: embedOut }, [
-        Math.ceil(embedDim / 256),
-        n,
-      ]);
+      this.#kernel(
+        ops,
+        "embedding",
+        {
+          DTYPE: embDtype(parts.embedTokens),
+          DIM: embedDim,
+          LDH: projIn ? roundUp(embedDim, 16) : hp,
+          ROW0: t.row0,
+          ROWS: t.rows,
+          SCALE: c.embeddingScale,
+        },
+        { 0: stepBuf, 1: b("tokens"), 2: t.buffer, 3: embedOut },
+        [
+          Math.ceil(embedDim / 256),
+          n,
+        ],
+      );
     }
     if (projIn) {
       if (H !== hp) {
@@ -672,19 +693,25 @@ export class WebGpuEngine implements Engine {
     }
     if (parts.embedPositions && c.positions.kind === "learned") {
       for (const t of this.#tables[1]!) {
-        this.#kernel(ops, "embedding", {
-          DTYPE: embDtype(parts.embedPositions),
-          DIM: H,
-          LDH: hp,
-          ROW0: t.row0,
-          ROWS: t.rows,
-          POSITIONS: true,
-          OFFSET: c.positions.offset,
-          ACC: true,
-        }, { 0: stepBuf, 1: b("tokens"), 2: t.buffer, 3: h }, [
-          Math.ceil(H / 256),
-          n,
-        ]);
+        this.#kernel(
+          ops,
+          "embedding",
+          {
+            DTYPE: embDtype(parts.embedPositions),
+            DIM: H,
+            LDH: hp,
+            ROW0: t.row0,
+            ROWS: t.rows,
+            POSITIONS: true,
+            OFFSET: c.positions.offset,
+            ACC: true,
+          },
+          { 0: stepBuf, 1: b("tokens"), 2: t.buffer, 3: h },
+          [
+            Math.ceil(H / 256),
+            n,
+          ],
+        );
       }
     }
 
@@ -780,15 +807,21 @@ export class WebGpuEngine implements Engine {
           mlp.activation,
         );
         const glu = (constants: Constants, g: GPUBuffer, u: GPUBuffer) =>
-          this.#kernel(ops, "glu", {
-            ACT: act,
-            DIM: inter,
-            LDO: roundUp(inter, 16),
-            ...constants,
-          }, { 0: stepBuf, 1: g, 2: u, 3: b("act") }, [
-            Math.ceil(roundUp(inter, 16) / 256),
-            n,
-          ]);
+          this.#kernel(
+            ops,
+            "glu",
+            {
+              ACT: act,
+              DIM: inter,
+              LDO: roundUp(inter, 16),
+              ...constants,
+            },
+            { 0: stepBuf, 1: g, 2: u, 3: b("act") },
+            [
+              Math.ceil(roundUp(inter, 16) / 256),
+              n,
+            ],
+          );
         let down: string;
         if ("fc1" in mp) {
           this.#matmul(ops, params, slot(`${ml}.${mp.fc1}`), x, b("gate"), n);
@@ -861,13 +894,19 @@ export class WebGpuEngine implements Engine {
       }
       this.#matmul(ops, params, slot(parts.lmHead), x, b("logits"), rows);
       if (c.finalSoftcap !== null) {
-        this.#kernel(ops, "logit_softcap", {
-          V: c.vocabSize,
-          CAP: c.finalSoftcap,
-        }, { 0: stepBuf, 1: b("logits") }, [
-          Math.ceil(c.vocabSize / 256),
-          rows,
-        ]);
+        this.#kernel(
+          ops,
+          "logit_softcap",
+          {
+            V: c.vocabSize,
+            CAP: c.finalSoftcap,
+          },
+          { 0: stepBuf, 1: b("logits") },
+          [
+            Math.ceil(c.vocabSize / 256),
+            rows,
+          ],
+        );
       }
       if (sample) {
         this.#kernel(ops, "sample", { V: c.vocabSize }, {
@@ -980,7 +1019,12 @@ export class WebGpuEngine implements Engine {
       this.#device.queue.writeBuffer(this.#b("sampler"), 0, sp);
       const n = tokens.length;
       for (let i0 = 0; i0 + this.#chunk < n; i0 += this.#chunk) {
-        await this.#run(tokens.slice(i0, i0 + this.#chunk), pos + i0, "none", false);
+        await this.#run(
+          tokens.slice(i0, i0 + this.#chunk),
+          pos + i0,
+          "none",
+          false,
+        );
       }
       const i0 = Math.floor((n - 1) / this.#chunk) * this.#chunk;
       const bytes = await this.#run(tokens.slice(i0), pos + i0, "last", true);

@@ -109,11 +109,12 @@ interface LayerBuffers {
  *
  * @example Greedy logits of TinyStories-656K on the GPU
  * ```ts
- * import { createWebGpuEngine, loadCausalLM } from "@tinyq/tinyq";
+ * import { createWebGpuEngine, loadCausalLM, probeWebGpu } from "@tinyq/tinyq";
  * import assert from "node:assert/strict";
- * if (await navigator.gpu?.requestAdapter()) {
+ * const { adapter } = await probeWebGpu();
+ * if (adapter) {
  *   const lm = await loadCausalLM("models/tinystories-656k", { backend: "cpu" });
- *   const gpu = await createWebGpuEngine(lm.model, { contextLength: 32 });
+ *   const gpu = await createWebGpuEngine(lm.model, { adapter, contextLength: 32 });
  *   const logits = await gpu.step([1, 2, 3], 0, "last");
  *   assert.equal(logits.length, lm.config.vocabSize);
  *   gpu.dispose();

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { getBackend, setBackend } from "../backend/select.ts";
 import { CpuEngine, type EngineOptions } from "./cpu_engine.ts";
 import type { DecoderModel } from "./decoder_model.ts";
 import type { Engine } from "./engine.ts";
@@ -19,7 +20,9 @@ export type EngineBackend = "auto" | "cpu" | "webgpu";
  * WebGPU engine (an error where `navigator.gpu` has no adapter), `auto` the
  * WebGPU engine on a hardware adapter and the CPU engine otherwise — a
  * software adapter (llvmpipe/lavapipe) is slower than the CPU kernels, so
- * `auto` declines it, as the layer backend does.
+ * `auto` declines it, as the layer backend does. `cpu` also makes the
+ * layers' kernel backend the CPU one (as `--backend cpu` does), so no layer
+ * runs on a GPU behind the CPU engine's back.
  *
  * @example
  * ```ts
@@ -39,6 +42,9 @@ export async function createEngine(
 ): Promise<Engine> {
   switch (backend) {
     case "cpu":
+      if ((await getBackend()).name !== "cpu") {
+        setBackend("cpu", 'loadCausalLM({ backend: "cpu" })');
+      }
       return new CpuEngine(model, options);
     case "webgpu": {
       const probe = await probeWebGpu();

@@ -165,13 +165,24 @@ Deno.test({
     });
     try {
       const before = await gpu.step(IDS, 0, "last");
-      await new Quantizer(lm.model).quantize("w8a16", ["lm_head"]);
+      // q | k | v and gate | up are one matmul each: per block norm, qkv,
+      // rope, attention, o, add + norm, gate·up, glu, down; then embedding,
+      // final norm, head, sampling.
+      assert.equal(gpu.stats().dispatchesPerToken, 1 + 2 * 9 + 3);
+      // Layer 0's k and up stay float: its q, k, v run as three matmuls and
+      // its gate, up as two (3 dispatches more).
+      await new Quantizer(lm.model).quantize("w8a16", [
+        "lm_head",
+        "model.layers.0.self_attn.k_proj",
+        "model.layers.0.mlp.up_proj",
+      ]);
       gpu.reset();
       lm.engine.reset();
       const after = await gpu.step(IDS, 0, "last");
       const cpu = await lm.engine.step(IDS, 0, "last");
       assert.ok(maxAbsDiff(after, before) > 0, "the quantized layers run");
       assert.ok(maxAbsDiff(after, cpu) <= 1e-4 * absMax(cpu));
+      assert.equal(gpu.stats().dispatchesPerToken, 1 + 2 * 9 + 3 + 3);
     } finally {
       gpu.dispose();
     }

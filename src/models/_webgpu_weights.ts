@@ -148,22 +148,72 @@ async function describe(layer: MatmulLayer, name: string): Promise<Upload> {
 }
 
 /**
- * Uploads `layer` (found at `name`). `act16` is the model's 16-bit dtype,
- * which W8A16/W4A16 layers round their activations to, as on the CPU.
- * `rowOrder[j]`, where given, is the layer's output row that becomes GPU
- * row j (CodeGen's interleaved qkv becomes plain q | k | v).
+ * Uploads `layers` (found at `name`) as one matmul whose output rows are
+ * theirs in order — q | k | v, gate | up: one dispatch instead of several —
+ * or, when they are not stored alike (a Quantizer excluded one), one each.
+ * `act16` is the model's 16-bit dtype, which W8A16 layers round their
+ * activations to, as on the CPU. `rowOrder[j]`, where given (one layer), is
+ * the layer's output row that becomes GPU row j (CodeGen's interleaved qkv
+ * becomes plain q | k | v).
  */
-export async function uploadMatmul(
+export async function uploadMatmuls(
   device: GPUDevice,
-  layer: MatmulLayer,
+  layers: readonly MatmulLayer[],
   name: string,
   act16: "bf16" | "f16",
   maxBinding: number,
   rowOrder: Int32Array | null = null,
-): Promise<GpuMatmul> {
-  const u = await describe(layer, name);
-  const from = (j: number) => rowOrder ? rowOrder[j]! : j;
-  const n = layer.outFeatures, k = layer.inFeatures;
+): Promise<GpuMatmul[]> {
+  const us = await Promise.all(layers.map((l) => describe(l, name)));
+  const act = (l: MatmulLayer) =>
+    activationDtype(l, act16) as "f32" | "bf16" | "f16";
+  const alike = layers.every((l, i) =>
+    us[i]!.kind === us[0]!.kind && us[i]!.groupSize === us[0]!.groupSize &&
+    l.inFeatures === layers[0]!.inFeatures && act(l) === act(layers[0]!) &&
+    (us[i]!.bias === null) === (us[0]!.bias === null)
+  );
+  const made: GpuMatmul[] = [];
+  try {
+    if (alike) {
+      made.push(
+        upload(device, layers, us, name, act(layers[0]!), maxBinding, rowOrder),
+      );
+    } else {
+      for (const [i, l] of layers.entries()) {
+        made.push(
+          upload(device, [l], [us[i]!], name, act(l), maxBinding, null),
+        );
+      }
+    }
+  } catch (e) {
+    for (const m of made) destroyMatmul(m);
+    throw e;
+  }
+  return made;
+}
+
+function upload(
+  device: GPUDevice,
+  layers: readonly MatmulLayer[],
+  us: Upload[],
+  name: string,
+  act: "f32" | "bf16" | "f16",
+  maxBinding: number,
+  rowOrder: Int32Array | null,
+): GpuMatmul {
+  const u = us[0]!;
+  const k = layers[0]!.inFeatures;
+  const n = layers.reduce((s, l) => s + l.outFeatures, 0);
+  // Output row j of the whole → (layer, its row).
+  const starts = layers.map((_, i) =>
+    layers.slice(0, i).reduce((s, l) => s + l.outFeatures, 0)
+  );
+  const source = (j: number): [Upload, number] => {
+    const r = rowOrder ? rowOrder[j]! : j;
+    let l = layers.length - 1;
+    while (starts[l]! > r) l--;
+    return [us[l]!, r - starts[l]!];
+  };
   const bpe = (a: ArrayBufferView) =>
     (a as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT;
   const rowBytes = u.arrays.map(([a, , pad]) => pad * bpe(a));
@@ -177,11 +227,12 @@ export async function uploadMatmul(
       `${name}: a ${n}×${k} weight does not fit the GPU's storage bindings`,
     );
   }
+  const plain = layers.length === 1 && !rowOrder;
   const chunks = [];
   for (let row0 = 0; row0 < n; row0 += per) {
     const rows = Math.min(per, n - row0);
-    const buffers = u.arrays.map(([src, len, padLen], a) => {
-      const e = bpe(src);
+    const buffers = u.arrays.map(([first, len, padLen], a) => {
+      const e = bpe(first);
       const buffer = device.createBuffer({
         label: `${name} rows ${row0}+${rows}`,
         size: roundUp(rows * rowBytes[a]!, 4),
@@ -189,13 +240,17 @@ export async function uploadMatmul(
         mappedAtCreation: true,
       });
       const dst = new Uint8Array(buffer.getMappedRange());
-      const bytes = new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
-      if (len === padLen && !rowOrder) {
-        dst.set(bytes.subarray(row0 * len * e, (row0 + rows) * len * e));
+      const bytes = (x: Upload) => {
+        const v = x.arrays[a]![0];
+        return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+      };
+      if (plain && len === padLen) {
+        dst.set(bytes(u).subarray(row0 * len * e, (row0 + rows) * len * e));
       } else {
         for (let r = 0; r < rows; r++) {
-          const at = from(row0 + r) * len * e;
-          dst.set(bytes.subarray(at, at + len * e), r * padLen * e);
+          const [x, row] = source(row0 + r);
+          const at = row * len * e;
+          dst.set(bytes(x).subarray(at, at + len * e), r * padLen * e);
         }
       }
       buffer.unmap();
@@ -209,21 +264,21 @@ export async function uploadMatmul(
     usage: U.STORAGE,
     mappedAtCreation: true,
   });
-  const rp = new Float32Array(rowp.getMappedRange());
-  for (let j = 0; j < n; j++) rp.set(u.rowp(from(j)), 2 * j);
-  rowp.unmap();
   const bias = device.createBuffer({
     label: `${name} bias`,
     size: 4 * n,
     usage: U.STORAGE,
     mappedAtCreation: true,
   });
-  if (u.bias) {
-    const b = new Float32Array(bias.getMappedRange());
-    for (let j = 0; j < n; j++) b[j] = u.bias[from(j)]!;
+  const rp = new Float32Array(rowp.getMappedRange());
+  const b = new Float32Array(bias.getMappedRange());
+  for (let j = 0; j < n; j++) {
+    const [x, row] = source(j);
+    rp.set(x.rowp(row), 2 * j);
+    b[j] = x.bias ? x.bias[row]! : 0;
   }
+  rowp.unmap();
   bias.unmap();
-  const act = activationDtype(layer, act16) as "f32" | "bf16" | "f16";
   return {
     name,
     kind: u.kind,
@@ -234,8 +289,14 @@ export async function uploadMatmul(
     chunks,
     rowp,
     bias,
-    weightBytes: u.arrays.reduce((s, [a]) => s + a.byteLength, 0) +
-      (u.kind === "int8" || u.kind === "w8a8" ? 8 * n : 0),
+    weightBytes: us.reduce(
+      (s, x) =>
+        s + x.arrays.reduce((t, [a]) => t + a.byteLength, 0) +
+        (x.kind === "int8" || x.kind === "w8a8"
+          ? 8 * (x.arrays[0]![0].byteLength / k)
+          : 0),
+      0,
+    ),
     groupSize: u.groupSize,
   };
 }

@@ -38,7 +38,7 @@ import {
   matmulGrid,
   matmulPasses,
   roundUp,
-  uploadMatmul,
+  uploadMatmuls,
 } from "./_webgpu_weights.ts";
 
 /** Options of {@linkcode createWebGpuEngine}. */
@@ -84,13 +84,17 @@ interface Plan {
   checked: boolean;
 }
 
-/** A matmul slot of the tree, looked up again at every step (a Quantizer may swap it). */
+/**
+ * Matmul layers of the tree that read one input (q, k, v; gate, up), looked
+ * up again at every step (a Quantizer may swap them); on the GPU one fused
+ * matmul where they are stored alike, else one each.
+ */
 interface Slot {
   name: string;
-  get: () => MatmulLayer;
+  gets: (() => MatmulLayer)[];
   rowOrder: Int32Array | null;
-  layer: MatmulLayer | null;
-  gpu: GpuMatmul | null;
+  layers: MatmulLayer[];
+  gpus: GpuMatmul[];
 }
 
 interface LayerBuffers {
@@ -264,10 +268,10 @@ export class WebGpuEngine implements Engine {
     const { config: c, parts } = this.model;
     const slot = (
       name: string,
-      get: () => MatmulLayer,
+      gets: (() => MatmulLayer)[],
       rowOrder: Int32Array | null = null,
     ): Slot => {
-      const s = { name, get, rowOrder, layer: null, gpu: null };
+      const s = { name, gets, rowOrder, layers: [], gpus: [] };
       this.#slots.push(s);
       return s;
     };
@@ -278,16 +282,23 @@ export class WebGpuEngine implements Engine {
         const order = p.mpNum
           ? mpRowOrder(a.options.numHeads * a.options.headDim, p.mpNum)
           : null;
-        slot(`${at}.${p.qkv}`, () => a.projection(p.qkv), order);
-        slot(`${at}.${p.o}`, () => a.projection(p.o));
+        slot(`${at}.${p.qkv}`, [() => a.projection(p.qkv)], order);
       } else {
-        for (const name of [p.q, p.k, p.v, p.o]) {
-          slot(`${at}.${name}`, () => a.projection(name));
-        }
+        slot(`${at}.${p.q}`, [p.q, p.k, p.v].map((q) => () => a.projection(q)));
       }
-      const mlp = layer.parts.mlp;
-      for (const name of Object.values(mlp.projections)) {
-        slot(`model.layers.${i}.mlp.${name}`, () => mlp.layer(name));
+      slot(`${at}.${p.o}`, [() => a.projection(p.o)]);
+      const mlp = layer.parts.mlp, mp = mlp.projections;
+      const ml = `model.layers.${i}.mlp`;
+      if ("gate" in mp) {
+        slot(
+          `${ml}.${mp.gate}`,
+          [mp.gate, mp.up].map((g) => () => mlp.layer(g)),
+        );
+        slot(`${ml}.${mp.down}`, [() => mlp.layer(mp.down)]);
+      } else {
+        for (const name of Object.values(mp)) {
+          slot(`${ml}.${name}`, [() => mlp.layer(name)]);
+        }
       }
       for (
         const norm of [
@@ -302,7 +313,7 @@ export class WebGpuEngine implements Engine {
     }
     if (parts.finalNorm) await this.#uploadNorm(parts.finalNorm);
     for (const path of [parts.projectIn, parts.projectOut, parts.lmHead]) {
-      if (path) slot(path, () => this.model.matmul(path));
+      if (path) slot(path, [() => this.model.matmul(path)]);
     }
     await this.#syncSlots();
     this.#tables.push(await this.#uploadTable(parts.embedTokens));
@@ -324,19 +335,19 @@ export class WebGpuEngine implements Engine {
   async #syncSlots(): Promise<boolean> {
     let changed = false;
     for (const s of this.#slots) {
-      const layer = s.get();
-      if (layer === s.layer) continue;
-      const gpu = await uploadMatmul(
+      const layers = s.gets.map((get) => get());
+      if (layers.every((l, i) => l === s.layers[i])) continue;
+      const gpus = await uploadMatmuls(
         this.#device,
-        layer,
+        layers,
         s.name,
         this.act16,
         this.#maxBinding,
         s.rowOrder,
       );
-      if (s.gpu) destroyMatmul(s.gpu);
-      s.layer = layer;
-      s.gpu = gpu;
+      for (const g of s.gpus) destroyMatmul(g);
+      s.layers = layers;
+      s.gpus = gpus;
       changed = true;
     }
     if (changed) this.#dropPlans();
@@ -445,7 +456,7 @@ export class WebGpuEngine implements Engine {
     this.#buffer("up", 4 * C * inter);
     this.#buffer("act", 4 * C * roundUp(inter, 16));
     const projOut = this.model.parts.projectOut
-      ? this.#slotOf(this.model.parts.projectOut).gpu!.n
+      ? this.#slotOf(this.model.parts.projectOut).gpus[0]!.n
       : 0;
     this.#buffer(
       "proj",
@@ -456,7 +467,9 @@ export class WebGpuEngine implements Engine {
     this.#buffer("scratch", 4 * c.vocabSize);
     this.#buffer("picked", 16, rw);
     this.#buffer("stamps", 16, U.QUERY_RESOLVE | U.COPY_SRC);
-    const kMax = Math.max(...this.#slots.map((s) => s.gpu!.kPad));
+    const kMax = Math.max(
+      ...this.#slots.flatMap((s) => s.gpus.map((g) => g.kPad)),
+    );
     this.#buffer("qx", C * kMax);
     this.#buffer("qs", 8 * C);
     this.#buffer(
@@ -538,16 +551,16 @@ export class WebGpuEngine implements Engine {
     ops.push({ pipeline, group, grid });
   }
 
-  /** The dispatches of matmul `s` from `x` into `y` for `rows` rows. */
+  /** The dispatches of matmul `m` from `x` into `y` for `rows` rows. */
   #matmul(
     ops: (Op | Deferred)[],
     params: number[][],
-    s: Slot,
+    s: Slot | GpuMatmul,
     x: GPUBuffer,
     y: GPUBuffer,
     rows: number,
   ): void {
-    const m = s.gpu!;
+    const m = "gpus" in s ? s.gpus[0]! : s;
     for (const pass of matmulPasses(m, rows, this.#backend.dot4)) {
       if (pass.grid === "rows") {
         if (this.#quantized === x) continue;
@@ -755,10 +768,19 @@ export class WebGpuEngine implements Engine {
           kOff = qw;
           vOff = qw + kvw;
         } else {
-          q = b("qkv"), k = b("k"), v = b("v");
-          this.#matmul(ops, params, slot(`${at}.${p.q}`), x, q, n);
-          this.#matmul(ops, params, slot(`${at}.${p.k}`), x, k, n);
-          this.#matmul(ops, params, slot(`${at}.${p.v}`), x, v, n);
+          const gpus = slot(`${at}.${p.q}`).gpus;
+          if (gpus.length === 1) { // q | k | v fused at upload
+            q = k = v = b("qkv");
+            this.#matmul(ops, params, gpus[0]!, x, q, n);
+            ldq = ldk = qw + 2 * kvw;
+            kOff = qw;
+            vOff = qw + kvw;
+          } else {
+            q = b("qkv"), k = b("k"), v = b("v");
+            this.#matmul(ops, params, gpus[0]!, x, q, n);
+            this.#matmul(ops, params, gpus[1]!, x, k, n);
+            this.#matmul(ops, params, gpus[2]!, x, v, n);
+          }
         }
         this.#kernel(ops, "rope_cache", {
           NQ: a.numHeads,
@@ -844,9 +866,19 @@ export class WebGpuEngine implements Engine {
           );
           down = mp.down;
         } else {
-          this.#matmul(ops, params, slot(`${ml}.${mp.gate}`), x, b("gate"), n);
-          this.#matmul(ops, params, slot(`${ml}.${mp.up}`), x, b("up"), n);
-          glu({ GATED: true, LDG: inter, LDU: inter }, b("gate"), b("up"));
+          const gpus = slot(`${ml}.${mp.gate}`).gpus;
+          if (gpus.length === 1) { // gate | up fused at upload
+            this.#matmul(ops, params, gpus[0]!, x, b("gate"), n);
+            glu(
+              { GATED: true, LDG: 2 * inter, LDU: 2 * inter, U_OFF: inter },
+              b("gate"),
+              b("gate"),
+            );
+          } else {
+            this.#matmul(ops, params, gpus[0]!, x, b("gate"), n);
+            this.#matmul(ops, params, gpus[1]!, x, b("up"), n);
+            glu({ GATED: true, LDG: inter, LDU: inter }, b("gate"), b("up"));
+          }
           down = mp.down;
         }
         this.#matmul(ops, params, slot(`${ml}.${down}`), b("act"), y, n);
@@ -887,7 +919,7 @@ export class WebGpuEngine implements Engine {
         const po = slot(parts.projectOut);
         this.#matmul(ops, params, po, x, b("proj"), rows);
         x = b("proj");
-        if (po.gpu!.n % 16 !== 0) {
+        if (po.gpus[0]!.n % 16 !== 0) {
           throw new RangeError(
             "project_out needs a width that is a multiple of 16 on WebGPU",
           );
@@ -1166,7 +1198,7 @@ export class WebGpuEngine implements Engine {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    for (const s of this.#slots) if (s.gpu) destroyMatmul(s.gpu);
+    for (const s of this.#slots) for (const g of s.gpus) destroyMatmul(g);
     for (const b of this.#buffers.values()) b.destroy();
     for (const b of this.#owned) b.destroy();
     this.#dropPlans();
@@ -1185,7 +1217,7 @@ export class WebGpuEngine implements Engine {
       dispatchesPerToken: this.#plan(1, "last", true).dispatches,
       ...(ms.length ? { gpuMsPerToken: ms[ms.length >> 1]! } : {}),
       weightBytesPerToken: this.#slots.reduce(
-        (s, x) => s + (x.gpu?.weightBytes ?? 0),
+        (s, x) => s + x.gpus.reduce((t, g) => t + g.weightBytes, 0),
         this.#embedRowBytes,
       ),
     };

@@ -221,3 +221,36 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "the WebGPU engine's greedy run-ahead gives the CPU engine's ids when the caller feeds other tokens",
+  ignore,
+  async fn() {
+    using lm = await loadCausalLM(TINY, { backend: "cpu", contextLength: 64 });
+    const gpu = await createWebGpuEngine(lm.model, {
+      adapter: adapter(),
+      contextLength: 64,
+    });
+    try {
+      const g = { temperature: 0, topK: 0, topP: 1 };
+      // Greedy for a while (the GPU runs 1, 2, 4, 8 steps ahead), then force
+      // a token the model did not pick, then greedy again, then a step back.
+      const feed = async (e: Engine) => {
+        e.reset();
+        const out: number[] = [];
+        let t = await e.stepAndSample(IDS, 0, g, 0);
+        for (let p = IDS.length; p < IDS.length + 20; p++) {
+          out.push(t);
+          const input = p === IDS.length + 9 ? (t + 1) % 2048 : t;
+          t = await e.stepAndSample([input], p, g, 0);
+        }
+        out.push(t, await e.stepAndSample([7], IDS.length + 5, g, 0));
+        return out;
+      };
+      assert.deepEqual(await feed(gpu), await feed(lm.engine));
+    } finally {
+      gpu.dispose();
+    }
+  },
+});

@@ -60,6 +60,7 @@ export interface WebGpuEngineOptions {
 const U = GPUBufferUsage;
 const ONE = 0x3f800000; // 1.0 as f32 bits: the W8A8 epilogue's uniform `one`
 const PARAMS_ALIGN = 256;
+const MAX_AHEAD = 16; // greedy decode steps per submission, at most
 
 type Mode = "none" | "last" | "all";
 type Op =
@@ -192,6 +193,12 @@ export class WebGpuEngine implements Engine {
   // While recording: the activations whose int8 codes are in "qx" (W8A8
   // layers reading the same input — q, k, v; gate, up — share one pass).
   #quantized: GPUBuffer | null = null;
+  // Greedy decode runs ahead on the GPU: each step's sampled id is the next
+  // step's token without a trip through the host, k steps per submission and
+  // one readback of their k ids; later calls that continue the sequence
+  // (token = the id returned, pos + 1) take them from here.
+  #ahead: { pos: number; token: number; ids: number[]; k: number } | null =
+    null;
   #embedRowBytes = 0;
 
   /** Use {@linkcode createWebGpuEngine}. */
@@ -466,6 +473,8 @@ export class WebGpuEngine implements Engine {
     this.#buffer("logits", 4 * this.#chunkAll * c.vocabSize, rw);
     this.#buffer("scratch", 4 * c.vocabSize);
     this.#buffer("picked", 16, rw);
+    this.#buffer("aheadSteps", 16 * MAX_AHEAD, U.COPY_SRC | U.COPY_DST);
+    this.#buffer("aheadIds", 8 * MAX_AHEAD, U.COPY_SRC | U.COPY_DST);
     this.#buffer("stamps", 16, U.QUERY_RESOLVE | U.COPY_SRC);
     const kMax = Math.max(
       ...this.#slots.flatMap((s) => s.gpus.map((g) => g.kPad)),
@@ -474,7 +483,7 @@ export class WebGpuEngine implements Engine {
     this.#buffer("qs", 8 * C);
     this.#buffer(
       "readback",
-      4 * this.#chunkAll * c.vocabSize + 32,
+      Math.max(4 * this.#chunkAll * c.vocabSize, 8 * MAX_AHEAD) + 32,
       U.MAP_READ | U.COPY_DST,
     );
     const rope = this.model.parts.rope;
@@ -992,6 +1001,97 @@ export class WebGpuEngine implements Engine {
     };
   }
 
+  /** A greedy decode step, from the ids run ahead or a new batch of them. */
+  async #greedyAhead(token: number, pos: number): Promise<number> {
+    let a = this.#ahead;
+    const continues = a !== null && a.pos === pos && a.token === token;
+    if (!continues || a!.ids.length === 0) {
+      const k = Math.min(
+        continues ? Math.min(2 * a!.k, MAX_AHEAD) : 1,
+        this.contextLength - pos,
+      );
+      const ids = await this.#runAhead(token, pos, k);
+      a = this.#ahead = { pos, token, ids, k };
+    }
+    const id = a!.ids.shift()!;
+    this.#filled = pos + 1;
+    if (id < 0) {
+      this.#ahead = null;
+      throw new Error(
+        `The model produced NaN logits at position ${pos}: its weights or activations are not finite`,
+      );
+    }
+    a!.pos = pos + 1;
+    a!.token = id;
+    return id;
+  }
+
+  /**
+   * k greedy decode steps from `token` at `pos` in one submission: each
+   * step's position comes from a prepared table, its sampled id is copied
+   * into the token buffer for the next; returns the k ids (−1 for a step
+   * whose logits held NaN).
+   */
+  async #runAhead(token: number, pos: number, k: number): Promise<number[]> {
+    const d = this.#device;
+    const plan = this.#plan(1, "last", true);
+    const sp = new Float32Array(4); // temperature 0: argmax
+    d.queue.writeBuffer(this.#b("sampler"), 0, sp);
+    const steps = new Uint32Array(4 * k);
+    for (let t = 0; t < k; t++) steps.set([pos + t, 1, 1, 0], 4 * t);
+    d.queue.writeBuffer(this.#b("aheadSteps"), 0, steps);
+    d.queue.writeBuffer(this.#b("tokens"), 0, Uint32Array.of(token));
+    const check = !plan.checked;
+    if (check) d.pushErrorScope("validation");
+    const enc = d.createCommandEncoder();
+    const [step, picked, tokens, out] = [
+      this.#b("step"),
+      this.#b("picked"),
+      this.#b("tokens"),
+      this.#b("aheadIds"),
+    ];
+    for (let t = 0; t < k; t++) {
+      enc.copyBufferToBuffer(this.#b("aheadSteps"), 16 * t, step, 0, 16);
+      this.#encode(enc, plan, t === 0, t === k - 1);
+      enc.copyBufferToBuffer(picked, 0, tokens, 0, 4);
+      enc.copyBufferToBuffer(picked, 0, out, 8 * t, 8);
+    }
+    const rb = this.#b("readback");
+    enc.copyBufferToBuffer(out, 0, rb, 0, 8 * k);
+    const stampAt = 8 * k;
+    const q = this.#query;
+    if (q) {
+      enc.resolveQuerySet(q, 0, 2, this.#b("stamps"), 0);
+      enc.copyBufferToBuffer(this.#b("stamps"), 0, rb, stampAt, 16);
+    }
+    d.queue.submit([enc.finish()]);
+    if (check) {
+      const invalid = await d.popErrorScope();
+      if (invalid) {
+        throw new Error(`A WebGPU engine step failed: ${invalid.message}`);
+      }
+      plan.checked = true;
+    }
+    const readBytes = stampAt + (q ? 16 : 0);
+    await rb.mapAsync(GPUMapMode.READ, 0, readBytes);
+    const bytes = rb.getMappedRange(0, readBytes);
+    const words = new Uint32Array(bytes, 0, 2 * k);
+    const ids = Array.from(
+      { length: k },
+      (_, t) => words[2 * t + 1] ? -1 : words[2 * t]!,
+    );
+    if (q) {
+      const ts = new BigUint64Array(bytes, stampAt, 2);
+      const ms = Number(ts[1]! - ts[0]!) / 1e6 / k;
+      if (ms > 0) {
+        this.#decodeMs.push(ms);
+        if (this.#decodeMs.length > 64) this.#decodeMs.shift();
+      }
+    }
+    rb.unmap();
+    return ids;
+  }
+
   /** Serialises calls: one step at a time owns the buffers. */
   #exclusive<T>(run: () => Promise<T>): Promise<T> {
     const next = this.#queue.then(run, run);
@@ -1007,6 +1107,7 @@ export class WebGpuEngine implements Engine {
   ): Promise<Float32Array> {
     return this.#exclusive(async () => {
       this.#check(tokens, pos);
+      this.#ahead = null;
       await this.#syncSlots();
       const v = this.model.config.vocabSize;
       const n = tokens.length;
@@ -1039,7 +1140,11 @@ export class WebGpuEngine implements Engine {
       if (sampler.temperature > 0 && !(u >= 0 && u < 1)) {
         throw new RangeError(`u must be in [0, 1), got ${u}`);
       }
-      await this.#syncSlots();
+      if (await this.#syncSlots()) this.#ahead = null;
+      if (sampler.temperature === 0 && tokens.length === 1) {
+        return await this.#greedyAhead(tokens[0]!, pos);
+      }
+      this.#ahead = null;
       const sp = new ArrayBuffer(16);
       // u below 1 in f32 too, so that some kept token's mass exceeds it.
       new Float32Array(sp).set([
@@ -1088,6 +1193,51 @@ export class WebGpuEngine implements Engine {
     this.#filled = Math.min(this.#filled, pos);
   }
 
+  /**
+   * Records `plan`'s passes and copies into `enc`; the timestamps (where the
+   * adapter has them) open the first pass when `first` and close the last
+   * when `last`, so several plans in one submission are timed together.
+   */
+  #encode(
+    enc: GPUCommandEncoder,
+    plan: Plan,
+    first: boolean,
+    last: boolean,
+  ): void {
+    const q = this.#query;
+    // Compute passes between the copies.
+    const copies = plan.ops.filter((o) => "copy" in o).length;
+    let pass: GPUComputePassEncoder | null = null;
+    let passes = 0;
+    for (const op of plan.ops) {
+      if ("copy" in op) {
+        pass?.end();
+        pass = null;
+        enc.copyBufferToBuffer(...op.copy);
+        continue;
+      }
+      if (!pass) {
+        const open = first && passes === 0, close = last && passes === copies;
+        passes++;
+        pass = enc.beginComputePass(
+          q && (open || close)
+            ? {
+              timestampWrites: {
+                querySet: q,
+                ...(open ? { beginningOfPassWriteIndex: 0 } : {}),
+                ...(close ? { endOfPassWriteIndex: 1 } : {}),
+              },
+            }
+            : {},
+        );
+      }
+      pass.setPipeline(op.pipeline);
+      pass.setBindGroup(0, op.group);
+      pass.dispatchWorkgroups(op.grid[0], op.grid[1]);
+    }
+    (pass as GPUComputePassEncoder | null)?.end();
+  }
+
   /** Runs one plan and reads back its result: logits rows, or (id, NaN flag). */
   async #run(
     tokens: readonly number[],
@@ -1116,37 +1266,7 @@ export class WebGpuEngine implements Engine {
     const check = !plan.checked;
     if (check) d.pushErrorScope("validation");
     const enc = d.createCommandEncoder();
-    // Compute passes between the copies; the timestamps bracket them all.
-    const copies = plan.ops.filter((o) => "copy" in o).length;
-    let pass: GPUComputePassEncoder | null = null;
-    let passes = 0;
-    for (const op of plan.ops) {
-      if ("copy" in op) {
-        pass?.end();
-        pass = null;
-        enc.copyBufferToBuffer(...op.copy);
-        continue;
-      }
-      if (!pass) {
-        const first = passes === 0, last = passes === copies;
-        passes++;
-        pass = enc.beginComputePass(
-          q && (first || last)
-            ? {
-              timestampWrites: {
-                querySet: q,
-                ...(first ? { beginningOfPassWriteIndex: 0 } : {}),
-                ...(last ? { endOfPassWriteIndex: 1 } : {}),
-              },
-            }
-            : {},
-        );
-      }
-      pass.setPipeline(op.pipeline);
-      pass.setBindGroup(0, op.group);
-      pass.dispatchWorkgroups(op.grid[0], op.grid[1]);
-    }
-    (pass as GPUComputePassEncoder | null)?.end();
+    this.#encode(enc, plan, true, true);
     const rb = this.#b("readback");
     if (resultBytes) {
       enc.copyBufferToBuffer(
@@ -1192,6 +1312,7 @@ export class WebGpuEngine implements Engine {
   /** See {@linkcode Engine.reset}. */
   reset(): void {
     this.#filled = 0;
+    this.#ahead = null;
   }
 
   /** Frees the device and every buffer; the engine cannot step afterwards. */

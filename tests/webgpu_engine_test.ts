@@ -1,6 +1,7 @@
 // The WebGPU engine against the CPU engine on the same Module tree: greedy
 // tokens identical and logits close, on every family fixture, on
-// TinyStories-656K float and quantized (w8a16, w8a8, w4a16), and with the
+// TinyStories-656K float and quantized (w8a16, w8a8, w4a16; measured gaps are
+// ≤ 2e-6 of the logit scale, the bound 2e-5), and with the
 // weight splitting and prefill chunking paths forced.
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -51,7 +52,7 @@ for (const name of familyFixtures()) {
       });
       try {
         const gap = await logitsGap(lm.engine, gpu, ids);
-        assert.ok(gap <= 1e-4, `${name}: max |Δlogit| ${gap} of the scale`);
+        assert.ok(gap <= 2e-5, `${name}: max |Δlogit| ${gap} of the scale`);
         const gen = await greedy(gpu, ids, want.length - ids.length);
         assert.deepEqual(gen, want, `${name}: greedy tokens`);
       } finally {
@@ -80,7 +81,7 @@ for (const method of [null, "w8a16", "w8a8", "w4a16"]) {
       });
       try {
         const gap = await logitsGap(lm.engine, gpu, IDS);
-        assert.ok(gap <= 1e-4, `max |Δlogit| ${gap} of the scale`);
+        assert.ok(gap <= 2e-5, `max |Δlogit| ${gap} of the scale`);
         const a = await greedy(lm.engine, IDS, 12);
         const b = await greedy(gpu, IDS, 12);
         assert.deepEqual(b, a);
@@ -111,7 +112,7 @@ Deno.test({
     });
     try {
       const gap = await logitsGap(lm.engine, gpu, IDS);
-      assert.ok(gap <= 1e-4, `max |Δlogit| ${gap} of the scale`);
+      assert.ok(gap <= 2e-5, `max |Δlogit| ${gap} of the scale`);
       assert.deepEqual(
         await greedy(gpu, IDS, 6),
         await greedy(lm.engine, IDS, 6),

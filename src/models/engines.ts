@@ -5,6 +5,7 @@
  * @module
  */
 
+import { getBackend, setBackend } from "../backend/select.ts";
 import { CpuEngine, type EngineOptions } from "./cpu_engine.ts";
 import type { DecoderModel } from "./decoder_model.ts";
 import type { Engine } from "./engine.ts";
@@ -14,7 +15,9 @@ export type EngineBackend = "auto" | "cpu" | "webgpu";
 
 /**
  * Makes the engine for `backend`. `auto` is the CPU engine until the
- * WebGPU engine lands; `webgpu` is an error until then.
+ * WebGPU engine lands; `webgpu` is an error until then. `cpu` also makes
+ * the layers' kernel backend the CPU one (as `--backend cpu` does), so no
+ * layer runs on a GPU behind the CPU engine's back.
  *
  * @example
  * ```ts
@@ -27,26 +30,26 @@ export type EngineBackend = "auto" | "cpu" | "webgpu";
  * lm.dispose();
  * ```
  */
-export function createEngine(
+export async function createEngine(
   backend: EngineBackend,
   model: DecoderModel,
   options: EngineOptions = {},
 ): Promise<Engine> {
   switch (backend) {
-    case "auto":
     case "cpu":
-      return Promise.resolve(new CpuEngine(model, options));
+      if ((await getBackend()).name !== "cpu") {
+        setBackend("cpu", 'loadCausalLM({ backend: "cpu" })');
+      }
+      return new CpuEngine(model, options);
+    case "auto":
+      return new CpuEngine(model, options);
     case "webgpu":
-      return Promise.reject(
-        new Error(
-          'Backend "webgpu" has no model engine yet (the WebGPU runtime is not in this build); use backend "cpu" or "auto"',
-        ),
+      throw new Error(
+        'Backend "webgpu" has no model engine yet (the WebGPU runtime is not in this build); use backend "cpu" or "auto"',
       );
     default:
-      return Promise.reject(
-        new RangeError(
-          `Unknown backend "${backend}": expected one of auto, cpu, webgpu`,
-        ),
+      throw new RangeError(
+        `Unknown backend "${backend}": expected one of auto, cpu, webgpu`,
       );
   }
 }

@@ -350,3 +350,33 @@ Deno.test("tinyq generate --chat wraps the prompt in the model's chat template a
     },
   );
 });
+
+Deno.test("tinyq perplexity --text - reads stdin; a missing --text file is one line, exit 1", async () => {
+  const cli = new URL("../cli.ts", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", cli, "perplexity", MODEL, "--text", "-", "--json"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await w.write(await Deno.readFile(PARAGRAPH));
+  await w.close();
+  const r = await child.output();
+  assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+  const j = JSON.parse(new TextDecoder().decode(r.stdout));
+  assert.equal(j.text, "stdin");
+  assert.ok(Math.abs(j.ppl / ref.paragraph.ppl - 1) < 1e-4);
+  const missing = await runCli([
+    "perplexity",
+    MODEL,
+    "--text",
+    "/nonexistent/story.txt",
+  ]);
+  assert.equal(missing.code, 1);
+  assert.equal(
+    missing.stderr,
+    "tinyq perplexity: error: /nonexistent/story.txt: no such file (--text)\n",
+  );
+});

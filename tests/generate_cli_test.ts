@@ -380,3 +380,35 @@ Deno.test("tinyq perplexity --text - reads stdin; a missing --text file is one l
     "tinyq perplexity: error: /nonexistent/story.txt: no such file (--text)\n",
   );
 });
+
+Deno.test("a checkpoint quantized by tinyq quantize generates; --schemes on it is one line, exit 1", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tinyq-gen-test-" });
+  try {
+    const q = join(dir, "int8");
+    const made = await runCli(["quantize", MODEL, "--out", q, "-x", "lm_head"]);
+    assert.equal(made.code, 0, made.stderr);
+    const [g, p] = await Promise.all([
+      runCli([
+        "generate",
+        q,
+        "-p",
+        ref.prompt,
+        "-n",
+        "8",
+        "--temperature",
+        "0",
+        "--json",
+      ]),
+      runCli(["perplexity", q, "--schemes", "w8a16"]),
+    ]);
+    assert.equal(g.code, 0, g.stderr);
+    assert.equal(JSON.parse(g.stdout).tokens.length, 8);
+    assert.equal(p.code, 1);
+    assert.equal(
+      p.stderr,
+      `tinyq perplexity: error: ${q} has no float Linear layers left to quantize (already quantized, or all excluded); --schemes needs a float checkpoint\n`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -217,6 +217,10 @@ Deno.test("bad flags and unsupported schemes are usage errors, exit 2", async ()
       'tinyq perplexity: --ctx must be an integer >= 2, got "1" (see tinyq perplexity --help)',
     ],
     [
+      ["generate", MODEL, "-p", "x", "--system", "be brief"],
+      "tinyq generate: --system needs --chat (see tinyq generate --help)",
+    ],
+    [
       ["perplexity"],
       "tinyq perplexity: missing <model> (see tinyq perplexity --help)",
     ],

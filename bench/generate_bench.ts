@@ -15,8 +15,11 @@
  *   deno task bench:generate [--shape 1b|0.7b|7b|tiny] [--backend cpu|webgpu]
  *       [--schemes float,w8a16,w8a8,w4a16] [--prompt-tokens 128]
  *       [--new-tokens 64] [--python /tmp/v/bin/python] [--no-torch]
- *       [--no-memory] [--dir <cache dir>]
+ *       [--no-memory] [--dir <cache dir>] [--prepare]
  *       [--hbm-gbs N] [--fp16-tflops N]   (WebGPU: the GPU's spec figures)
+ *
+ * `--prepare` only makes the cached checkpoints (bf16, and its int8 copy
+ * for the memory check) and exits.
  *
  * With `--backend webgpu` each row adds what the WebGPU engine reports: GPU
  * time per decoded token from timestamp queries, dispatches per token, the
@@ -294,33 +297,34 @@ async function torchFigures(
   );
 }
 
-/** Peak RSS of `tinyq generate` on the int8 checkpoint, with the target. */
-async function memory(dir: string, backend: string): Promise<string> {
+const CLI = new URL("../cli.ts", import.meta.url).pathname;
+
+/** Makes (once) the int8 copy of `dir` with `tinyq quantize --method w8a16`. */
+async function int8Copy(dir: string): Promise<string | null> {
   const q = `${dir}-w8a16`;
-  const cli = new URL("../cli.ts", import.meta.url).pathname;
-  const deno = Deno.execPath();
   try {
     await Deno.stat(join(q, ".complete"));
+    return q;
   } catch {
-    await Deno.remove(q, { recursive: true }).catch(() => {});
-    const r = await new Deno.Command(deno, {
-      args: [
-        "run",
-        "-A",
-        cli,
-        "quantize",
-        dir,
-        "--out",
-        q,
-        "--method",
-        "w8a16",
-      ],
-      stdout: "inherit",
-      stderr: "inherit",
-    }).output();
-    if (!r.success) return "quantize failed";
-    await Deno.writeTextFile(join(q, ".complete"), "");
+    // not made yet
   }
+  await Deno.remove(q, { recursive: true }).catch(() => {});
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, "quantize", dir, "--out", q, "--method", "w8a16"],
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  if (!r.success) return null;
+  await Deno.writeTextFile(join(q, ".complete"), "");
+  return q;
+}
+
+/** Peak RSS of `tinyq generate` on the int8 checkpoint, with the target. */
+async function memory(dir: string, backend: string): Promise<string> {
+  const q = await int8Copy(dir);
+  if (q === null) return "quantize failed";
+  const cli = CLI;
+  const deno = Deno.execPath();
   const args = [
     "-v",
     deno,
@@ -379,6 +383,7 @@ if (import.meta.main) {
       python: { type: "string", default: "/tmp/v/bin/python" },
       "no-torch": { type: "boolean" },
       "no-memory": { type: "boolean" },
+      prepare: { type: "boolean" },
       dir: { type: "string" },
       "hbm-gbs": { type: "string" },
       "fp16-tflops": { type: "string" },
@@ -399,6 +404,13 @@ if (import.meta.main) {
   const root = values.dir ??
     join(Deno.env.get("TMPDIR") ?? "/tmp", "tinyq-bench");
   const dir = await checkpoint(root, shape);
+  if (values.prepare) {
+    const q = await int8Copy(dir);
+    console.log(
+      `prepared ${dir}${q ? ` and ${q}` : " (the int8 copy failed)"}`,
+    );
+    Deno.exit(q ? 0 : 1);
+  }
   const threads = defaultThreads();
   const load = (await Deno.readTextFile("/proc/loadavg").catch(() => "?"))
     .split(" ").slice(0, 3).join(" ");

@@ -28,7 +28,17 @@ Deno.test("--help of tinyq and of each command prints usage and exits 0", async 
     r.stdout,
     /^tinyq \d+\.\d+\.\d+ — 8-bit and 4-bit weight quantization/,
   );
-  for (const c of ["quantize", "inspect", "dequantize", "eval", "demo"]) {
+  for (
+    const c of [
+      "quantize",
+      "inspect",
+      "dequantize",
+      "eval",
+      "demo",
+      "generate",
+      "perplexity",
+    ]
+  ) {
     r = await runMain([c, "--help"]);
     assert.equal(r.code, 0, c);
     assert.match(r.stdout, new RegExp(`^Usage: tinyq ${c}`), c);
@@ -45,7 +55,7 @@ Deno.test("usage errors exit 2 with one exact line", async () => {
   const cases: [string[], string][] = [
     [
       ["frob"],
-      'tinyq: unknown command "frob" (commands: quantize, inspect, dequantize, eval, demo; see tinyq --help)',
+      'tinyq: unknown command "frob" (commands: quantize, inspect, dequantize, eval, demo, generate, perplexity; see tinyq --help)',
     ],
     [
       ["quantize"],

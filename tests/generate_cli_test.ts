@@ -217,6 +217,10 @@ Deno.test("bad flags and unsupported schemes are usage errors, exit 2", async ()
       'tinyq perplexity: --ctx must be an integer >= 2, got "1" (see tinyq perplexity --help)',
     ],
     [
+      ["generate", MODEL, "-p", "x", "--system", "be brief"],
+      "tinyq generate: --system needs --chat (see tinyq generate --help)",
+    ],
+    [
       ["perplexity"],
       "tinyq perplexity: missing <model> (see tinyq perplexity --help)",
     ],
@@ -349,4 +353,66 @@ Deno.test("tinyq generate --chat wraps the prompt in the model's chat template a
       assert.ok(!plain.stdout.includes(one.messages[0].content));
     },
   );
+});
+
+Deno.test("tinyq perplexity --text - reads stdin; a missing --text file is one line, exit 1", async () => {
+  const cli = new URL("../cli.ts", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", cli, "perplexity", MODEL, "--text", "-", "--json"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await w.write(await Deno.readFile(PARAGRAPH));
+  await w.close();
+  const r = await child.output();
+  assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+  const j = JSON.parse(new TextDecoder().decode(r.stdout));
+  assert.equal(j.text, "stdin");
+  assert.ok(Math.abs(j.ppl / ref.paragraph.ppl - 1) < 1e-4);
+  const missing = await runCli([
+    "perplexity",
+    MODEL,
+    "--text",
+    "/nonexistent/story.txt",
+  ]);
+  assert.equal(missing.code, 1);
+  assert.equal(
+    missing.stderr,
+    "tinyq perplexity: error: /nonexistent/story.txt: no such file (--text)\n",
+  );
+});
+
+Deno.test("a checkpoint quantized by tinyq quantize generates; --schemes on it is one line, exit 1", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tinyq-gen-test-" });
+  try {
+    const q = join(dir, "int8");
+    const made = await runCli(["quantize", MODEL, "--out", q, "-x", "lm_head"]);
+    assert.equal(made.code, 0, made.stderr);
+    const [g, p] = await Promise.all([
+      runCli([
+        "generate",
+        q,
+        "-p",
+        ref.prompt,
+        "-n",
+        "8",
+        "--temperature",
+        "0",
+        "--json",
+      ]),
+      runCli(["perplexity", q, "--schemes", "w8a16"]),
+    ]);
+    assert.equal(g.code, 0, g.stderr);
+    assert.equal(JSON.parse(g.stdout).tokens.length, 8);
+    assert.equal(p.code, 1);
+    assert.equal(
+      p.stderr,
+      `tinyq perplexity: error: ${q} has no float Linear layers left to quantize (already quantized, or all excluded); --schemes needs a float checkpoint\n`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

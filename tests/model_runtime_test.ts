@@ -10,6 +10,7 @@ import {
   MissingTokenizerError,
   ModelConfigError,
   ModelWeightsError,
+  Module,
   parseModelConfig,
   probeWebGpu,
   Tensor,
@@ -170,6 +171,23 @@ Deno.test("a missing tensor is named", async () => {
     message:
       `${TINY}: tensor "model.layers.1.input_layernorm.weight" is missing`,
   });
+  // An untied model without its head, and a head of the wrong shape.
+  const llama = join(MODELS_DIR, "llama");
+  using untied = await Checkpoint.open(llama);
+  const c = parseModelConfig(untied.config);
+  const noHead = await untied.toModule();
+  noHead.setChild("lm_head", new Module());
+  assert.throws(() => buildDecoderModel(c, noHead, llama), {
+    message: `${llama}: tensor "lm_head.weight" is missing`,
+  });
+  const wide = await untied.toModule();
+  assert.throws(
+    () => buildDecoderModel({ ...c, vocabSize: 97 }, wide, llama),
+    {
+      message:
+        `${llama}: tensor "model.embed_tokens.weight" must be [97, 48] for this config, got [96, 48]`,
+    },
+  );
   assert.ok(new ModelWeightsError("x") instanceof Error);
   assert.ok(new ModelConfigError("x") instanceof Error);
 });

@@ -182,3 +182,36 @@ Deno.test("a folder without tokenizer.json loads; text methods name the missing 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a tokenizer.json the library cannot build still loads the model; text calls say why", async () => {
+  const { makeDemoCheckpoint } = await import("../src/demo/demo_checkpoint.ts");
+  const { loadCausalLM } = await import("../src/models/load_causal_lm.ts");
+  const dir = await Deno.makeTempDir();
+  try {
+    const model = join(dir, "m");
+    await makeDemoCheckpoint(model, { layers: 1, hidden: 16, vocab: 32 });
+    const lm = await loadCausalLM(model);
+    try {
+      assert.equal(lm.tokenizer.available, false);
+      assert.throws(
+        () => lm.tokenizer.encode("x"),
+        new RegExp(
+          `^Error: ${
+            join(model, "tokenizer.json")
+          }: not a usable tokenizer \\(`,
+        ),
+      );
+      const stats = await lm.generate([1, 5, 7], {
+        temperature: 0,
+        maxNewTokens: 3,
+        ignoreEos: true,
+      }).done();
+      assert.equal(stats.tokens.length, 3);
+      assert.equal(stats.text, "");
+    } finally {
+      lm.dispose();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

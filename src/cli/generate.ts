@@ -44,6 +44,7 @@ Options:
       --ignore-eos              keep going past the end-of-sequence token
       --chat                    the prompt is a user message in the model's
                                 chat template; only the reply is printed
+      --system <text>           a system message before it (with --chat)
 ${MODEL_FLAGS_HELP}
       --json                    print one JSON object instead of the text
   -v, --verbose                 stack traces on errors
@@ -64,6 +65,7 @@ export async function generateCommand(
     seed: { type: "string" },
     "ignore-eos": { type: "boolean" },
     chat: { type: "boolean" },
+    system: { type: "string" },
     json: { type: "boolean" },
     ...MODEL_FLAGS,
   }, { min: 1, max: 1, names: "<model>" });
@@ -82,12 +84,23 @@ export async function generateCommand(
   const seed = intValue("generate", p, "seed", 0);
   const json = flag(p, "json");
   const chat = flag(p, "chat");
+  const system = str(p, "system");
+  if (system !== undefined && !chat) {
+    throw new UsageError("generate", "--system needs --chat");
+  }
   const path = p.positionals[0]!;
 
   const { lm, loadMs } = await openModel("generate", path, p);
   try {
     const prompt: Prompt = chat
-      ? { messages: [{ role: "user", content: text }] }
+      ? {
+        messages: [
+          ...(system !== undefined
+            ? [{ role: "system", content: system }]
+            : []),
+          { role: "user", content: text },
+        ],
+      }
       : text;
     const gen = lm.generate(prompt, {
       ...(maxNewTokens !== undefined ? { maxNewTokens } : {}),

@@ -188,14 +188,16 @@ export async function compareSchemePerplexity(
       ...(options.backend !== undefined ? { backend: options.backend } : {}),
     });
     try {
-      await new Quantizer(lm.model).quantize(
-        s.method,
-        options.exclude ?? ["lm_head"],
-        {
-          asymmetric: s.asymmetric,
-          ...(s.groupSize !== null ? { groupSize: s.groupSize } : {}),
-        },
-      );
+      const quantizer = new Quantizer(lm.model);
+      await quantizer.quantize(s.method, options.exclude ?? ["lm_head"], {
+        asymmetric: s.asymmetric,
+        ...(s.groupSize !== null ? { groupSize: s.groupSize } : {}),
+      });
+      if (quantizer.report!.quantized.length === 0) {
+        throw new Error(
+          `${path} has no float Linear layers left to quantize (already quantized, or all excluded); --schemes needs a float checkpoint`,
+        );
+      }
       const r: DivergenceResult = await compareToReference(
         logits(lm),
         ids,

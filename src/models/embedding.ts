@@ -93,8 +93,7 @@ export class Embedding extends Module {
   }
 }
 
-const widen = new Float32Array(1);
-const widenBits = new Uint32Array(widen.buffer);
+let scratch = new Float32Array(0);
 
 /** Row `r` of a float matrix `t` as f32 (× scale), written or added into `out` at `offset`. */
 export function readRow(
@@ -107,16 +106,38 @@ export function readRow(
 ): void {
   const dim = t.shape[1]!;
   const base = r * dim;
-  const d = t.data;
-  for (let j = 0; j < dim; j++) {
-    let v: number;
-    if (t.dtype === "bf16") {
-      widenBits[0] = (d as Uint16Array)[base + j]! << 16;
-      v = widen[0]!;
-    } else {
-      v = (d as Float32Array | Float16Array)[base + j]!;
-    }
-    if (scale !== 1) v = Math.fround(v * scale);
-    out[offset + j] = add ? out[offset + j]! + v : v;
+  const dst = out.subarray(offset, offset + dim);
+  if (t.dtype === "bf16") {
+    // bf16 bits are the top half of the f32 bits: widen as u32, straight
+    // into `out` when nothing is scaled or added.
+    const direct = !add && scale === 1;
+    if (!direct && scratch.length < dim) scratch = new Float32Array(dim);
+    const target = direct ? dst : scratch.subarray(0, dim);
+    const bits = new Uint32Array(target.buffer, target.byteOffset, dim);
+    const src = t.data as Uint16Array;
+    for (let j = 0; j < dim; j++) bits[j] = src[base + j]! << 16;
+    if (!direct) combine(dst, target, scale, add);
+    return;
+  }
+  const row = (t.data as Float32Array | Float16Array).subarray(
+    base,
+    base + dim,
+  );
+  if (!add && scale === 1) {
+    dst.set(row);
+    return;
+  }
+  combine(dst, row, scale, add);
+}
+
+function combine(
+  dst: Float32Array,
+  row: Float32Array | Float16Array,
+  scale: number,
+  add: boolean,
+): void {
+  for (let j = 0; j < dst.length; j++) {
+    const v = scale === 1 ? row[j]! : Math.fround(row[j]! * scale);
+    dst[j] = add ? dst[j]! + v : v;
   }
 }

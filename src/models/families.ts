@@ -99,6 +99,22 @@ class Source {
     return t;
   }
 
+  /** An embedding table at `path` of `rows` × `cols` (`rows` unchecked when undefined). */
+  embedding(path: string, rows: number | undefined, cols: number): Embedding {
+    const t = this.tensor(`${path}.weight`);
+    if (
+      t.shape.length !== 2 || t.shape[1] !== cols ||
+      (rows !== undefined && t.shape[0] !== rows)
+    ) {
+      throw new ModelWeightsError(
+        `${this.#where}: tensor "${path}.weight" must be [${
+          rows ?? "positions"
+        }, ${cols}] for this config, got [${t.shape.join(", ")}]`,
+      );
+    }
+    return new Embedding(t);
+  }
+
   /** The matmul layer at `path` (a Linear from its weight and bias if the loader left plain tensors), or null. */
   maybeLinear(path: string): MatmulLayer | null {
     const m = this.#root.getModule(path);
@@ -215,6 +231,7 @@ function prefixOf(src: Source, candidates: string[], probe: string): string {
   return candidates[0]!;
 }
 
+// The stored head, else (tied embeddings) one that reads the embedding.
 function lmHead(
   config: ModelConfig,
   src: Source,
@@ -223,31 +240,11 @@ function lmHead(
   embedPath: string,
   width: number,
 ): string {
-  const head = src.maybeLinear("lm_head");
-  if (head) {
-    return slot(
-      tree,
-      "lm_head",
-      checkShape(head, config.vocabSize, width, src, "lm_head"),
-    );
-  }
-  if (!config.tieWordEmbeddings) src.linear("lm_head");
-  return slot(tree, "lm_head", new TiedLMHead(embed, `${embedPath}.weight`));
-}
-
-function checkShape(
-  l: MatmulLayer,
-  out: number,
-  inF: number,
-  _src: Source,
-  path: string,
-): MatmulLayer {
-  if (l.outFeatures !== out || l.inFeatures !== inF) {
-    throw new ModelWeightsError(
-      `"${path}" must be [${out}, ${inF}] (out, in) for this config, got [${l.outFeatures}, ${l.inFeatures}]`,
-    );
-  }
-  return l;
+  const stored = src.maybeLinear("lm_head") !== null;
+  const head = stored || !config.tieWordEmbeddings
+    ? src.linear("lm_head", config.vocabSize, width)
+    : new TiedLMHead(embed, `${embedPath}.weight`);
+  return slot(tree, "lm_head", head);
 }
 
 function rmsNorm(
@@ -285,7 +282,7 @@ function llamaLike(c: ModelConfig, src: Source, tree: Tree): Built {
   const P = prefixOf(src, ["model.", ""], "embed_tokens.weight");
   const body = P.slice(0, -1);
   if (body) tree.container(body, `${cls}Model`);
-  const embed = new Embedding(src.tensor(`${P}embed_tokens.weight`));
+  const embed = src.embedding(`${P}embed_tokens`, c.vocabSize, c.hiddenSize);
   tree.place(`${P}embed_tokens`, embed);
   tree.container(`${P}layers`, "ModuleList");
   const H = c.hiddenSize,
@@ -382,8 +379,8 @@ function gpt2(c: ModelConfig, src: Source, tree: Tree): Built {
   const body = P.slice(0, -1);
   if (body) tree.container(body, "GPT2Model");
   const H = c.hiddenSize, I = c.intermediateSize;
-  const wte = new Embedding(src.tensor(`${P}wte.weight`));
-  const wpe = new Embedding(src.tensor(`${P}wpe.weight`));
+  const wte = src.embedding(`${P}wte`, c.vocabSize, c.hiddenSize);
+  const wpe = src.embedding(`${P}wpe`, undefined, c.hiddenSize);
   tree.place(`${P}wte`, wte);
   tree.place(`${P}wpe`, wpe);
   tree.container(`${P}h`, "ModuleList");
@@ -450,8 +447,12 @@ function opt(c: ModelConfig, src: Source, tree: Tree): Built {
   tree.container(P.slice(0, -1), "OPTDecoder");
   const H = c.hiddenSize, I = c.intermediateSize;
   const E = c.embedProjDim ?? H;
-  const embed = new Embedding(src.tensor(`${P}embed_tokens.weight`));
-  const pos = new Embedding(src.tensor(`${P}embed_positions.weight`));
+  const embed = src.embedding(
+    `${P}embed_tokens`,
+    c.vocabSize,
+    c.embedProjDim ?? c.hiddenSize,
+  );
+  const pos = src.embedding(`${P}embed_positions`, undefined, c.hiddenSize);
   tree.place(`${P}embed_tokens`, embed);
   tree.place(`${P}embed_positions`, pos);
   const projectOut = c.embedProjDim !== null
@@ -524,7 +525,7 @@ function codegen(c: ModelConfig, src: Source, tree: Tree): Built {
   const body = P.slice(0, -1);
   if (body) tree.container(body, "CodeGenModel");
   const H = c.hiddenSize, I = c.intermediateSize;
-  const wte = new Embedding(src.tensor(`${P}wte.weight`));
+  const wte = src.embedding(`${P}wte`, c.vocabSize, c.hiddenSize);
   tree.place(`${P}wte`, wte);
   tree.container(`${P}h`, "ModuleList");
   const rope = c.positions.kind === "rope"

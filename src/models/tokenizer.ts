@@ -6,7 +6,8 @@
  *
  * A folder without `tokenizer.json` still gives a {@linkcode Tokenizer}: the
  * token-id API of the runtime works, and every text method throws a
- * {@linkcode MissingTokenizerError} naming the missing file.
+ * {@linkcode MissingTokenizerError} naming the missing file (or, for a
+ * `tokenizer.json` the library cannot build, an error saying why).
  *
  * @module
  */
@@ -102,7 +103,7 @@ export class Tokenizer {
   #addEos: boolean | null;
   #bosText: string | null;
   #eosText: string | null;
-  #missing: string | null;
+  #unavailable: () => Error;
   #dir: string;
   /** The id of the beginning-of-sequence token, or null. */
   readonly bosId: number | null;
@@ -114,12 +115,12 @@ export class Tokenizer {
     config: Json,
     generation: Json,
     template: string | null,
-    missing: string | null,
+    unavailable: (() => Error) | null,
     dir: string,
   ) {
     this.#hf = hf;
     this.#dir = dir;
-    this.#missing = missing;
+    this.#unavailable = unavailable ?? (() => new Error("no tokenizer"));
     this.#template = template;
     this.#addBos = typeof config.add_bos_token === "boolean"
       ? config.add_bos_token
@@ -158,16 +159,30 @@ export class Tokenizer {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
     if (json === null) {
-      return new Tokenizer(null, config, generation, template, file, dir);
+      return new Tokenizer(
+        null,
+        config,
+        generation,
+        template,
+        () => new MissingTokenizerError(file),
+        dir,
+      );
     }
     let hf: HfTokenizer;
     try {
       hf = new HfTokenizer(json, config);
     } catch (e) {
-      throw new Error(
-        `${file}: cannot build the tokenizer (${
-          e instanceof Error ? e.message : e
-        })`,
+      // The model still runs on token ids; text calls say why they cannot.
+      const why = `${file}: not a usable tokenizer (${
+        e instanceof Error ? e.message : e
+      })`;
+      return new Tokenizer(
+        null,
+        config,
+        generation,
+        template,
+        () => new Error(why),
+        dir,
       );
     }
     return new Tokenizer(hf, config, generation, template, null, dir);
@@ -184,7 +199,7 @@ export class Tokenizer {
   }
 
   #need(): HfTokenizer {
-    if (!this.#hf) throw new MissingTokenizerError(this.#missing!);
+    if (!this.#hf) throw this.#unavailable();
     return this.#hf;
   }
 

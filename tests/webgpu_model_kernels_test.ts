@@ -8,6 +8,7 @@ import {
 } from "../src/models/_webgpu_kernels.ts";
 import { sampleToken } from "../src/models/sampler.ts";
 import { f32ArrayToBf16 } from "../src/dtype.ts";
+import { quantizeRowsInt8Reference } from "../src/quant/quantize_rows.ts";
 import { backend, ignore } from "./_webgpu_harness.ts";
 import { floats, rng } from "./_random.ts";
 import {
@@ -216,6 +217,52 @@ Deno.test({
         refRmsNorm(x.subarray((n - 1) * dim), w, dim, 1e-6, addOne),
         2e-6,
         "last row",
+      );
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "rms_norm_i8 kernel gives the int8 codes and scales of the normed rows, bit for bit",
+  ignore,
+  async fn() {
+    const dim = 300, ldo = 304, n = 3;
+    // Large and tiny magnitudes, so both the float and the exact division run.
+    const x = floats(n * dim, 20, 50).map((v, i) => i % 7 ? v : v * 1e-3);
+    const d = floats(n * dim, 21), d2 = floats(n * dim, 22);
+    const w = floats(dim, 23, 2);
+    const c = { DIM: dim, LDX: dim, LDD: dim, LDO: ldo, EPS: 1e-5 };
+    const data = { 0: step(0, n), 1: x, 2: d, 3: w, 6: d2 };
+    const normed = new Float32Array(
+      await run(
+        "rms_norm",
+        { ...c, ADD: true, ADD2: true },
+        { ...data, 4: 4 * n * ldo },
+        [n, 1],
+        4,
+      ),
+    );
+    const fused = { ...data, 8: n * ldo, 9: 8 * n };
+    const cf = { ...c, ADD: true, ADD2: true };
+    const qx = new Int8Array(await run("rms_norm_i8", cf, fused, [n, 1], 8));
+    const xs = new Uint32Array(await run("rms_norm_i8", cf, fused, [n, 1], 9));
+    const want = quantizeRowsInt8Reference(normed, "f32", n, ldo);
+    assert.deepEqual(qx.subarray(0, n * ldo), want.q);
+    for (let i = 0; i < n; i++) {
+      assert.equal(
+        new Float32Array(xs.buffer, 8 * i, 1)[0],
+        want.scales[i],
+        `scale of row ${i}`,
+      );
+      const sum = want.q.subarray(i * ldo, (i + 1) * ldo).reduce(
+        (a, b) => a + b,
+        0,
+      );
+      assert.equal(
+        new Int32Array(xs.buffer, 8 * i + 4, 1)[0],
+        sum,
+        `Σq of row ${i}`,
       );
     }
   },

@@ -38,6 +38,7 @@ import wF32 from "../../kernels/load_w_f32.wgsl" with { type: "text" };
 import wI4 from "../../kernels/load_w_i4.wgsl" with { type: "text" };
 import gemvInt4 from "../../kernels/gemv_int4.wgsl" with { type: "text" };
 import quantizeX from "../../kernels/quantize_x_i8.wgsl" with { type: "text" };
+import i8Codes from "../../kernels/i8_codes.wgsl" with { type: "text" };
 import dotI8Dot4 from "../../kernels/dot_i8_dot4.wgsl" with { type: "text" };
 import dotI8Shift from "../../kernels/dot_i8_shift.wgsl" with { type: "text" };
 import w8a8Output from "../../kernels/w8a8_output.wgsl" with { type: "text" };
@@ -383,7 +384,7 @@ class GpuBackend implements WebGpuBackend {
       [9, 8 * mb],
     ];
     return await this.#linear("linearW8A8", x, m, w, bias, (mb) => [
-      { parts: [quantizeX], grid: "rows" },
+      { parts: [i8Codes, quantizeX], grid: "rows" },
       matmul(mb, [...parts, gemvW8A8], [...parts, gemmW8A8]),
     ], scratch);
   }

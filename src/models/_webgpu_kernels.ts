@@ -12,11 +12,14 @@ import sample from "../../kernels/sample.wgsl" with { type: "text" };
 import logitSoftcap from "../../kernels/logit_softcap.wgsl" with {
   type: "text",
 };
+import rmsNormI8 from "../../kernels/rms_norm_i8.wgsl" with { type: "text" };
+import i8Codes from "../../kernels/i8_codes.wgsl" with { type: "text" };
 
 /** The engine's own kernels (the matmuls come from the backend's files). */
 export const MODEL_KERNELS = {
   embedding,
   rms_norm: rmsNorm,
+  rms_norm_i8: `${i8Codes}\n${rmsNormI8}`,
   layer_norm: layerNorm,
   rope_cache: ropeCache,
   attention,

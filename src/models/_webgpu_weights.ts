@@ -17,6 +17,7 @@ import gemvInt4 from "../../kernels/gemv_int4.wgsl" with { type: "text" };
 import gemvW8A8 from "../../kernels/gemv_w8a8.wgsl" with { type: "text" };
 import gemmW8A8 from "../../kernels/gemm_w8a8.wgsl" with { type: "text" };
 import quantizeX from "../../kernels/quantize_x_i8.wgsl" with { type: "text" };
+import i8Codes from "../../kernels/i8_codes.wgsl" with { type: "text" };
 import w8a8Output from "../../kernels/w8a8_output.wgsl" with { type: "text" };
 import dotI8Dot4 from "../../kernels/dot_i8_dot4.wgsl" with { type: "text" };
 import dotI8Shift from "../../kernels/dot_i8_shift.wgsl" with { type: "text" };
@@ -338,7 +339,7 @@ export function matmulPasses(
   if (m.kind === "w8a8") {
     const parts = [dot4 ? dotI8Dot4 : dotI8Shift, w8a8Output];
     return [
-      { code: quantizeX, grid: "rows" },
+      { code: assemble([i8Codes, quantizeX]), grid: "rows" },
       pass([...parts, gemvW8A8], [...parts, gemmW8A8]),
     ];
   }

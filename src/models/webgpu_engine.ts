@@ -648,10 +648,38 @@ export class WebGpuEngine implements Engine {
         ldx?: number;
         ldo?: number;
         last?: boolean;
+        /** The matmuls that read `out`: all W8A8 → norm straight into codes. */
+        readers?: GpuMatmul[];
       } = {},
     ) => {
       const w = this.#norms.get(nm)!;
       const rows = opts.last ? 1 : n;
+      const r = opts.readers ?? [];
+      if (
+        nm instanceof RMSNorm && r.length > 0 &&
+        r.every((m) => m.kind === "w8a8" && m.kPad === (opts.ldo ?? hp))
+      ) {
+        this.#kernel(ops, "rms_norm_i8", {
+          DIM: w.dim,
+          LDX: opts.ldx ?? hp,
+          LDD: opts.ldd ?? H,
+          LDO: opts.ldo ?? hp,
+          EPS: nm.eps,
+          ADD: (opts.add?.length ?? 0) > 0,
+          ADD2: opts.add?.length === 2,
+          LAST: !!opts.last,
+        }, {
+          0: stepBuf,
+          1: x,
+          2: opts.add?.[0] ?? b("dummy"),
+          3: w.w,
+          6: opts.add?.[1] ?? b("dummy"),
+          8: b("qx"),
+          9: b("qs"),
+        }, [rows, 1]);
+        this.#quantized = out; // its readers skip their quantize pass
+        return;
+      }
       const constants: Constants = {
         DIM: w.dim,
         LDX: opts.ldx ?? hp,
@@ -744,10 +772,11 @@ export class WebGpuEngine implements Engine {
       preNorm: boolean,
       nm: Norm,
       post: Norm | null,
+      readers: GpuMatmul[],
       run: (x: GPUBuffer, y: GPUBuffer) => void,
     ) => {
       if (preNorm) {
-        norm(nm, h, b("xn"), { add: pending });
+        norm(nm, h, b("xn"), { add: pending, readers });
         run(b("xn"), b("delta"));
         if (post) {
           norm(post, b("delta"), b("delta2"), { ldx: H, ldo: H });
@@ -892,15 +921,26 @@ export class WebGpuEngine implements Engine {
         }
         this.#matmul(ops, params, slot(`${ml}.${down}`), b("act"), y, n);
       };
+      // The matmuls that read each norm's output.
+      const p0 = a.projections;
+      const attnIn = slot(
+        `${at}.${"qkv" in p0 ? p0.qkv : p0.q}`,
+      ).gpus;
+      const mlpIn = slot(
+        `${ml}.${"fc1" in mp ? mp.fc1 : "gateUp" in mp ? mp.gateUp : mp.gate}`,
+      ).gpus;
       if (lp.parallel) {
         // x + attn(norm(x)) + mlp(norm(x)): both deltas go to the next norm.
-        norm(lp.inputNorm, h, b("xn"), { add: pending });
+        norm(lp.inputNorm, h, b("xn"), {
+          add: pending,
+          readers: [...attnIn, ...mlpIn],
+        });
         attention(b("xn"), b("delta"));
         feedForward(b("xn"), b("delta2"));
         pending = [b("delta"), b("delta2")];
       } else {
-        sub(lp.preNorm, lp.inputNorm, lp.postAttentionNorm, attention);
-        sub(lp.preNorm, lp.mlpNorm, lp.postMlpNorm, feedForward);
+        sub(lp.preNorm, lp.inputNorm, lp.postAttentionNorm, attnIn, attention);
+        sub(lp.preNorm, lp.mlpNorm, lp.postMlpNorm, mlpIn, feedForward);
       }
     }
 
@@ -911,7 +951,11 @@ export class WebGpuEngine implements Engine {
       const rows = last ? 1 : n;
       let x: GPUBuffer;
       if (parts.finalNorm) {
-        norm(parts.finalNorm, h, b("xf"), { add: pending, last });
+        norm(parts.finalNorm, h, b("xf"), {
+          add: pending,
+          last,
+          readers: parts.projectOut ? [] : slot(parts.lmHead).gpus,
+        });
         x = b("xf");
       } else {
         if (pending.length) {

@@ -145,14 +145,7 @@ export async function createWebGpuEngine(
     timing: true,
     ...(options.disableDot4 ? { disableDot4: true } : {}),
   });
-  const engine = new WebGpuEngine(model, backend, options);
-  try {
-    await engine.init();
-  } catch (e) {
-    engine.dispose();
-    throw e;
-  }
-  return engine;
+  return await WebGpuEngine.open(model, backend, options);
 }
 
 /**
@@ -201,8 +194,27 @@ export class WebGpuEngine implements Engine {
     null;
   #embedRowBytes = 0;
 
-  /** Use {@linkcode createWebGpuEngine}. */
-  constructor(
+  /**
+   * Builds the engine on `backend`'s device (uploads, buffers, kernels); on
+   * failure frees what it made, device included. {@linkcode createWebGpuEngine}
+   * opens the device and calls this.
+   */
+  static async open(
+    model: DecoderModel,
+    backend: WebGpuBackend,
+    options: WebGpuEngineOptions = {},
+  ): Promise<WebGpuEngine> {
+    const engine = new WebGpuEngine(model, backend, options);
+    try {
+      await engine.#init();
+    } catch (e) {
+      engine.dispose();
+      throw e;
+    }
+    return engine;
+  }
+
+  private constructor(
     model: DecoderModel,
     backend: WebGpuBackend,
     options: WebGpuEngineOptions,
@@ -249,8 +261,7 @@ export class WebGpuEngine implements Engine {
     }
   }
 
-  /** Uploads the weights, allocates the buffers, compiles the kernels. */
-  async init(): Promise<void> {
+  async #init(): Promise<void> {
     const d = this.#device;
     d.pushErrorScope("out-of-memory");
     d.pushErrorScope("validation");

@@ -7,11 +7,11 @@ import {
   type CausalLM,
   Linear,
   Module,
-  quantizeActivationsPerToken,
   type QuantizedLinear,
   Tensor,
   W8A8LinearLayer,
 } from "../mod.ts";
+import { quantizeActivationsPerToken } from "../src/backend/cpu_lowbit.ts";
 
 class ActivationsAs extends Module {
   constructor(

@@ -5,19 +5,14 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
-  checkInt4GroupSize,
   dequantizeInt4,
+  f32ArrayToBf16,
   type Int4Weight,
   type Int8Weight,
-  linearInt4,
   linearQAsymmetricPerChannel,
-  linearW8A8,
   NonFiniteWeightError,
   packInt4,
-  quantizeActivationsPerToken,
   quantizeInt4,
-  referenceLinearInt4,
-  referenceLinearW8A8,
   setBackend,
   Tensor,
   unpackInt4,
@@ -25,6 +20,17 @@ import {
   W8A32LinearLayer,
   W8A8LinearLayer,
 } from "../mod.ts";
+import {
+  checkInt4GroupSize,
+  quantizeInt4Reference,
+} from "../src/quant/int4.ts";
+import {
+  linearInt4,
+  linearW8A8,
+  quantizeActivationsPerToken,
+  referenceLinearInt4,
+  referenceLinearW8A8,
+} from "../src/backend/cpu_lowbit.ts";
 import torchFixtures from "./fixtures/lowbit.json" with { type: "json" };
 import { exactLinear } from "./_exact_linear.ts";
 import { floats } from "./_random.ts";
@@ -284,6 +290,27 @@ const int4Matrix = fc.record({
     }).map((a) => a.map((v) => v * p.scale)),
   )
 );
+
+Deno.test("property: quantizeInt4() equals its plain reference bit for bit, from f32, f16 and bf16", () => {
+  fc.assert(
+    fc.property(int4Matrix, ([p, w]) => {
+      const cols = p.groups * p.groupSize;
+      const inputs = [[w, "f32"], [f32ArrayToBf16(w), "bf16"]] as [
+        Float32Array | Float16Array | Uint16Array,
+        "f32" | "f16" | "bf16",
+      ][];
+      // f16 holds the matrix only where it does not overflow to ±Inf.
+      if (p.scale <= 1e3) inputs.push([Float16Array.from(w), "f16"]);
+      for (const [data, dtype] of inputs) {
+        assert.deepEqual(
+          quantizeInt4(data, dtype, p.rows, cols, p),
+          quantizeInt4Reference(data, dtype, p.rows, cols, p),
+        );
+      }
+    }),
+    { numRuns: 200 },
+  );
+});
 
 Deno.test("property: dequantizeInt4(quantizeInt4(w)) is within scale/2 of w", () => {
   fc.assert(

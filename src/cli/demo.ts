@@ -22,7 +22,7 @@ import { humanBytes, seconds } from "./tables.ts";
 import { SAMPLE_STORY } from "../demo/story.ts";
 import type { CausalLM } from "../models/causal_lm.ts";
 import { loadCausalLM } from "../models/load_causal_lm.ts";
-import { Quantizer } from "../quant/quantizer.ts";
+import { Quantizer } from "../quantizer.ts";
 
 /** The model the demo runs, committed with the repository. */
 export const DEMO_MODEL: URL = new URL(

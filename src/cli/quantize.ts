@@ -13,7 +13,8 @@ import { FORMATS } from "../io/formats/registry.ts";
 import { flag, list, parseCommandArgs, str } from "./_args.ts";
 import { formatFlag, maxShardSizeFlag, outFlag } from "./_flags.ts";
 import { type CliIO, UsageError } from "./_io.ts";
-import { describeScheme, parseMethodFlags } from "./_method.ts";
+import { parseMethodFlags } from "./_method.ts";
+import { describeScheme } from "../quant/schemes.ts";
 import { withProgress } from "./progress.ts";
 import { mib, seconds, shape } from "./tables.ts";
 

@@ -9,7 +9,6 @@
 import type { FloatDType } from "../dtype.ts";
 import type { Module } from "../module.ts";
 import type { Tensor } from "../tensor.ts";
-import { W8A16LinearLayer } from "../quant/w8a16_linear_layer.ts";
 
 /** A `Linear` or a quantized layer: what sits at every matmul of the tree. */
 export interface MatmulLayer extends Module {
@@ -29,9 +28,10 @@ export function isMatmulLayer(m: Module | undefined): m is MatmulLayer {
 }
 
 /**
- * The activation dtype `layer` runs in: W8A16 takes `act16` (the
- * checkpoint's bf16 or f16, as its contract says), every other layer f32 —
- * W4A16 included, which accepts f32 and then rounds nothing between layers.
+ * The activation dtype `layer` runs in, from the activations its class
+ * accepts (the scheme table's `activations`): f32 where the class takes it
+ * (Linear, W8A32, W8A8, W4A16 — then nothing is rounded between layers),
+ * else `act16` (W8A16: the checkpoint's bf16 or f16).
  *
  * @example
  * ```ts
@@ -46,7 +46,11 @@ export function activationDtype(
   layer: Module,
   act16: "f16" | "bf16",
 ): FloatDType {
-  return layer instanceof W8A16LinearLayer ? act16 : "f32";
+  const accepted =
+    (layer.constructor as { activations?: readonly FloatDType[] })
+      .activations;
+  if (!accepted || accepted.includes("f32")) return "f32";
+  return accepted.includes(act16) ? act16 : accepted[0]!;
 }
 
 /** Runs `layer` on f32 `x`, converting to and from its activation dtype; the result is f32. */

@@ -6,7 +6,8 @@
 
 import { join } from "node:path";
 import { Checkpoint } from "../io/checkpoint.ts";
-import { parseQuantMethod, Quantizer } from "../quant/quantizer.ts";
+import { parseQuantMethod } from "../quant/schemes.ts";
+import { Quantizer } from "../quantizer.ts";
 import { CausalLM } from "./causal_lm.ts";
 import { ModelConfigError, parseModelConfig } from "./config.ts";
 import { defaultContextLength } from "./cpu_engine.ts";

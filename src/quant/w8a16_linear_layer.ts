@@ -4,8 +4,9 @@
  * @module
  */
 
+import type { FloatDType } from "../dtype.ts";
 import type { Tensor } from "../tensor.ts";
-import { w8a16Forward } from "./forward.ts";
+import { W8A16_ACTIVATIONS } from "./forward.ts";
 import { Int8LinearLayer } from "./int8_linear_layer.ts";
 
 /**
@@ -25,13 +26,10 @@ import { Int8LinearLayer } from "./int8_linear_layer.ts";
  */
 export class W8A16LinearLayer extends Int8LinearLayer {
   /** `input @ dequant(W)ᵀ + bias` for f16/bf16 input [..., in]; result in the input's dtype. */
-  forward(input: Tensor): Promise<Tensor> {
-    return w8a16Forward(
-      this.int8Weights,
-      input,
-      this.scales,
-      this.bias,
-      this.zeroPoints,
-    );
+  async forward(input: Tensor): Promise<Tensor> {
+    return await this.forwardFloat("W8A16", W8A16_ACTIVATIONS, input);
   }
+
+  /** The activation dtypes forward takes. */
+  static readonly activations: readonly FloatDType[] = W8A16_ACTIVATIONS;
 }

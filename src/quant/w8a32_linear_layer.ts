@@ -4,8 +4,9 @@
  * @module
  */
 
+import type { FloatDType } from "../dtype.ts";
 import type { Tensor } from "../tensor.ts";
-import { w8a32Forward } from "./forward.ts";
+import { W8A32_ACTIVATIONS } from "./forward.ts";
 import { Int8LinearLayer } from "./int8_linear_layer.ts";
 
 /**
@@ -23,13 +24,10 @@ import { Int8LinearLayer } from "./int8_linear_layer.ts";
  */
 export class W8A32LinearLayer extends Int8LinearLayer {
   /** `input @ dequant(W)ᵀ + bias` for f32 input [..., in]; f32 result. */
-  forward(input: Tensor): Promise<Tensor> {
-    return w8a32Forward(
-      this.int8Weights,
-      input,
-      this.scales,
-      this.bias,
-      this.zeroPoints,
-    );
+  async forward(input: Tensor): Promise<Tensor> {
+    return await this.forwardFloat("W8A32", W8A32_ACTIVATIONS, input);
   }
+
+  /** The activation dtypes forward takes. */
+  static readonly activations: readonly FloatDType[] = W8A32_ACTIVATIONS;
 }

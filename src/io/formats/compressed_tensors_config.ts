@@ -15,6 +15,7 @@ import {
   pathsWithSuffix,
   summaryFromExportMetadata,
 } from "./_export.ts";
+import { INT4_GROUP_SIZES } from "../../quant/int4.ts";
 
 /**
  * The compressed-tensors release whose serialization the config block
@@ -70,7 +71,7 @@ function layoutOf(s: QuantizationSummary): Layout {
  *
  * @example
  * ```ts
- * import { compressedTensorsConfig } from "@tinyq/tinyq";
+ * import { compressedTensorsConfig } from "./compressed_tensors_config.ts";
  * import assert from "node:assert/strict";
  * const block = compressedTensorsConfig({
  *   library: "tinyq", version: "0.1.0", method: "w8a16", bits: 8,
@@ -169,7 +170,10 @@ function groupScheme(
   const symmetric = w.symmetric !== false;
   if (bits === 4) {
     const size = w.group_size;
-    if (strategy !== "group" || ![32, 64, 128].includes(size as number)) {
+    if (
+      strategy !== "group" ||
+      !(INT4_GROUP_SIZES as readonly number[]).includes(size as number)
+    ) {
       return `has 4-bit ${strategy}-wise weights${
         size ? ` (group_size ${size})` : ""
       }; TinyQ reads 4-bit groups of 32, 64 or 128`;
@@ -222,7 +226,7 @@ function groupScheme(
  *
  * @example
  * ```ts
- * import { compressedTensorsConfig, detectCompressedTensors } from "@tinyq/tinyq";
+ * import { compressedTensorsConfig, detectCompressedTensors } from "./compressed_tensors_config.ts";
  * import assert from "node:assert/strict";
  * const summary = {
  *   library: "tinyq", version: "0.1.0", method: "w8a16", bits: 8,
@@ -302,7 +306,7 @@ export function detectCompressedTensors(
  *
  * @example
  * ```ts
- * import { compressedTensorsModules } from "@tinyq/tinyq";
+ * import { compressedTensorsModules } from "./compressed_tensors_config.ts";
  * import assert from "node:assert/strict";
  * const names = ["a.weight_packed", "a.weight_scale", "a.weight_shape", "b.weight", "c.weight", "c.weight_scale"];
  * assert.deepEqual(compressedTensorsModules(names), ["a", "c"]);

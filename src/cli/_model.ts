@@ -10,7 +10,7 @@ import { flag, list, type Parsed, str } from "./_args.ts";
 import { UsageError } from "./_io.ts";
 import { parseMethodFlags } from "./_method.ts";
 import { parseBackendChoice } from "../backend/select.ts";
-import type { CheckpointMethod } from "../io/weight_scheme.ts";
+import type { QuantMethod } from "../quant/schemes.ts";
 import { loadCausalLM } from "../models/load_causal_lm.ts";
 import type { CausalLM } from "../models/causal_lm.ts";
 
@@ -43,7 +43,7 @@ export interface OpenedModel {
 
 /** The usage-checked load options of the model flags. */
 export function modelOptions(command: string, p: Parsed): {
-  method?: CheckpointMethod;
+  method?: QuantMethod;
   groupSize?: number;
   asymmetric?: boolean;
   exclude?: string[];

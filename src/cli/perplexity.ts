@@ -28,7 +28,7 @@ import { formatTable } from "./tables.ts";
 import { SAMPLE_STORY } from "../demo/story.ts";
 import { loadCausalLM } from "../models/load_causal_lm.ts";
 import type { CausalLM } from "../models/causal_lm.ts";
-import { Quantizer } from "../quant/quantizer.ts";
+import { Quantizer } from "../quantizer.ts";
 import {
   compareToReference,
   type DivergenceResult,

@@ -13,8 +13,8 @@
  */
 
 import { join } from "node:path";
-import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
-import { Template } from "@huggingface/jinja";
+import { Tokenizer as HfTokenizer } from "npm:@huggingface/tokenizers@^0.2.0";
+import { Template } from "npm:@huggingface/jinja@^0.5.13";
 
 /** One message of a chat, as chat templates expect it. */
 export interface ChatMessage {

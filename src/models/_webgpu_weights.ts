@@ -28,7 +28,9 @@ import xRounded from "../../kernels/load_x_f32_rounded.wgsl" with {
 import wF32 from "../../kernels/load_w_f32.wgsl" with { type: "text" };
 import wBf16 from "../../kernels/load_w_bf16.wgsl" with { type: "text" };
 import wF16 from "../../kernels/load_w_f16.wgsl" with { type: "text" };
-import wI8Dot4 from "../../kernels/load_w_i8_dot4.wgsl" with { type: "text" };
+import wI8Unpack4x from "../../kernels/load_w_i8_unpack4x.wgsl" with {
+  type: "text",
+};
 import wI8Shift from "../../kernels/load_w_i8_shift.wgsl" with { type: "text" };
 import wI4 from "../../kernels/load_w_i4.wgsl" with { type: "text" };
 import roundF32 from "../../kernels/round_f32.wgsl" with { type: "text" };
@@ -351,7 +353,7 @@ export function matmulPasses(
     f32: wF32,
     bf16: wBf16,
     f16: wF16,
-    int8: dot4 ? wI8Dot4 : wI8Shift,
+    int8: dot4 ? wI8Unpack4x : wI8Shift,
   }[m.kind];
   return [pass([xl, wl, gemv], [xl, wl, gemm])];
 }

@@ -16,7 +16,7 @@ import {
   MODELS_DIR,
   readReference,
 } from "./_model_reference.ts";
-import { adapter, ignore } from "./_webgpu_harness.ts";
+import { adapter, ignore, probe } from "./_webgpu_harness.ts";
 
 const TINY = join(import.meta.dirname!, "..", "models", "tinystories-656k");
 const IDS = [1, 80, 147, 201, 282, 57, 403, 407, 9, 1000, 33];
@@ -253,5 +253,14 @@ Deno.test({
     } finally {
       gpu.dispose();
     }
+  },
+});
+
+Deno.test({
+  name: 'backend "auto" declines a software adapter and runs the CPU engine',
+  ignore: ignore || !probe.isFallback,
+  async fn() {
+    using lm = await loadCausalLM(TINY, { contextLength: 16 });
+    assert.equal(lm.engine.name, "cpu");
   },
 });

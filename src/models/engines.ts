@@ -20,7 +20,8 @@ export type EngineBackend = "auto" | "cpu" | "webgpu";
  * WebGPU engine (an error where `navigator.gpu` has no adapter), `auto` the
  * WebGPU engine on a hardware adapter and the CPU engine otherwise — a
  * software adapter (llvmpipe/lavapipe) is slower than the CPU kernels, so
- * `auto` declines it, as the layer backend does. `cpu` also makes the
+ * `auto` declines it, as the layer backend does; where the WebGPU engine
+ * cannot be made for the model, `auto` runs the CPU engine. `cpu` also makes the
  * layers' kernel backend the CPU one (as `--backend cpu` does), so no layer
  * runs on a GPU behind the CPU engine's back.
  *
@@ -60,10 +61,15 @@ export async function createEngine(
     case "auto": {
       const probe = await probeWebGpu();
       if (probe.adapter && !probe.isFallback) {
-        return await createWebGpuEngine(model, {
-          ...options,
-          adapter: probe.adapter,
-        });
+        try {
+          return await createWebGpuEngine(model, {
+            ...options,
+            adapter: probe.adapter,
+          });
+        } catch {
+          // A model the GPU cannot hold (or a layout without a WebGPU
+          // kernel) still runs: `auto` means the best engine that works.
+        }
       }
       return new CpuEngine(model, options);
     }

@@ -1,7 +1,7 @@
 // The WebGPU engine against the CPU engine on the same Module tree: greedy
-// tokens identical and logits close, on every family fixture, on
-// TinyStories-656K float and quantized (w8a16, w8a8, w4a16; measured gaps are
-// ≤ 2e-6 of the logit scale, the bound 2e-5), and with the
+// tokens identical and logits close (measured gaps ≤ 2e-6 of the logit
+// scale, the bound 2e-5), on every family fixture, on TinyStories-656K float
+// and quantized (every scheme, symmetric and with zero points), and with the
 // weight splitting and prefill chunking paths forced.
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -62,18 +62,29 @@ for (const name of familyFixtures()) {
   });
 }
 
-for (const method of [null, "w8a16", "w8a8", "w4a16"]) {
+const SCHEMES: [string | null, boolean][] = [
+  [null, false],
+  ["w8a32", true],
+  ["w8a16", false],
+  ["w8a16", true],
+  ["w8a8", false],
+  ["w8a8", true],
+  ["w4a16", false],
+  ["w4a16", true],
+];
+
+for (const [method, asymmetric] of SCHEMES) {
   Deno.test({
     name: `the WebGPU engine matches the CPU engine on TinyStories-656K ${
       method ?? "bf16"
-    }`,
+    }${asymmetric ? " asymmetric" : ""}`,
     ignore,
     async fn() {
       using lm = await loadCausalLM(TINY, {
         backend: "cpu",
         contextLength: 64,
-        ...(method ? { method } : {}),
-        ...(method === "w4a16" ? { groupSize: 32, asymmetric: true } : {}),
+        ...(method ? { method, asymmetric } : {}),
+        ...(method === "w4a16" ? { groupSize: 32 } : {}),
       });
       const gpu = await createWebGpuEngine(lm.model, {
         adapter: adapter(),

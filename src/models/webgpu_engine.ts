@@ -283,7 +283,7 @@ export class WebGpuEngine implements Engine {
   }
 
   async #build(): Promise<void> {
-    const { config: c, parts } = this.model;
+    const { parts } = this.model;
     const slot = (
       name: string,
       gets: (() => MatmulLayer)[],
@@ -334,19 +334,15 @@ export class WebGpuEngine implements Engine {
       if (path) slot(path, [() => this.model.matmul(path)]);
     }
     await this.#syncSlots();
-    this.#tables.push(await this.#uploadTable(parts.embedTokens));
-    if (parts.embedPositions) {
-      this.#tables.push(await this.#uploadTable(parts.embedPositions));
+    // A decode step reads one row of each table (the head reads the whole
+    // token table when tied: counted in its matmul).
+    for (const e of [parts.embedTokens, parts.embedPositions]) {
+      if (!e) continue;
+      this.#tables.push(await this.#uploadTable(e));
+      this.#embedRowBytes += e.embeddingDim *
+        (e.weight.dtype === "f32" ? 4 : 2);
     }
-    this.#embedRowBytes = this.#tables.reduce(
-      (s, _t, i) => {
-        const e = i === 0 ? parts.embedTokens : parts.embedPositions!;
-        return s + e.embeddingDim * (e.weight.dtype === "f32" ? 4 : 2);
-      },
-      0,
-    );
     this.#allocate();
-    void c;
   }
 
   /** Uploads layers the tree now holds that the GPU does not; true if any changed. */

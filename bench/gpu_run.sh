@@ -57,7 +57,10 @@ else
   deno_cmd=(npx -y deno@2.9.6)
 fi
 # The binary itself, so that `timeout` signals deno and not an npx wrapper.
-deno_bin="$("${deno_cmd[@]}" eval 'console.log(Deno.execPath())')"
+if ! deno_bin="$("${deno_cmd[@]}" eval 'console.log(Deno.execPath())')"; then
+  say "cannot run Deno (${deno_cmd[*]}); offline? set DENO=/path/to/deno (and DENO_DIR to a cache holding the npm packages of deno.json)"
+  exit 1
+fi
 deno_cmd=("$deno_bin")
 say "deno: $("$deno_bin" --version | head -1) ($deno_bin)"
 

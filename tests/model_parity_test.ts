@@ -62,3 +62,33 @@ Deno.test("TinyStories-656K's logits and greedy story match transformers", async
     json.greedy_new_text,
   );
 });
+
+Deno.test("TinyStories-656K's per-token NLL on the paragraph matches transformers (ppl ≈ 16.9)", async () => {
+  const ref = join(MODELS_DIR, "tinystories-reference.safetensors");
+  const ids = (await readReference(ref, "paragraph_ids")).data as number[];
+  const want = (await readReference(ref, "paragraph_token_nll"))
+    .data as Float32Array;
+  using lm = await loadCausalLM(TINY, { backend: "cpu" });
+  const logits = await lm.logits(ids);
+  const v = lm.config.vocabSize;
+  let sum = 0, worst = 0;
+  for (let i = 0; i + 1 < ids.length; i++) {
+    const row = logits.subarray(i * v, (i + 1) * v);
+    let max = -Infinity;
+    for (const x of row) max = Math.max(max, x);
+    let z = 0;
+    for (const x of row) z += Math.exp(x - max);
+    const nll = max + Math.log(z) - row[ids[i + 1]!]!;
+    worst = Math.max(worst, Math.abs(nll - want[i]!));
+    sum += nll;
+  }
+  assert.ok(worst < 1e-4, `max |ΔNLL| ${worst}`);
+  const json = JSON.parse(
+    await Deno.readTextFile(join(MODELS_DIR, "tinystories-reference.json")),
+  );
+  const ppl = Math.exp(sum / (ids.length - 1));
+  assert.ok(
+    Math.abs(ppl - json.paragraph.ppl) < 1e-4 * json.paragraph.ppl,
+    `ppl ${ppl}`,
+  );
+});

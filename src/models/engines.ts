@@ -5,7 +5,7 @@
  * @module
  */
 
-import { getBackend, setBackend } from "../backend/select.ts";
+import { setBackend } from "../backend/select.ts";
 import { CpuEngine, type EngineOptions } from "./cpu_engine.ts";
 import type { DecoderModel } from "./decoder_model.ts";
 import type { Engine } from "./engine.ts";
@@ -37,9 +37,8 @@ export async function createEngine(
 ): Promise<Engine> {
   switch (backend) {
     case "cpu":
-      if ((await getBackend()).name !== "cpu") {
-        setBackend("cpu", 'loadCausalLM({ backend: "cpu" })');
-      }
+      // Without probing for a GPU first (a probe may print driver noise).
+      setBackend("cpu", 'loadCausalLM({ backend: "cpu" })');
       return new CpuEngine(model, options);
     case "auto":
       return new CpuEngine(model, options);

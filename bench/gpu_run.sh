@@ -158,7 +158,7 @@ for shape in $SHAPES; do
   set +e
   timeout --kill-after=10 "$limit" "${deno_cmd[@]}" run -A bench/generate_bench.ts \
     --shape "$shape" --backend webgpu --schemes "$SCHEMES" \
-    --prompt-tokens "$prompt" --new-tokens "$new" --no-torch --no-memory \
+    --prompt-tokens "$prompt" --new-tokens "$new" --rounds 1 --no-torch --no-memory \
     --dir "$WORK" "${spec_args[@]}" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e

@@ -497,6 +497,7 @@ export class WebGpuEngine implements Engine {
     const half = rope ? rope.rotaryDim / 2 : 0;
     const cs = new Float32Array(Math.max(1, this.contextLength * half) * 2);
     if (rope) {
+      rope.reserve(this.contextLength); // the whole table once, not per position
       for (let p = 0; p < this.contextLength; p++) {
         const { cos, sin } = rope.angles(p);
         for (let j = 0; j < half; j++) {

@@ -394,77 +394,86 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name:
-    "attention kernel matches causal GQA softmax attention with window and soft-cap",
-  ignore,
-  async fn() {
-    const nq = 4, nkv = 2, ctx = 150;
-    for (
-      const [hd, n, pos, window, cap] of [
-        [16, 1, 0, 0, 0],
-        [64, 1, 140, 0, 0], // decode over three 64-key chunks
-        [32, 5, 70, 0, 0], // a prefill chunk after a cached prefix
-        [256, 2, 20, 7, 0],
-        [16, 3, 90, 0, 5],
-      ] as const
-    ) {
-      const kc = floats(nkv * ctx * hd, 9, 2), vc = floats(nkv * ctx * hd, 10);
-      const q = floats(n * nq * hd, 11, 2);
-      const ldo = nq * hd + 16, scale = hd ** -0.5;
-      const out = new Float32Array(
-        await run(
-          "attention",
-          {
-            NQ: nq,
-            NKV: nkv,
-            HD: hd,
-            CTX: ctx,
-            LDO: ldo,
-            SCALE: scale,
-            CAP: cap,
-            WINDOW: window,
-          },
-          {
-            0: step(pos, n),
-            1: q,
-            2: kc,
-            3: vc,
-            4: new Float32Array(n * ldo).fill(7),
-          },
-          [nq, n],
-          4,
-        ),
-      );
-      for (let i = 0; i < n; i++) {
-        const p = pos + i, lo = window ? Math.max(0, p - window + 1) : 0;
-        for (let h = 0; h < nq; h++) {
-          const g = Math.floor(h / (nq / nkv));
-          const row = (j: number, a: Float32Array) =>
-            a.subarray((g * ctx + j) * hd, (g * ctx + j + 1) * hd);
-          const js = Array.from({ length: p - lo + 1 }, (_, t) => lo + t);
-          const want = refAttention(
-            q.subarray((i * nq + h) * hd, (i * nq + h + 1) * hd),
-            js.map((j) => row(j, kc)),
-            js.map((j) => row(j, vc)),
-            scale,
-            cap,
-          );
-          const at = i * ldo + h * hd;
-          assertNear(
-            out.subarray(at, at + hd),
-            want,
-            2e-5,
-            `hd ${hd} i ${i} h ${h}`,
+for (const kernel of ["attention", "attention_prefill"] as const) {
+  Deno.test({
+    name:
+      `${kernel} kernel matches causal GQA softmax attention with window and soft-cap`,
+    ignore,
+    async fn() {
+      const nq = 4, nkv = 2, ctx = 150;
+      for (
+        const [hd, n, pos, window, cap] of [
+          [16, 1, 0, 0, 0],
+          [64, 1, 140, 0, 0], // decode over three 64-key chunks
+          [32, 5, 70, 0, 0], // a prefill chunk after a cached prefix
+          [256, 2, 20, 7, 0],
+          [16, 3, 90, 0, 5],
+          [128, 37, 40, 0, 0], // three query tiles, the last one partial
+          [8, 20, 0, 9, 0], // a window shorter than the query tile
+          [64, 17, 3, 0, 3],
+        ] as const
+      ) {
+        if (kernel === "attention_prefill" && hd > 128) continue;
+        const kc = floats(nkv * ctx * hd, 9, 2),
+          vc = floats(nkv * ctx * hd, 10);
+        const q = floats(n * nq * hd, 11, 2);
+        const ldo = nq * hd + 16, scale = hd ** -0.5;
+        const out = new Float32Array(
+          await run(
+            kernel,
+            {
+              NQ: nq,
+              NKV: nkv,
+              HD: hd,
+              CTX: ctx,
+              LDO: ldo,
+              SCALE: scale,
+              CAP: cap,
+              WINDOW: window,
+            },
+            {
+              0: step(pos, n),
+              1: q,
+              2: kc,
+              3: vc,
+              4: new Float32Array(n * ldo).fill(7),
+            },
+            [nq, kernel === "attention" ? n : Math.ceil(n / 16)],
+            4,
+          ),
+        );
+        for (let i = 0; i < n; i++) {
+          const p = pos + i, lo = window ? Math.max(0, p - window + 1) : 0;
+          for (let h = 0; h < nq; h++) {
+            const g = Math.floor(h / (nq / nkv));
+            const row = (j: number, a: Float32Array) =>
+              a.subarray((g * ctx + j) * hd, (g * ctx + j + 1) * hd);
+            const js = Array.from({ length: p - lo + 1 }, (_, t) => lo + t);
+            const want = refAttention(
+              q.subarray((i * nq + h) * hd, (i * nq + h + 1) * hd),
+              js.map((j) => row(j, kc)),
+              js.map((j) => row(j, vc)),
+              scale,
+              cap,
+            );
+            const at = i * ldo + h * hd;
+            assertNear(
+              out.subarray(at, at + hd),
+              want,
+              2e-5,
+              `hd ${hd} n ${n} i ${i} h ${h}`,
+            );
+          }
+          assert.ok(
+            out.subarray(i * ldo + nq * hd, (i + 1) * ldo).every((v) =>
+              v === 0
+            ),
           );
         }
-        assert.ok(
-          out.subarray(i * ldo + nq * hd, (i + 1) * ldo).every((v) => v === 0),
-        );
       }
-    }
-  },
-});
+    },
+  });
+}
 
 Deno.test({
   name: "glu kernel applies SiLU, GELU, GELU-tanh and ReLU, gated or plain",

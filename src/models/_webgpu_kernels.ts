@@ -7,6 +7,9 @@ import rmsNorm from "../../kernels/rms_norm.wgsl" with { type: "text" };
 import layerNorm from "../../kernels/layer_norm.wgsl" with { type: "text" };
 import ropeCache from "../../kernels/rope_cache.wgsl" with { type: "text" };
 import attention from "../../kernels/attention.wgsl" with { type: "text" };
+import attentionPrefill from "../../kernels/attention_prefill.wgsl" with {
+  type: "text",
+};
 import glu from "../../kernels/glu.wgsl" with { type: "text" };
 import sample from "../../kernels/sample.wgsl" with { type: "text" };
 import logitSoftcap from "../../kernels/logit_softcap.wgsl" with {
@@ -23,6 +26,7 @@ export const MODEL_KERNELS = {
   layer_norm: layerNorm,
   rope_cache: ropeCache,
   attention,
+  attention_prefill: attentionPrefill,
   glu,
   sample,
   logit_softcap: logitSoftcap,

@@ -34,6 +34,7 @@ import {
 } from "./_webgpu_kernels.ts";
 import {
   destroyMatmul,
+  GEMV_MAX_M,
   type GpuMatmul,
   matmulGrid,
   matmulPasses,
@@ -850,7 +851,10 @@ export class WebGpuEngine implements Engine {
           6: this.#caches[i]!.v,
           7: b("rope"),
         }, [a.numHeads + a.numKvHeads, n]);
-        this.#kernel(ops, "attention", {
+        // A prefill shares each staged key/value tile among 16 queries.
+        const tiled = n > GEMV_MAX_M && a.headDim % 4 === 0 &&
+          a.headDim <= 128;
+        this.#kernel(ops, tiled ? "attention_prefill" : "attention", {
           NQ: a.numHeads,
           NKV: a.numKvHeads,
           HD: a.headDim,
@@ -865,7 +869,7 @@ export class WebGpuEngine implements Engine {
           2: this.#caches[i]!.k,
           3: this.#caches[i]!.v,
           4: b("attn"),
-        }, [a.numHeads, n]);
+        }, [a.numHeads, tiled ? Math.ceil(n / 16) : n]);
         this.#matmul(ops, params, slot(`${at}.${p.o}`), b("attn"), y, n);
       };
       const mlp = lp.mlp, mp = mlp.projections;

@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
     --shapes | --shape) SHAPES="$2"; shift 2 ;;
     --schemes) SCHEMES="$2"; shift 2 ;;
     --allow-fallback) ALLOW_FALLBACK=1; shift ;;
-    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "gpu_run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -159,7 +159,7 @@ for shape in $SHAPES; do
   timeout --kill-after=10 "$limit" "${deno_cmd[@]}" run -A bench/generate_bench.ts \
     --shape "$shape" --backend webgpu --schemes "$SCHEMES" \
     --prompt-tokens "$prompt" --new-tokens "$new" --rounds 1 --no-torch --no-memory \
-    --dir "$WORK" "${spec_args[@]}" 2>&1 | tee "$log"
+    --dir "$WORK" ${spec_args[@]+"${spec_args[@]}"} 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then

@@ -10,7 +10,10 @@
  * gate/up matmuls, GLU, down matmul, then final norm, LM head and sampling —
  * whose bind groups are built once per step shape (token count, what comes
  * back) and replayed; buffers are allocated when the engine is made, never
- * per token. Model shapes are pipeline-override constants.
+ * per token. Model shapes are pipeline-override constants. Greedy decoding
+ * runs ahead on the device (each sampled id feeds the next step there, up to
+ * 16 steps per submission and one readback), since a `mapAsync` costs ~11 ms
+ * in Deno whatever its size.
  *
  * @module
  */

@@ -12,7 +12,9 @@
 // when its key is larger, or equal with an id no larger — and each boundary
 // is found by bisection, first over the 32-bit order key of the logit, then
 // over the ids sharing that key, each step one pass over the row (e_i is
-// computed once into scratch).
+// computed once into scratch). With top-k ≤ 256 the k kept tokens are then
+// gathered into workgroup memory and the top-p and final searches run over
+// them alone: one value per thread per step instead of a pass over the row.
 // Layout: logits [V] f32; scratch [V] f32; params
 // (temperature, topK, topP, u); out [0] = id, [1] = 1 if a logit was NaN.
 // Workgroup 256 (one workgroup), threads striding over the row; grid (1).
@@ -32,6 +34,12 @@ var<workgroup> part: array<f32, 256>;
 var<workgroup> part_id: array<u32, 256>;
 var<workgroup> total: f32;
 var<workgroup> winner: u32;
+// The top-k candidates (when they fit): order key, id, e_i.
+var<workgroup> cand_key: array<u32, 256>;
+var<workgroup> cand_id: array<u32, 256>;
+var<workgroup> cand_e: array<f32, 256>;
+var<workgroup> cand_count: atomic<u32>;
+var<workgroup> cand_n: u32;
 
 // Order key: larger logits give larger keys (−0 counts as +0).
 fn key(i: u32) -> u32 {
@@ -42,14 +50,23 @@ fn key(i: u32) -> u32 {
   return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
 }
 
-// Σ over the prefix (kb, ib) of e_i (or of 1 when count): every thread
-// returns the same value.
-fn prefix(t: u32, kb: u32, ib: u32, count: bool) -> f32 {
+// Σ over the prefix (kb, ib) of e_i (or of 1 when count), over the whole row
+// or over the nc candidates: every thread returns the same value.
+fn prefix(t: u32, kb: u32, ib: u32, count: bool, nc: u32) -> f32 {
   var s = 0.0;
-  for (var i = t; i < V; i += 256u) {
-    let k = key(i);
-    if (k > kb || (k == kb && i <= ib)) {
-      s += select(scratch[i], 1.0, count);
+  if (nc > 0u) {
+    if (t < nc) {
+      let k = cand_key[t];
+      if (k > kb || (k == kb && cand_id[t] <= ib)) {
+        s = select(cand_e[t], 1.0, count);
+      }
+    }
+  } else {
+    for (var i = t; i < V; i += 256u) {
+      let k = key(i);
+      if (k > kb || (k == kb && i <= ib)) {
+        s += select(scratch[i], 1.0, count);
+      }
     }
   }
   part[t] = s;
@@ -71,13 +88,19 @@ fn reached(f: f32, goal: f32, strict: bool) -> bool {
 }
 
 // The shortest prefix whose sum reaches `goal` (exceeds it when strict).
-fn boundary(t: u32, goal: f32, count: bool, strict: bool) -> vec2<u32> {
+fn boundary(
+  t: u32,
+  goal: f32,
+  count: bool,
+  strict: bool,
+  nc: u32,
+) -> vec2<u32> {
   var lo = 0u;
   var hi = 0xffffffffu;
   for (var it = 0u; it < 32u; it++) {
     let mid = lo + (hi - lo) / 2u + (hi - lo) % 2u;
     if (lo < hi) {
-      if (reached(prefix(t, mid, ALL_IDS, count), goal, strict)) {
+      if (reached(prefix(t, mid, ALL_IDS, count, nc), goal, strict)) {
         lo = mid;
       } else {
         hi = mid - 1u;
@@ -90,7 +113,7 @@ fn boundary(t: u32, goal: f32, count: bool, strict: bool) -> vec2<u32> {
   for (var it = 0u; it < 32u; it++) {
     let mid = ilo + (ihi - ilo) / 2u;
     if (ilo < ihi) {
-      if (reached(prefix(t, kb, mid, count), goal, strict)) {
+      if (reached(prefix(t, kb, mid, count, nc), goal, strict)) {
         ihi = mid;
       } else {
         ilo = mid + 1u;
@@ -159,16 +182,38 @@ fn main(@builtin(local_invocation_index) t: u32) {
   storageBarrier();
   workgroupBarrier();
   var kept = vec2<u32>(0u, ALL_IDS);
+  var nc = 0u; // candidates in workgroup memory (0: search the row)
   if (sp.top_k > 0u && sp.top_k < V) {
-    kept = boundary(t, f32(sp.top_k), true, false);
+    kept = boundary(t, f32(sp.top_k), true, false, 0u);
+    if (sp.top_k <= 256u) {
+      for (var i = t; i < V; i += 256u) {
+        let k = key(i);
+        if (k > kept.x || (k == kept.x && i <= kept.y)) {
+          let slot = atomicAdd(&cand_count, 1u);
+          if (slot < 256u) {
+            cand_key[slot] = k;
+            cand_id[slot] = i;
+            cand_e[slot] = scratch[i];
+          }
+        }
+      }
+      workgroupBarrier();
+      if (t == 0u) {
+        cand_n = atomicLoad(&cand_count);
+      }
+      nc = workgroupUniformLoad(&cand_n);
+      if (nc > 256u) {
+        nc = 0u;
+      }
+    }
   }
   if (sp.top_p < 1.0) {
-    let all = prefix(t, 0u, ALL_IDS, false);
-    kept = first(kept, boundary(t, sp.top_p * all, false, false));
+    let all = prefix(t, 0u, ALL_IDS, false, 0u);
+    kept = first(kept, boundary(t, sp.top_p * all, false, false, nc));
   }
-  let mass = prefix(t, kept.x, kept.y, false);
+  let mass = prefix(t, kept.x, kept.y, false, nc);
   // first(): a u that rounds to the whole mass still picks a kept token.
-  let pick = first(boundary(t, sp.u * mass, false, true), kept);
+  let pick = first(boundary(t, sp.u * mass, false, true, nc), kept);
   if (t == 0u) {
     out[0] = pick.y;
   }

@@ -586,6 +586,8 @@ Deno.test({
       { temperature: 0.8, topK: 40, topP: 0.95 },
       { temperature: 2, topK: 3, topP: 0.5 },
       { temperature: 1, topK: 1, topP: 1 },
+      { temperature: 0.9, topK: 256, topP: 0.8 }, // candidates fill the workgroup
+      { temperature: 0.9, topK: 257, topP: 0.8 }, // one too many: the row path
     ];
     for (const params of settings) {
       for (const u of [0, 0.013, 0.25, 0.5, 0.77, 0.9999]) {

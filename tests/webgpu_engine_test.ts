@@ -17,6 +17,7 @@ import {
   readReference,
 } from "./_model_reference.ts";
 import { adapter, ignore, probe } from "./_webgpu_harness.ts";
+import { runCli } from "./_checkpoint_fixtures.ts";
 
 const TINY = join(import.meta.dirname!, "..", "models", "tinystories-656k");
 const IDS = [1, 80, 147, 201, 282, 57, 403, 407, 9, 1000, 33];
@@ -273,5 +274,38 @@ Deno.test({
   async fn() {
     using lm = await loadCausalLM(TINY, { contextLength: 16 });
     assert.equal(lm.engine.name, "cpu");
+  },
+});
+
+Deno.test({
+  name:
+    "tinyq generate --backend webgpu gives the CPU engine's greedy and seeded tokens",
+  ignore,
+  async fn() {
+    const run = async (backend: string, sampling: string[]) => {
+      const r = await runCli([
+        "generate",
+        TINY,
+        "-p",
+        "Once upon a time",
+        "-n",
+        "24",
+        ...sampling,
+        "--backend",
+        backend,
+        "--json",
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout);
+    };
+    for (const sampling of [["--temperature", "0"], ["--seed", "5"]]) {
+      const [gpu, cpu] = [
+        await run("webgpu", sampling),
+        await run("cpu", sampling),
+      ];
+      assert.equal(gpu.backend, "webgpu");
+      assert.deepEqual(gpu.tokens, cpu.tokens, sampling.join(" "));
+      assert.equal(gpu.text, cpu.text);
+    }
   },
 });

@@ -8,8 +8,9 @@
 //   out[i, h·HD + d] = Σ_j softmax(s)_j · v_j[d].
 // The softmax runs online over chunks of 64 keys (running max and sum, the
 // partial output rescaled when the max grows), so the cache length is bounded
-// only by CTX, not by workgroup memory. Decode (n = 1) and prefill use the
-// same kernel: every query row is its own workgroup.
+// only by CTX, not by workgroup memory. Every query row is its own
+// workgroup: the decode kernel (and the prefill one for short steps or head
+// dims over 128; attention_prefill.wgsl tiles longer prefills).
 // Layout: qr [n, NQ·HD] (rotated queries); kc, vc [NKV, CTX, HD]; out
 // [n, LDO] f32 with columns [NQ·HD, LDO) zeroed. HD ≤ 256.
 // Workgroup 64: thread t scores key j0 + t of a chunk, then owns output

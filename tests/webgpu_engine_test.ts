@@ -309,3 +309,29 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "the WebGPU engine on core WGSL only (int8 by shifts, no dot4) matches the CPU engine",
+  ignore,
+  async fn() {
+    for (const method of ["w8a16", "w8a8"]) {
+      using lm = await loadCausalLM(TINY, {
+        backend: "cpu",
+        contextLength: 64,
+        method,
+      });
+      const gpu = await createWebGpuEngine(lm.model, {
+        adapter: adapter(),
+        contextLength: 64,
+        disableDot4: true,
+      });
+      try {
+        const gap = await logitsGap(lm.engine, gpu, IDS);
+        assert.ok(gap <= 2e-5, `${method}: max |Δlogit| ${gap} of the scale`);
+      } finally {
+        gpu.dispose();
+      }
+    }
+  },
+});

@@ -11,8 +11,16 @@
 // only by CTX, not by workgroup memory. Every query row is its own
 // workgroup: the decode kernel (and the prefill one for short steps or head
 // dims over 128; attention_prefill.wgsl tiles longer prefills).
-// Layout: qr [n, NQ·HD] (rotated queries); kc, vc [NKV, CTX, HD]; out
-// [n, LDO] f32 with columns [NQ·HD, LDO) zeroed. HD ≤ 256.
+// With ROPE (a decode step, n = 1) the kernel also does rope_cache.wgsl's
+// work, one dispatch fewer: q and the new key are read from the projections
+// and rotated here (same pairs, same table, same arithmetic), the new key and
+// value are used from workgroup memory for position p, and the first query
+// head of each KV group appends them to the cache (the other heads read
+// only positions < p from it, so nobody waits for that write).
+// Layout: qr [n, NQ·HD] (rotated queries), or with ROPE the q, k (binding 5)
+// and v (6) projection rows at i·LD* + *_OFF + head·HD, cs (7) [positions,
+// ROT / 2] (cos, sin); kc, vc [NKV, CTX, HD]; out [n, LDO] f32 with columns
+// [NQ·HD, LDO) zeroed. HD ≤ 256.
 // Workgroup 64: thread t scores key j0 + t of a chunk, then owns output
 // dimensions t, t + 64, …; grid (NQ, n).
 
@@ -26,16 +34,30 @@ override LDO: u32;
 override SCALE: f32;
 override CAP: f32 = 0.0;
 override WINDOW: u32 = 0u;
+override ROPE: bool = false;
+override ROT: u32 = 0u;
+override NEOX: bool = true;
+override LDQ: u32 = 0u;
+override LDK: u32 = 0u;
+override LDV: u32 = 0u;
+override Q_OFF: u32 = 0u;
+override K_OFF: u32 = 0u;
+override V_OFF: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<storage, read> qr: array<f32>;
-@group(0) @binding(2) var<storage, read> kc: array<f32>;
-@group(0) @binding(3) var<storage, read> vc: array<f32>;
+@group(0) @binding(2) var<storage, read_write> kc: array<f32>;
+@group(0) @binding(3) var<storage, read_write> vc: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read> kp: array<f32>;
+@group(0) @binding(6) var<storage, read> vp: array<f32>;
+@group(0) @binding(7) var<storage, read> cs: array<vec2<f32>>;
 
 const NONE = -1e30; // a score below every real one; WGSL may assume no ±Inf
 
 var<workgroup> qs: array<f32, 256>;
+var<workgroup> kcur: array<f32, 256>; // ROPE: the new key and value
+var<workgroup> vcur: array<f32, 256>;
 var<workgroup> pj: array<f32, 64>;
 var<workgroup> red: array<f32, 64>;
 
@@ -66,10 +88,44 @@ fn main(
   let i = wid.y;
   let p = step.pos + i;
   let g = h / (NQ / NKV);
-  for (var e = t; e < HD; e += 64u) {
-    qs[e] = qr[(i * NQ + h) * HD + e];
+  if (ROPE) {
+    let q0 = i * LDQ + Q_OFF + h * HD;
+    let k0 = i * LDK + K_OFF + g * HD;
+    let v0 = i * LDV + V_OFF + g * HD;
+    for (var e = t; e < HD; e += 64u) {
+      qs[e] = qr[q0 + e];
+      kcur[e] = kp[k0 + e];
+      vcur[e] = vp[v0 + e];
+    }
+    workgroupBarrier();
+    for (var j = t; j < ROT / 2u; j += 64u) {
+      var at = vec2<u32>(2u * j, 2u * j + 1u);
+      if (NEOX) {
+        at = vec2<u32>(j, j + ROT / 2u);
+      }
+      let c = cs[p * (ROT / 2u) + j];
+      let a = qs[at.x];
+      let b = qs[at.y];
+      qs[at.x] = a * c.x - b * c.y;
+      qs[at.y] = b * c.x + a * c.y;
+      let ka = kcur[at.x];
+      let kb = kcur[at.y];
+      kcur[at.x] = ka * c.x - kb * c.y;
+      kcur[at.y] = kb * c.x + ka * c.y;
+    }
+    workgroupBarrier();
+    if (h % (NQ / NKV) == 0u) {
+      for (var e = t; e < HD; e += 64u) {
+        kc[(g * CTX + p) * HD + e] = kcur[e];
+        vc[(g * CTX + p) * HD + e] = vcur[e];
+      }
+    }
+  } else {
+    for (var e = t; e < HD; e += 64u) {
+      qs[e] = qr[(i * NQ + h) * HD + e];
+    }
+    workgroupBarrier();
   }
-  workgroupBarrier();
   var lo = 0u;
   if (WINDOW > 0u && p + 1u > WINDOW) {
     lo = p + 1u - WINDOW;
@@ -83,8 +139,14 @@ fn main(
     if (j <= p) {
       let kr = (g * CTX + j) * HD;
       var dot = 0.0;
-      for (var e = 0u; e < HD; e++) {
-        dot += qs[e] * kc[kr + e];
+      if (ROPE && j == p) {
+        for (var e = 0u; e < HD; e++) {
+          dot += qs[e] * kcur[e];
+        }
+      } else {
+        for (var e = 0u; e < HD; e++) {
+          dot += qs[e] * kc[kr + e];
+        }
       }
       s = dot * SCALE;
       if (CAP > 0.0) {
@@ -105,7 +167,13 @@ fn main(
       if (d < HD) {
         var sum = 0.0;
         for (var jj = 0u; jj < count; jj++) {
-          sum += pj[jj] * vc[(g * CTX + j0 + jj) * HD + d];
+          var v = 0.0;
+          if (ROPE && j0 + jj == p) {
+            v = vcur[d];
+          } else {
+            v = vc[(g * CTX + j0 + jj) * HD + d];
+          }
+          sum += pj[jj] * v;
         }
         acc[a] = acc[a] * corr + sum;
       }

@@ -476,6 +476,104 @@ for (const kernel of ["attention", "attention_prefill"] as const) {
 }
 
 Deno.test({
+  name:
+    "attention kernel with ROPE rotates q and the new key itself and appends k, v, as rope_cache + attention",
+  ignore,
+  async fn() {
+    const nq = 4, nkv = 2, hd = 32, ctx = 80;
+    for (
+      const [rot, neox, pos, window] of [
+        [32, true, 70, 0],
+        [16, false, 5, 0],
+        [0, true, 0, 0],
+        [32, true, 40, 9],
+      ] as const
+    ) {
+      const invFreq = Float32Array.from(
+        { length: rot / 2 },
+        (_, j) => Math.fround(10000 ** (-(2 * j) / rot)),
+      );
+      const width = (nq + 2 * nkv) * hd;
+      const qkv = floats(width, 30 + pos);
+      const table = ropeTable(
+        ctx,
+        invFreq.length ? invFreq : new Float32Array(1),
+      );
+      // Earlier positions already in the cache.
+      const kc0 = floats(nkv * ctx * hd, 31), vc0 = floats(nkv * ctx * hd, 32);
+      const shape = { NQ: nq, NKV: nkv, HD: hd, CTX: ctx };
+      const rope = {
+        ...shape,
+        ROT: rot,
+        NEOX: neox,
+        LDQ: width,
+        LDK: width,
+        LDV: width,
+        K_OFF: nq * hd,
+        V_OFF: (nq + nkv) * hd,
+      };
+      const two = {
+        0: step(pos, 1),
+        1: qkv,
+        2: qkv,
+        3: qkv,
+        4: 4 * nq * hd,
+        5: kc0,
+        6: vc0,
+        7: table,
+      };
+      const qr = new Float32Array(
+        await run("rope_cache", rope, two, [nq + nkv, 1], 4),
+      );
+      const kc = new Float32Array(
+        await run("rope_cache", rope, two, [nq + nkv, 1], 5),
+      );
+      const vc = new Float32Array(
+        await run("rope_cache", rope, two, [nq + nkv, 1], 6),
+      );
+      const attn = {
+        ...shape,
+        LDO: nq * hd,
+        SCALE: hd ** -0.5,
+        WINDOW: window,
+      };
+      const want = new Float32Array(
+        await run(
+          "attention",
+          attn,
+          { 0: step(pos, 1), 1: qr, 2: kc, 3: vc, 4: 4 * nq * hd },
+          [nq, 1],
+          4,
+        ),
+      );
+      const fused = {
+        0: step(pos, 1),
+        1: qkv,
+        2: kc0,
+        3: vc0,
+        4: 4 * nq * hd,
+        5: qkv,
+        6: qkv,
+        7: table,
+      };
+      const c = { ...rope, ...attn, ROPE: true };
+      const got = new Float32Array(
+        await run("attention", c, fused, [nq, 1], 4),
+      );
+      assertNear(got, want, 1e-6, `rot ${rot} pos ${pos}`);
+      const gotK = new Float32Array(
+        await run("attention", c, fused, [nq, 1], 2),
+      );
+      const gotV = new Float32Array(
+        await run("attention", c, fused, [nq, 1], 3),
+      );
+      assert.deepEqual(gotV.subarray(0, vc.length), vc, "values appended");
+      assertNear(gotK.subarray(0, kc.length), kc, 1e-6, "keys appended");
+    }
+  },
+});
+
+Deno.test({
   name: "glu kernel applies SiLU, GELU, GELU-tanh and ReLU, gated or plain",
   ignore,
   async fn() {

@@ -832,47 +832,76 @@ export class WebGpuEngine implements Engine {
             this.#matmul(ops, params, gpus[2]!, x, v, n);
           }
         }
-        this.#kernel(ops, "rope_cache", {
-          NQ: a.numHeads,
-          NKV: a.numKvHeads,
-          HD: a.headDim,
+        const positions = {
           ROT: rope ? rope.rotaryDim : 0,
           NEOX: rope ? rope.layout === "neox" : true,
-          CTX: this.contextLength,
           LDQ: ldq,
           LDK: ldk,
           LDV: ldk,
           K_OFF: kOff,
           V_OFF: vOff,
-        }, {
-          0: stepBuf,
-          1: q,
-          2: k,
-          3: v,
-          4: b("qr"),
-          5: this.#caches[i]!.k,
-          6: this.#caches[i]!.v,
-          7: b("rope"),
-        }, [a.numHeads + a.numKvHeads, n]);
-        // A prefill shares each staged key/value tile among 16 queries.
-        const tiled = n > GEMV_MAX_M && a.headDim % 4 === 0 &&
-          a.headDim <= 128;
-        this.#kernel(ops, tiled ? "attention_prefill" : "attention", {
+        };
+        const heads = {
           NQ: a.numHeads,
           NKV: a.numKvHeads,
           HD: a.headDim,
           CTX: this.contextLength,
+        };
+        const scores = {
           LDO: roundUp(qw, 16),
           SCALE: a.scale,
           CAP: a.softcap ?? 0,
           WINDOW: a.slidingWindow ?? 0,
-        }, {
-          0: stepBuf,
-          1: b("qr"),
-          2: this.#caches[i]!.k,
-          3: this.#caches[i]!.v,
-          4: b("attn"),
-        }, [a.numHeads, tiled ? Math.ceil(n / 16) : n]);
+        };
+        const cache = { 2: this.#caches[i]!.k, 3: this.#caches[i]!.v };
+        if (n === 1) {
+          // Decode: attention rotates q and the new key and appends k, v.
+          this.#kernel(
+            ops,
+            "attention",
+            { ...heads, ...scores, ...positions, ROPE: true },
+            {
+              0: stepBuf,
+              1: q,
+              ...cache,
+              4: b("attn"),
+              5: k,
+              6: v,
+              7: b("rope"),
+            },
+            [a.numHeads, 1],
+          );
+        } else {
+          this.#kernel(ops, "rope_cache", { ...heads, ...positions }, {
+            0: stepBuf,
+            1: q,
+            2: k,
+            3: v,
+            4: b("qr"),
+            5: cache[2],
+            6: cache[3],
+            7: b("rope"),
+          }, [a.numHeads + a.numKvHeads, n]);
+          // A prefill shares each staged key/value tile among 16 queries.
+          const tiled = n > GEMV_MAX_M && a.headDim % 4 === 0 &&
+            a.headDim <= 128;
+          this.#kernel(
+            ops,
+            tiled ? "attention_prefill" : "attention",
+            { ...heads, ...scores },
+            {
+              0: stepBuf,
+              1: b("qr"),
+              ...cache,
+              4: b("attn"),
+              // The ROPE-mode bindings, unused here.
+              5: b("dummy"),
+              6: b("dummy"),
+              7: b("dummy"),
+            },
+            [a.numHeads, tiled ? Math.ceil(n / 16) : n],
+          );
+        }
         this.#matmul(ops, params, slot(`${at}.${p.o}`), b("attn"), y, n);
       };
       const mlp = lp.mlp, mp = mlp.projections;

@@ -134,5 +134,6 @@ export * from "./src/models/decoder_model.ts";
 export * from "./src/models/families.ts";
 export * from "./src/models/cpu_engine.ts";
 export * from "./src/models/engines.ts";
+export * from "./src/models/webgpu_engine.ts";
 export * from "./src/models/causal_lm.ts";
 export * from "./src/models/load_causal_lm.ts";

@@ -4,7 +4,8 @@
 // weight rows r of one chunk, with (scale, zp) = rowp[row0 + r], f32 accumulation.
 // Layout: x is [m, kb] and w is [rows, kb] in blocks of 16 elements, read through
 // load_x16 / load_w16 (a load_x_*.wgsl and a load_w_*.wgsl file are prepended);
-// rowp, bias and y are indexed by global output row; y is [m, n] f32.
+// rowp, bias and y are indexed by global output row; y is [m, n] f32, each
+// value passed through round_act (a round_*.wgsl file, prepended).
 // Workgroup 16 × 16 computes a 64 (x rows) × 64 (weight rows) tile; each thread
 // holds a 4 × 4 register tile. Per K step of 32, threads 0..127 stage x and
 // 128..255 stage dequantized w (zero point already subtracted) into workgroup
@@ -85,7 +86,7 @@ fn main(
         let r = n0 + lid.x * 4u + c;
         if (r < p.rows) {
           let j = p.row0 + r;
-          y[i * p.n + j] = acc[a][c] * rowp[j].x + bias[j];
+          y[i * p.n + j] = round_act(acc[a][c] * rowp[j].x + bias[j]);
         }
       }
     }

@@ -4,7 +4,9 @@
 // weight rows r of one chunk, with (scale, zp) = rowp[row0 + r], f32 accumulation.
 // Layout: x is [m, kb] and w is [rows, kb] in blocks of 16 elements, read through
 // load_x16 / load_w16 (a load_x_*.wgsl and a load_w_*.wgsl file are prepended);
-// rowp, bias and y are indexed by global output row; y is [m, n] f32.
+// rowp, bias and y are indexed by global output row; y is [m, n] f32, each
+// value passed through round_act (a round_*.wgsl file: identity, or rounding
+// to the bf16/f16 that the 16-bit-activation layers return).
 // Workgroup 32 × 8: eight weight rows, 32 lanes per row striding over K so that
 // a row's lanes read 512 contiguous bytes of int8 weights per step; the lanes'
 // partial sums are added by reduce_lanes (gemv_reduce.wgsl, prepended).
@@ -39,6 +41,6 @@ fn main(
   let sum = reduce_lanes(lid, acc);
   if (lid.x == 0u && r < p.rows) {
     let j = p.row0 + r;
-    y[i * p.n + j] = sum * rowp[j].x + bias[j];
+    y[i * p.n + j] = round_act(sum * rowp[j].x + bias[j]);
   }
 }

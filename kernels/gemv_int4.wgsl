@@ -9,7 +9,8 @@
 // prepended); w is [rows, 16·kb / 2] bytes, two codes per byte (element 2j in
 // the low nibble), read as one vec4<u32> per 32 elements; scales [rows, groups]
 // f32; zps [rows, groups] bytes, four per u32 (8 everywhere when symmetric);
-// W_GROUP, the group size, is a constant the backend prepends; y is [m, n] f32.
+// W_GROUP, the group size, is a constant the backend prepends; y is [m, n] f32,
+// each value passed through round_act (a round_*.wgsl file, prepended).
 // Workgroup 32 × 8: eight weight rows, 32 lanes per row striding over the
 // 32-element blocks (512 contiguous weight bytes per row and step); partial
 // sums are added by reduce_lanes (gemv_reduce.wgsl, prepended).
@@ -59,6 +60,6 @@ fn main(
   let sum = reduce_lanes(lid, acc);
   if (lid.x == 0u && r < p.rows) {
     let j = p.row0 + r;
-    y[i * p.n + j] = sum + bias[j];
+    y[i * p.n + j] = round_act(sum + bias[j]);
   }
 }

@@ -12,6 +12,7 @@ import {
   ModelWeightsError,
   Module,
   parseModelConfig,
+  probeWebGpu,
   Tensor,
 } from "../mod.ts";
 import {
@@ -242,4 +243,16 @@ Deno.test("steps past the context, gaps in positions and bad ids are refused", a
   await assert.rejects(e.step([], 0, "last"), {
     message: "step() needs at least one token",
   });
+});
+
+Deno.test('backend "webgpu" runs the WebGPU engine, or is a clear error without an adapter', async () => {
+  if (!(await probeWebGpu()).adapter) {
+    await assert.rejects(loadCausalLM(TINY, { backend: "webgpu" }), {
+      message: /^Backend "webgpu" needs a WebGPU adapter/,
+    });
+    return;
+  }
+  using lm = await loadCausalLM(TINY, { backend: "webgpu", contextLength: 32 });
+  assert.equal(lm.engine.name, "webgpu");
+  assert.equal((await lm.logits([1, 2, 3])).length, 3 * lm.config.vocabSize);
 });

@@ -40,9 +40,11 @@ import wF32 from "../../kernels/load_w_f32.wgsl" with { type: "text" };
 import wI4 from "../../kernels/load_w_i4.wgsl" with { type: "text" };
 import gemvInt4 from "../../kernels/gemv_int4.wgsl" with { type: "text" };
 import quantizeX from "../../kernels/quantize_x_i8.wgsl" with { type: "text" };
+import i8Codes from "../../kernels/i8_codes.wgsl" with { type: "text" };
 import dotI8Dot4 from "../../kernels/dot_i8_dot4.wgsl" with { type: "text" };
 import dotI8Shift from "../../kernels/dot_i8_shift.wgsl" with { type: "text" };
 import w8a8Output from "../../kernels/w8a8_output.wgsl" with { type: "text" };
+import roundF32 from "../../kernels/round_f32.wgsl" with { type: "text" };
 import gemvW8A8 from "../../kernels/gemv_w8a8.wgsl" with { type: "text" };
 import gemmW8A8 from "../../kernels/gemm_w8a8.wgsl" with { type: "text" };
 import { checkActivations, checkShapes, W8A8_MAX_K } from "./_checks.ts";
@@ -204,11 +206,14 @@ function assemble(parts: string[]): string {
     .join("\n");
 }
 
-/** The matrix product pass: a GEMV for a few activation rows, else a GEMM. */
+/**
+ * The matrix product pass: a GEMV for a few activation rows, else a GEMM.
+ * Outputs stay f32 (round_f32.wgsl: the layers convert on the host).
+ */
 function matmul(mb: number, gemvParts: string[], gemmParts: string[]): Pass {
   return mb <= GEMV_MAX_M
-    ? { parts: [gemvReduce, ...gemvParts], grid: "gemv" }
-    : { parts: gemmParts, grid: "gemm" };
+    ? { parts: [roundF32, gemvReduce, ...gemvParts], grid: "gemv" }
+    : { parts: [roundF32, ...gemmParts], grid: "gemm" };
 }
 
 /** Copies `rows` rows of `k` values into rows of `kPad`, zero-padded. */
@@ -381,7 +386,7 @@ class GpuBackend implements WebGpuBackend {
       [9, 8 * mb],
     ];
     return await this.#linear("linearW8A8", x, m, w, bias, (mb) => [
-      { parts: [quantizeX], grid: "rows" },
+      { parts: [i8Codes, quantizeX], grid: "rows" },
       matmul(mb, [...parts, gemvW8A8], [...parts, gemmW8A8]),
     ], scratch);
   }

@@ -43,7 +43,7 @@ export function parseCommandArgs(
   } catch (e) {
     // Node's messages run on with advice about "--"; the first sentence is the point.
     const msg = (e instanceof Error ? e.message : String(e)).split(
-      /\. (?=[A-Z])/,
+      /\.\s+(?=[A-Z])/,
     )[0]!.replace(/\.$/, "");
     throw new UsageError(command, msg);
   }

@@ -10,6 +10,17 @@ import type { ModelConfig } from "./config.ts";
 import type { DecoderModel } from "./decoder_model.ts";
 import type { Engine } from "./engine.ts";
 import type { Tokenizer } from "./tokenizer.ts";
+import {
+  generate,
+  type GenerateOptions,
+  type Generation,
+  type Prompt,
+} from "./generate.ts";
+import {
+  perplexity,
+  type PerplexityOptions,
+  type PerplexityResult,
+} from "./perplexity.ts";
 
 /**
  * A causal language model ready to run. Make one with `loadCausalLM`.
@@ -83,6 +94,59 @@ export class CausalLM {
     } finally {
       this.engine.reset();
     }
+  }
+
+  /**
+   * Generates tokens after `prompt` (text, ids, or `{ messages }` for the
+   * chat template): an async iterable of `{ id, text }`, with the figures in
+   * `.stats` once it ends. Sampling defaults to temperature 0.8, top-k 40,
+   * top-p 0.95; `temperature: 0` is greedy. Stops at EOS or after
+   * `maxNewTokens` (default 64). See `generate()` in `generate.ts`.
+   *
+   * @example Greedy text from TinyStories-656K
+   * ```ts
+   * import { loadCausalLM } from "@tinyq/tinyq";
+   * import assert from "node:assert/strict";
+   * const lm = await loadCausalLM("models/tinystories-656k");
+   * let text = "";
+   * for await (const t of lm.generate("Once upon a time", { temperature: 0, maxNewTokens: 8 })) {
+   *   text += t.text;
+   * }
+   * assert.match(text, /^, a little girl named Lily/);
+   * lm.dispose();
+   * ```
+   */
+  generate(prompt: Prompt, options: GenerateOptions = {}): Generation {
+    return generate(this, prompt, options);
+  }
+
+  /**
+   * Perplexity of `text` (tokenized with BOS as the tokenizer adds it) or of
+   * token ids: exp(mean NLL of every predicted token) in windows of `ctx`
+   * tokens every `stride` (HF's sliding-window recipe). See `perplexity.ts`.
+   *
+   * @example
+   * ```ts
+   * import { loadCausalLM } from "@tinyq/tinyq";
+   * import assert from "node:assert/strict";
+   * const lm = await loadCausalLM("models/tinystories-656k");
+   * const r = await lm.perplexity("Once upon a time, there was a little girl named Lily.");
+   * assert.ok(r.ppl > 1 && r.ppl < 100);
+   * lm.dispose();
+   * ```
+   */
+  perplexity(
+    text: string | readonly number[],
+    options: PerplexityOptions = {},
+  ): Promise<PerplexityResult> {
+    const ids = typeof text === "string" ? this.tokenizer.encode(text) : text;
+    return perplexity(
+      (x) => this.logits(x),
+      ids,
+      this.vocabSize,
+      this.contextLength,
+      options,
+    );
   }
 
   /** Frees the engine, the layers' backend buffers and the checkpoint's files. */

@@ -9,6 +9,8 @@ import { setBackend } from "../backend/select.ts";
 import { CpuEngine, type EngineOptions } from "./cpu_engine.ts";
 import type { DecoderModel } from "./decoder_model.ts";
 import type { Engine } from "./engine.ts";
+import { createWebGpuEngine } from "./webgpu_engine.ts";
+import { probeWebGpu } from "../backend/webgpu.ts";
 
 /** The backends `loadCausalLM` accepts. */
 export type EngineBackend = "auto" | "cpu" | "webgpu";
@@ -16,7 +18,8 @@ export type EngineBackend = "auto" | "cpu" | "webgpu";
 /**
  * Whether {@linkcode createEngine} will make the CPU engine for `backend`
  * (then a loader can put int8 weights straight into the CPU kernels' shared
- * memory, so each is held once).
+ * memory, so each is held once): `cpu`, and `auto` where there is no
+ * hardware WebGPU adapter.
  *
  * @example
  * ```ts
@@ -25,18 +28,23 @@ export type EngineBackend = "auto" | "cpu" | "webgpu";
  * assert.equal(await engineRunsOnCpu("cpu"), true);
  * ```
  */
-// deno-lint-ignore require-await -- the WebGPU engine's choice probes the adapter
 export async function engineRunsOnCpu(
   backend: EngineBackend,
 ): Promise<boolean> {
-  return backend !== "webgpu";
+  if (backend !== "auto") return backend === "cpu";
+  const probe = await probeWebGpu();
+  return !probe.adapter || probe.isFallback;
 }
 
 /**
- * Makes the engine for `backend`. `auto` is the CPU engine until the
- * WebGPU engine lands; `webgpu` is an error until then. `cpu` also makes
- * the layers' kernel backend the CPU one (as `--backend cpu` does), so no
- * layer runs on a GPU behind the CPU engine's back.
+ * Makes the engine for `backend`: `cpu` the typed-array engine, `webgpu` the
+ * WebGPU engine (an error where `navigator.gpu` has no adapter), `auto` the
+ * WebGPU engine on a hardware adapter and the CPU engine otherwise — a
+ * software adapter (llvmpipe/lavapipe) is slower than the CPU kernels, so
+ * `auto` declines it, as the layer backend does; where the WebGPU engine
+ * cannot be made for the model, `auto` runs the CPU engine. `cpu` also makes the
+ * layers' kernel backend the CPU one (as `--backend cpu` does), so no layer
+ * runs on a GPU behind the CPU engine's back.
  *
  * @example
  * ```ts
@@ -49,7 +57,6 @@ export async function engineRunsOnCpu(
  * lm.dispose();
  * ```
  */
-// deno-lint-ignore require-await -- throws become rejections, as callers expect
 export async function createEngine(
   backend: EngineBackend,
   model: DecoderModel,
@@ -60,12 +67,33 @@ export async function createEngine(
       // Without probing for a GPU first (a probe may print driver noise).
       setBackend("cpu", 'loadCausalLM({ backend: "cpu" })');
       return new CpuEngine(model, options);
-    case "auto":
+    case "webgpu": {
+      const probe = await probeWebGpu();
+      if (!probe.adapter) {
+        throw new Error(
+          `Backend "webgpu" needs a WebGPU adapter, and navigator.gpu gave none: ${probe.description}`,
+        );
+      }
+      return await createWebGpuEngine(model, {
+        ...options,
+        adapter: probe.adapter,
+      });
+    }
+    case "auto": {
+      const probe = await probeWebGpu();
+      if (probe.adapter && !probe.isFallback) {
+        try {
+          return await createWebGpuEngine(model, {
+            ...options,
+            adapter: probe.adapter,
+          });
+        } catch {
+          // A model the GPU cannot hold (or a layout without a WebGPU
+          // kernel) still runs: `auto` means the best engine that works.
+        }
+      }
       return new CpuEngine(model, options);
-    case "webgpu":
-      throw new Error(
-        'Backend "webgpu" has no model engine yet (the WebGPU runtime is not in this build); use backend "cpu" or "auto"',
-      );
+    }
     default:
       throw new RangeError(
         `Unknown backend "${backend}": expected one of auto, cpu, webgpu`,

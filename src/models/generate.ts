@@ -169,11 +169,18 @@ export function checkBudget(
  * iterable of `{ id, text }`. The prompt and the budget are checked before
  * anything runs (errors are thrown by this call, not by the iteration).
  *
- * @example Greedy tokens from TinyStories-656K
- * ```ts ignore
- * const gen = lm.generate("Once upon a time", { temperature: 0, maxNewTokens: 20 });
- * for await (const t of gen) console.log(t.text);
- * console.log(gen.stats?.decodeTokS);
+ * @example Greedy tokens from TinyStories-656K, then the figures
+ * ```ts
+ * import { generate, loadCausalLM } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * const lm = await loadCausalLM("models/tinystories-656k");
+ * const gen = generate(lm, "Once upon a time", { temperature: 0, maxNewTokens: 20 });
+ * let text = "";
+ * for await (const t of gen) text += t.text;
+ * assert.equal(text, gen.stats!.text);
+ * assert.equal(gen.stats!.tokens.length, 20);
+ * assert.ok(gen.stats!.decodeTokS > 0);
+ * lm.dispose();
  * ```
  */
 export function generate(

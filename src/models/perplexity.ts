@@ -81,7 +81,7 @@ export function perplexityWindows(
       }; perplexity needs at least 2`,
     );
   }
-  const ctx = options.ctx ?? Math.min(contextLength, n);
+  const ctx = options.ctx ?? contextLength;
   if (!(Number.isInteger(ctx) && ctx >= 2 && ctx <= contextLength)) {
     throw new RangeError(
       `ctx must be a whole number from 2 to the model's context of ${contextLength}, got ${ctx}`,

@@ -6,14 +6,15 @@
  *
  * A folder without `tokenizer.json` still gives a {@linkcode Tokenizer}: the
  * token-id API of the runtime works, and every text method throws a
- * {@linkcode MissingTokenizerError} naming the missing file.
+ * {@linkcode MissingTokenizerError} naming the missing file (or, for a
+ * `tokenizer.json` the library cannot build, an error saying why).
  *
  * @module
  */
 
 import { join } from "node:path";
-import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
-import { Template } from "@huggingface/jinja";
+import { Tokenizer as HfTokenizer } from "npm:@huggingface/tokenizers@^0.2.0";
+import { Template } from "npm:@huggingface/jinja@^0.5.13";
 
 /** One message of a chat, as chat templates expect it. */
 export interface ChatMessage {
@@ -102,7 +103,8 @@ export class Tokenizer {
   #addEos: boolean | null;
   #bosText: string | null;
   #eosText: string | null;
-  #missing: string | null;
+  #unavailable: () => Error;
+  #dir: string;
   /** The id of the beginning-of-sequence token, or null. */
   readonly bosId: number | null;
   /** Every id that ends a generation (tokenizer and generation configs). */
@@ -113,10 +115,12 @@ export class Tokenizer {
     config: Json,
     generation: Json,
     template: string | null,
-    missing: string | null,
+    unavailable: (() => Error) | null,
+    dir: string,
   ) {
     this.#hf = hf;
-    this.#missing = missing;
+    this.#dir = dir;
+    this.#unavailable = unavailable ?? (() => new Error("no tokenizer"));
     this.#template = template;
     this.#addBos = typeof config.add_bos_token === "boolean"
       ? config.add_bos_token
@@ -155,19 +159,33 @@ export class Tokenizer {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
     if (json === null) {
-      return new Tokenizer(null, config, generation, template, file);
+      return new Tokenizer(
+        null,
+        config,
+        generation,
+        template,
+        () => new MissingTokenizerError(file),
+        dir,
+      );
     }
     let hf: HfTokenizer;
     try {
       hf = new HfTokenizer(json, config);
     } catch (e) {
-      throw new Error(
-        `${file}: cannot build the tokenizer (${
-          e instanceof Error ? e.message : e
-        })`,
+      // The model still runs on token ids; text calls say why they cannot.
+      const why = `${file}: not a usable tokenizer (${
+        e instanceof Error ? e.message : e
+      })`;
+      return new Tokenizer(
+        null,
+        config,
+        generation,
+        template,
+        () => new Error(why),
+        dir,
       );
     }
-    return new Tokenizer(hf, config, generation, template, null);
+    return new Tokenizer(hf, config, generation, template, null, dir);
   }
 
   /** Whether the folder had a tokenizer (else text methods throw). */
@@ -181,7 +199,7 @@ export class Tokenizer {
   }
 
   #need(): HfTokenizer {
-    if (!this.#hf) throw new MissingTokenizerError(this.#missing!);
+    if (!this.#hf) throw this.#unavailable();
     return this.#hf;
   }
 
@@ -211,7 +229,9 @@ export class Tokenizer {
     ids: readonly number[],
     options: { skipSpecial?: boolean } = {},
   ): string {
-    return this.#need().decode([...ids], {
+    const hf = this.#need();
+    if (ids.length === 0) return "";
+    return hf.decode([...ids], {
       skip_special_tokens: options.skipSpecial ?? true,
     });
   }
@@ -233,7 +253,7 @@ export class Tokenizer {
     this.#need();
     if (this.#template === null) {
       throw new Error(
-        "the model has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja)",
+        `${this.#dir} has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja): --chat needs one`,
       );
     }
     return new Template(this.#template).render({

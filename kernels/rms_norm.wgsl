@@ -1,0 +1,84 @@
+// rms_norm.wgsl: RMSNorm of rows, optionally after adding a residual delta
+// (the add + norm fusion saves a pass over the residual stream).
+//
+// For each row: if ADD, x ← x + d (written back: x is the residual stream),
+// or with ADD2 x ← x + (d + d2) (a parallel block's attention and MLP);
+// then out = x · (1 / sqrt(mean(x²) + EPS)) · (PLUS_ONE ? 1 + w : w), f32.
+// Row selection: workgroup g handles source row g and writes output row g;
+// with LAST, one workgroup normalises the step's last row only (into output
+// row 0), all the logits of a prefill need.
+// Layout: x [n, LDX] f32 (the residual stream); d, d2 [n, LDD] f32; w [DIM]
+// f32; out [·, LDO] f32, columns [DIM, LDO) zeroed (the padding the matmul
+// kernels read as 16-blocks).
+// Workgroup 256, threads striding over the row; sums reduced in workgroup
+// memory. Grid (rows, 1).
+
+struct Step { pos: u32, n: u32, rows: u32, pad: u32 }
+
+override DIM: u32;
+override LDX: u32;
+override LDD: u32 = 0u;
+override LDO: u32;
+override EPS: f32;
+override PLUS_ONE: bool = false;
+override ADD: bool = false;
+override LAST: bool = false;
+override ADD2: bool = false;
+
+@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read> d: array<f32>;
+@group(0) @binding(3) var<storage, read> w: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read> d2: array<f32>;
+
+var<workgroup> part: array<f32, 256>;
+
+fn reduce_sum(t: u32, v: f32) -> f32 {
+  part[t] = v;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (t < s) {
+      part[t] += part[t + s];
+    }
+    workgroupBarrier();
+  }
+  let total = part[0];
+  workgroupBarrier();
+  return total;
+}
+
+@compute @workgroup_size(256)
+fn main(
+  @builtin(local_invocation_index) t: u32,
+  @builtin(workgroup_id) wid: vec3<u32>,
+) {
+  let row = select(0u, step.n - 1u, LAST) + wid.x;
+  let src = row * LDX;
+  let dst = wid.x * LDO;
+  var ss = 0.0;
+  for (var c = t; c < DIM; c += 256u) {
+    var v = x[src + c];
+    if (ADD) {
+      if (ADD2) {
+        v += d[row * LDD + c] + d2[row * LDD + c];
+      } else {
+        v += d[row * LDD + c];
+      }
+      x[src + c] = v;
+    }
+    ss += v * v;
+  }
+  let inv = 1.0 / sqrt(reduce_sum(t, ss) / f32(DIM) + EPS);
+  for (var c = t; c < LDO; c += 256u) {
+    var o = 0.0;
+    if (c < DIM) {
+      var g = w[c];
+      if (PLUS_ONE) {
+        g += 1.0;
+      }
+      o = x[src + c] * inv * g;
+    }
+    out[dst + c] = o;
+  }
+}

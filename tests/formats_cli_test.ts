@@ -535,7 +535,12 @@ Deno.test("dequantize round-trips all three formats to TinyQ's floats, up to the
         assert.ok(sameBytes(raw.tensors.get(name)!.bytes, t.bytes), name);
       }
       for (const m of raw.metadata) {
-        assert.deepEqual(Object.keys(m), ["format"], `${format}: metadata`);
+        assert.deepEqual(
+          Object.keys(m),
+          ["format", "dequantized_by"],
+          `${format}: metadata`,
+        );
+        assert.match(m.dequantized_by!, /^tinyq \d+\.\d+\.\d+$/);
       }
       const files = [...(await snapshot(back)).keys()];
       assert.ok(!files.includes("quanto_qmap.json"), format);

@@ -8,7 +8,7 @@
 import { join } from "node:path";
 import { makeDemoCheckpoint } from "../demo/demo_checkpoint.ts";
 import { quantizeCheckpoint } from "../io/quantize_checkpoint.ts";
-import { registerTemp } from "../io/_atomic.ts";
+import { withScratchDir } from "../io/_scratch.ts";
 import { flag, parseCommandArgs, str } from "./_args.ts";
 import type { CliIO } from "./_io.ts";
 import { applyBackend, evaluateCheckpoints, formatEval } from "./eval.ts";
@@ -61,9 +61,8 @@ export async function demoCommand(
     str(p, "group-size"),
   );
   applyBackend("demo", str(p, "backend"));
-  const dir = await Deno.makeTempDir({ prefix: "tinyq-demo-" });
-  const unregister = registerTemp(dir);
-  try {
+  // The scratch folder goes when the demo ends, also on a signal.
+  return await withScratchDir("demo", async (dir) => {
     const model = join(dir, "tiny-llama");
     const out = join(dir, "tiny-llama-int8");
     // Llama's own MLP rounding (8/3 · hidden, up to a multiple of 256), so
@@ -106,8 +105,5 @@ export async function demoCommand(
       ),
     );
     return report.verdict === "fail" ? 1 : 0;
-  } finally {
-    unregister();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  }
+  }, (line) => io.err(`tinyq: note: ${line}\n`));
 }

@@ -12,6 +12,7 @@ import type { FormatLayer } from "./formats/format.ts";
 import { EXPORT_METADATA_KEY } from "./formats/_export.ts";
 import type { Unit } from "./_emit.ts";
 import { INDEX_NAME } from "./_folder.ts";
+import { DEQUANTIZED_BY_KEY } from "./_replace_check.ts";
 import type { OutputJob } from "./_output.ts";
 
 /**
@@ -24,7 +25,10 @@ export function shardMetadata(
 ): Map<string, string> {
   const m = new Map<string, string>([["format", "pt"]]);
   for (const [k, v] of Object.entries(file?.metadata ?? {})) {
-    if (k !== "quantization" && k !== EXPORT_METADATA_KEY) m.set(k, v);
+    if (
+      k !== "quantization" && k !== EXPORT_METADATA_KEY &&
+      k !== DEQUANTIZED_BY_KEY
+    ) m.set(k, v);
   }
   for (const [k, v] of Object.entries(extra)) m.set(k, v);
   return m;

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { DEQUANTIZED_BY_KEY } from "./_replace_check.ts";
+import { TINYQ_VERSION } from "./formats/tinyq.ts";
 import { type FloatDType, isFloatDType } from "../dtype.ts";
 import { Tensor } from "../tensor.ts";
 import { Checkpoint } from "./checkpoint.ts";
@@ -129,7 +131,10 @@ export async function dequantizeCheckpoint(
     const groups: InputGroup[] = ckpt.shardNames.map((shard) => ({
       name: shard,
       units: [],
-      metadata: shardMetadata(ckpt.file(shard)),
+      // Marked, so that `--force` knows this output for TinyQ's own.
+      metadata: shardMetadata(ckpt.file(shard), {
+        [DEQUANTIZED_BY_KEY]: `tinyq ${TINYQ_VERSION}`,
+      }),
     }));
     const groupOf = new Map(groups.map((g) => [g.name, g]));
     let inputBytes = 0;

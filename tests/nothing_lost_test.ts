@@ -564,3 +564,207 @@ Deno.test("main(): writes that throw (EPIPE on stdout, EIO on stderr) are droppe
     assert.equal(await main(["inspect", m], io), 0);
   });
 });
+
+// --- 5. special files; 6. checked before the heavy work ----------------------------
+
+Deno.test("FIFOs as model.safetensors, a shard, config.json or the index are refused at once, naming the file; no hang", async (t) => {
+  await withDir(async (dir) => {
+    const m = join(dir, "m");
+    const cases: [string, string, (m: string) => Promise<void>][] = [
+      ["model.safetensors", "model.safetensors", async (m) => {
+        await Deno.remove(join(m, "model.safetensors.index.json"));
+        await Deno.remove(join(m, "model-00001-of-00002.safetensors"));
+        await Deno.remove(join(m, "model-00002-of-00002.safetensors"));
+        await mkfifo(join(m, "model.safetensors"));
+      }],
+      [
+        "a shard named by the index",
+        "model-00002-of-00002.safetensors",
+        async (m) => {
+          await Deno.remove(join(m, "model-00002-of-00002.safetensors"));
+          await mkfifo(join(m, "model-00002-of-00002.safetensors"));
+        },
+      ],
+      ["config.json", "config.json", async (m) => {
+        await Deno.remove(join(m, "config.json"));
+        await mkfifo(join(m, "config.json"));
+      }],
+      [
+        "the index",
+        "model.safetensors.index.json",
+        async (m) => {
+          await Deno.remove(join(m, "model.safetensors.index.json"));
+          await mkfifo(join(m, "model.safetensors.index.json"));
+        },
+      ],
+    ];
+    for (const [name, file, edit] of cases) {
+      await t.step(name, async () => {
+        await Deno.remove(m, { recursive: true }).catch(() => {});
+        await makeDemoCheckpoint(m, SMALL);
+        await edit(m);
+        const before = await tree(dir);
+        // A real process, so that a hang is a failed test, not a stuck run.
+        const r = await finish(
+          spawnTinyq(["quantize", m, "--out", join(dir, "out")]),
+          60_000,
+        );
+        assert.equal(
+          r.stderr,
+          `tinyq quantize: error: ${m}/${file}: is a FIFO, not a regular file; refused\n`,
+        );
+        assert.equal(r.code, 1);
+        assert.deepEqual(await tree(dir), before);
+      });
+    }
+    await t.step("the input itself", async () => {
+      const fifo = join(dir, "in.safetensors");
+      await mkfifo(fifo);
+      const r = await finish(
+        spawnTinyq(["inspect", fifo]),
+        60_000,
+      );
+      assert.equal(
+        r.stderr,
+        `tinyq inspect: error: ${fifo}: is a FIFO, neither a regular file nor a folder\n`,
+      );
+      assert.equal(r.code, 1);
+      await Deno.remove(fifo);
+    });
+  });
+});
+
+Deno.test("extra files that are not regular files (a FIFO, a device) are skipped with a note; the rest is copied", async () => {
+  await withDir(async (dir) => {
+    const m = join(dir, "m");
+    await makeDemoCheckpoint(m, SMALL);
+    await mkfifo(join(m, "pipe"));
+    await Deno.mkdir(join(m, "sub"));
+    await mkfifo(join(m, "sub", "pipe2"));
+    await Deno.symlink("/dev/zero", join(m, "zero"));
+    const device = (await new Deno.Command("mknod", {
+      args: [join(m, "null"), "c", "1", "3"],
+      stderr: "null",
+    }).output()).success;
+    const before = await tree(m);
+    const r = await finish(
+      spawnTinyq(["quantize", m, "--out", join(dir, "out")]),
+      60_000,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const notes = r.stdout.split("\n").filter((l) => l.includes("not copied"));
+    assert.deepEqual(notes, [
+      ...(device
+        ? ["  not copied:   null (a device, not a regular file)"]
+        : []),
+      "  not copied:   pipe (a FIFO, not a regular file)",
+      "  not copied:   sub/pipe2 (a FIFO, not a regular file)",
+      '  not copied:   zero (the file "zero", a symlink to /dev/zero, outside the model folder; refused)',
+    ]);
+    assert.deepEqual(
+      [...(await tree(join(dir, "out"))).keys()],
+      [
+        "config.json",
+        "generation_config.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "sub/",
+        "tokenizer.json",
+      ],
+    );
+    assert.deepEqual(await tree(m), before);
+  });
+});
+
+/** The command prefix that runs a process as root without the right to ignore file permissions, or null. */
+function withoutDacOverride(): string[] | null {
+  if (Deno.uid() !== 0) return [];
+  const probe = Deno.makeTempFileSync();
+  try {
+    Deno.chmodSync(probe, 0);
+    // Usable when a process started this way cannot read a mode-000 file.
+    const ok = new Deno.Command("capsh", {
+      args: [
+        "--drop=cap_dac_override,cap_dac_read_search",
+        "--",
+        "-c",
+        `! cat "${probe}"`,
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).outputSync().success;
+    return ok
+      ? [
+        "capsh",
+        "--drop=cap_dac_override,cap_dac_read_search",
+        "--",
+        "-c",
+        'exec "$0" "$@"',
+      ]
+      : null;
+  } catch {
+    return null;
+  } finally {
+    Deno.removeSync(probe);
+  }
+}
+const NO_DAC = withoutDacOverride();
+
+Deno.test({
+  name:
+    `an unreadable tokenizer.json or unlistable subfolder fails before any shard is written, naming that file${
+      NO_DAC ? "" : " (skipped: cannot drop file-permission override here)"
+    }`,
+  ignore: NO_DAC === null,
+  fn: async () => {
+    await withDir(async (dir) => {
+      const m = join(dir, "m");
+      await makeDemoCheckpoint(m, SMALL);
+      await Deno.mkdir(join(m, "sub"));
+      await Deno.writeTextFile(join(m, "sub", "a.txt"), "a");
+      for (
+        const [path, line] of [
+          [
+            join(m, "tokenizer.json"),
+            `${m}/tokenizer.json: cannot read: Permission denied (os error 13)`,
+          ],
+          [
+            join(m, "sub"),
+            `${m}/sub: cannot list the folder: Permission denied (os error 13)`,
+          ],
+        ]
+      ) {
+        await Deno.chmod(path!, 0);
+        const hold = join(dir, "..", `${dir.split("/").pop()}-hold`);
+        const before = await tree(dir);
+        const [cmd, ...pre] = NO_DAC!.length ? NO_DAC! : [Deno.execPath()];
+        const r = await new Deno.Command(cmd!, {
+          args: [
+            ...pre,
+            ...(NO_DAC!.length ? [Deno.execPath()] : []),
+            "run",
+            "-A",
+            new URL("../cli.ts", import.meta.url).pathname,
+            "quantize",
+            m,
+            "--out",
+            join(dir, "out"),
+          ],
+          env: { TINYQ_TEST_HOLD: hold },
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        await Deno.chmod(path!, 0o755);
+        const stderr = new TextDecoder().decode(r.stderr);
+        assert.equal(stderr, `tinyq quantize: error: ${line}\n`);
+        assert.equal(r.code, 1);
+        await Deno.chmod(path!, 0);
+        assert.deepEqual(await tree(dir), before);
+        await Deno.chmod(path!, 0o755);
+        // The hold point (the temporary output made) was never reached.
+        await assert.rejects(Deno.stat(hold), Deno.errors.NotFound);
+      }
+    });
+  },
+});

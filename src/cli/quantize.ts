@@ -10,8 +10,14 @@ import {
   type TensorEvent,
 } from "../io/quantize_checkpoint.ts";
 import { FORMATS } from "../io/formats/registry.ts";
+import { excludeMatcher } from "../quant/replace.ts";
 import { flag, list, parseCommandArgs, str } from "./_args.ts";
-import { formatFlag, maxShardSizeFlag, outFlag } from "./_flags.ts";
+import {
+  checkFormatMethod,
+  formatFlag,
+  maxShardSizeFlag,
+  outFlag,
+} from "./_flags.ts";
 import { type CliIO, UsageError } from "./_io.ts";
 import { describeScheme, parseMethodFlags } from "./_method.ts";
 import { withProgress } from "./progress.ts";
@@ -169,6 +175,15 @@ export function tensorLine(e: TensorEvent, converted = "i8"): string {
   } MiB`;
 }
 
+/** The `--exclude` entries that matched none of the run's Linear layers. */
+export function unmatchedExcludes(
+  exclude: readonly string[],
+  r: Pick<QuantizeResult, "quantized" | "excluded">,
+): string[] {
+  const layers = [...r.quantized, ...r.excluded];
+  return exclude.filter((x) => !layers.some(excludeMatcher([x])));
+}
+
 /** Runs `tinyq quantize`; returns the exit code. */
 export async function quantizeCommand(
   args: readonly string[],
@@ -201,6 +216,10 @@ export async function quantizeCommand(
   );
   const maxShardSize = maxShardSizeFlag("quantize", p);
   const format = formatFlag("quantize", p) ?? FORMATS[0]!;
+  checkFormatMethod("quantize", format, methodText, {
+    ...(groupSize !== undefined ? { groupSize } : {}),
+    asymmetric: flag(p, "asymmetric"),
+  });
   const exclude = list(p, "exclude");
   if (exclude.some((x) => x === "")) {
     throw new UsageError("quantize", "--exclude needs a module name or glob");
@@ -225,6 +244,13 @@ export async function quantizeCommand(
           : undefined,
       }),
   );
+  for (const x of unmatchedExcludes(exclude, result)) {
+    io.err(
+      `tinyq: warning: --exclude ${
+        JSON.stringify(x)
+      } matches no Linear layer; nothing was excluded by it (see 'tinyq inspect' for the layer names)\n`,
+    );
+  }
   io.err(formatNotes(result));
   io.out(
     flag(p, "json")

@@ -204,6 +204,14 @@ export type LinearVerdict =
 
 const FLOAT_WEIGHT = new Set<DType>(["f32", "f16", "bf16"]);
 
+// A weight with a zero-sized dimension holds nothing to quantize; it is
+// copied as is. Quantizing it would make scales for rows of nothing: a
+// [16777216, 0] weight (0 bytes) would become 64 MiB of scales.
+const EMPTY: LinearVerdict = {
+  linear: false,
+  reason: "zero-sized dimension: nothing to quantize, copied as is",
+};
+
 /**
  * Decides whether the module is a Linear layer. In a table family a listed
  * module whose weight is not a 2-D float matrix is an error (the file is not
@@ -242,6 +250,7 @@ export function classifyModule(
           `BF16, got ${weight.dtype.toUpperCase()}`,
       };
     }
+    if (weight.shape.includes(0)) return EMPTY;
     const transposed = matchTail(m.path, f.transposed) !== undefined;
     const out = weight.shape[transposed ? 1 : 0]!;
     if (bias && (bias.shape.length !== 1 || bias.shape[0] !== out)) {
@@ -282,6 +291,7 @@ export function classifyModule(
   if (NOT_LINEAR_NAME.test(name)) {
     return { linear: false, reason: `name "${name}" is an embedding/norm` };
   }
+  if (weight.shape.includes(0)) return EMPTY;
   if (!FLOAT_WEIGHT.has(weight.dtype)) {
     return { linear: false, reason: `${weight.dtype.toUpperCase()} weight` };
   }

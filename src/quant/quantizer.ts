@@ -104,7 +104,9 @@ export class Quantizer {
 
   /**
    * Replaces the model's Linear layers by quantized ones of `method`, in
-   * place, leaving those matched by `exclude` (child names or path globs).
+   * place, leaving those matched by `exclude` (child names, path globs, or
+   * weight tensor names such as `lm_head.weight`). A model is quantized
+   * once: a second call throws (load the model again for another method).
    * `asymmetric` stores zero points; `groupSize` (w4a16 only) sets the
    * inputs per 4-bit group. A layer whose input size the group size does not
    * divide is an error naming its weight, before any layer is replaced.
@@ -126,6 +128,13 @@ export class Quantizer {
     options: QuantizerOptions = {},
   ): Promise<Module> {
     const m = parseQuantMethod(method);
+    if (this.#method !== null) {
+      // A second pass would quantize only the layers the first excluded and
+      // leave `method` naming one of two schemes: refuse instead.
+      throw new Error(
+        `The model is already quantized (${this.#method}); load it again to quantize it with ${m}`,
+      );
+    }
     if (options.groupSize !== undefined && m !== "w4a16") {
       throw new RangeError(
         `groupSize applies to w4a16 only (4-bit groups); ${m} has one scale per output row`,

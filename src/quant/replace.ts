@@ -78,7 +78,9 @@ function globToRegExp(glob: string): RegExp {
 /**
  * Returns a predicate telling whether a module path is excluded: an entry
  * equal to the module's own name (TinyQ's rule, e.g. `lm_head`), or a glob
- * matching its dotted path or the path of one of its ancestors.
+ * matching its dotted path or the path of one of its ancestors. An entry
+ * naming a weight tensor (`lm_head.weight`, as `tinyq inspect` prints it)
+ * stands for its module.
  *
  * @example
  * ```ts
@@ -88,13 +90,19 @@ function globToRegExp(glob: string): RegExp {
  * assert.ok(excluded("lm_head"));
  * assert.ok(excluded("model.layers.3.mlp.down_proj"));
  * assert.ok(!excluded("model.layers.3.mlp.up_proj"));
+ * assert.ok(excludeMatcher(["lm_head.weight"])("lm_head"));
  * ```
  */
 export function excludeMatcher(
   exclude: readonly string[],
 ): (path: string) => boolean {
-  const names = new Set(exclude);
-  const globs = exclude.map(globToRegExp);
+  const entries = exclude.map((x) =>
+    x.endsWith(".weight") && x.length > ".weight".length
+      ? x.slice(0, -".weight".length)
+      : x
+  );
+  const names = new Set(entries);
+  const globs = entries.map(globToRegExp);
   return (path) => {
     const parts = path.split(".");
     if (names.has(parts[parts.length - 1]!)) return true;

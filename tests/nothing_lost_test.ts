@@ -14,7 +14,7 @@ import { HANDLED_SIGNALS } from "../src/cli/_signals.ts";
 import { sweepScratch } from "../src/io/_scratch.ts";
 import { sidecarName } from "../src/io/_sidecars.ts";
 import { main } from "../cli.ts";
-import { captureIO, runMain, withDir } from "./_checkpoint_fixtures.ts";
+import { runMain, withDir } from "./_checkpoint_fixtures.ts";
 import {
   deadPid,
   finish,
@@ -445,7 +445,7 @@ Deno.test("a stale lock (its process gone) is taken over with a note; a lock nam
     const lock = join(dir, ".out.tinyq-lock");
     const dead = await deadPid();
     await Deno.writeTextFile(lock, `${dead}\n${out}\n`);
-    let r = await quantize(m, out);
+    const r = await quantize(m, out);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(
       r.stderr,

@@ -23,7 +23,7 @@ import { TINYQ_VERSION } from "./src/io/formats/tinyq.ts";
 import { type CliIO, processIO, UsageError } from "./src/cli/_io.ts";
 import { guardIO } from "./src/cli/_safe_io.ts";
 import { installSignalHandlers } from "./src/cli/_signals.ts";
-import { onOutputNote } from "./src/io/_atomic.ts";
+import { onOutputNote } from "./src/io/atomic.ts";
 import { demoCommand } from "./src/cli/demo.ts";
 import { dequantizeCommand } from "./src/cli/dequantize.ts";
 import { evalCommand } from "./src/cli/eval.ts";

@@ -8,7 +8,7 @@ import { saveModule } from "../src/io/save_module.ts";
 import { SafetensorsFile } from "../src/io/safetensors.ts";
 import { makeDemoCheckpoint } from "../src/demo/demo_checkpoint.ts";
 import { quantizeRowsInt8 } from "../src/quant/quantize_rows.ts";
-import { Quantizer } from "../src/quant/quantizer.ts";
+import { Quantizer } from "../src/quantizer.ts";
 import { Linear } from "../src/linear.ts";
 import { Module } from "../src/module.ts";
 import { Tensor } from "../src/tensor.ts";

@@ -15,7 +15,7 @@ import { compressedTensorsFormat } from "../src/io/formats/compressed_tensors.ts
 import { compressedTensorsConfig } from "../src/io/formats/compressed_tensors_config.ts";
 import { quantoQmap } from "../src/io/formats/quanto.ts";
 import { Linear } from "../src/linear.ts";
-import { Quantizer } from "../src/quant/quantizer.ts";
+import { Quantizer } from "../src/quantizer.ts";
 import { formatNotes } from "../src/cli/quantize.ts";
 import { W8A16LinearLayer } from "../src/quant/w8a16_linear_layer.ts";
 import {

@@ -17,7 +17,7 @@ import { Module } from "../src/module.ts";
 import { Tensor } from "../src/tensor.ts";
 import { quantizeInt4 } from "../src/quant/int4.ts";
 import { linearQAsymmetricPerChannel } from "../src/quant/math.ts";
-import { Quantizer } from "../src/quant/quantizer.ts";
+import { Quantizer } from "../src/quantizer.ts";
 import { quantizeRowsInt8Asymmetric } from "../src/quant/quantize_rows_asymmetric.ts";
 import { W4A16LinearLayer } from "../src/quant/w4a16_linear_layer.ts";
 import { W8A16LinearLayer } from "../src/quant/w8a16_linear_layer.ts";

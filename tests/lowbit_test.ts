@@ -7,6 +7,7 @@ import fc from "fast-check";
 import {
   checkInt4GroupSize,
   dequantizeInt4,
+  f32ArrayToBf16,
   type Int4Weight,
   type Int8Weight,
   linearInt4,
@@ -16,6 +17,7 @@ import {
   packInt4,
   quantizeActivationsPerToken,
   quantizeInt4,
+  quantizeInt4Reference,
   referenceLinearInt4,
   referenceLinearW8A8,
   setBackend,
@@ -284,6 +286,27 @@ const int4Matrix = fc.record({
     }).map((a) => a.map((v) => v * p.scale)),
   )
 );
+
+Deno.test("property: quantizeInt4() equals its plain reference bit for bit, from f32, f16 and bf16", () => {
+  fc.assert(
+    fc.property(int4Matrix, ([p, w]) => {
+      const cols = p.groups * p.groupSize;
+      const inputs = [[w, "f32"], [f32ArrayToBf16(w), "bf16"]] as [
+        Float32Array | Float16Array | Uint16Array,
+        "f32" | "f16" | "bf16",
+      ][];
+      // f16 holds the matrix only where it does not overflow to ±Inf.
+      if (p.scale <= 1e3) inputs.push([Float16Array.from(w), "f16"]);
+      for (const [data, dtype] of inputs) {
+        assert.deepEqual(
+          quantizeInt4(data, dtype, p.rows, cols, p),
+          quantizeInt4Reference(data, dtype, p.rows, cols, p),
+        );
+      }
+    }),
+    { numRuns: 200 },
+  );
+});
 
 Deno.test("property: dequantizeInt4(quantizeInt4(w)) is within scale/2 of w", () => {
   fc.assert(

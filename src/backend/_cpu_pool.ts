@@ -23,6 +23,7 @@ import type {
   Int8Weight,
 } from "./backend.ts";
 import {
+  alignUp as align,
   Arena,
   kernelsModule,
   type LinearOut,
@@ -650,10 +651,6 @@ function floatRows(
       return 0;
     },
   };
-}
-
-function align(bytes: number): number {
-  return Math.ceil(bytes / 64) * 64;
 }
 
 function bytesOf(a: ArrayBufferView): Uint8Array {

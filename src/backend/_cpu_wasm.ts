@@ -5,7 +5,7 @@
  * @module
  */
 
-import { KERNELS_WASM_BASE64 } from "./_cpu_wasm_bytes.ts";
+import { KERNELS_WASM_BASE64 } from "./generated/cpu_kernels_wasm.ts";
 
 /**
  * The arguments every linear kernel ends with: bias (0: none) and y, then
@@ -113,9 +113,14 @@ const PAGE = 65536;
 const MAX_PAGES = 65536; // wasm32: 4 GiB
 const ALIGN = 64; // a cache line
 
+/** `bytes` rounded up to whole cache lines: how the kernels' buffers are laid out in an arena. */
+export function alignUp(bytes: number): number {
+  return Math.ceil(bytes / ALIGN) * ALIGN;
+}
+
 /** The bytes a block of `bytes` takes: whole cache lines, at least one. */
 function blockSize(bytes: number): number {
-  return Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
+  return Math.max(ALIGN, alignUp(bytes));
 }
 
 let compiled: WebAssembly.Module | null | undefined;

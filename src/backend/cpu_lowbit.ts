@@ -16,6 +16,7 @@ import type { Int4Weight, Int8Weight } from "./backend.ts";
 
 export type { Int4Weight } from "./backend.ts";
 import { checkInt4Weight, checkInt8Weight, W8A8_MAX_K } from "./_checks.ts";
+import { ROUND_MAGIC } from "../round.ts";
 
 /** Activations quantized to int8, one scale per row. */
 export interface QuantizedActivations {
@@ -24,10 +25,6 @@ export interface QuantizedActivations {
   /** One f32 scale per row, [m] (NaN for a row holding NaN or ±Inf). */
   readonly scales: Float32Array;
 }
-
-// 1.5·2⁵²: (v + MAGIC) − MAGIC rounds |v| < 2⁵¹ to an integer, ties to even
-// (the same trick as quant/round.ts, inlined so the hot loops stay flat).
-const MAGIC = 6755399441055744;
 
 /**
  * Quantizes activations per token: for each row,
@@ -71,7 +68,7 @@ export function quantizeActivationsPerToken(
     if (s === 0) s = 1;
     scales[i] = s;
     for (let t = start; t < start + k; t++) {
-      const r = (Math.fround(x[t]! / s) + MAGIC) - MAGIC;
+      const r = (Math.fround(x[t]! / s) + ROUND_MAGIC) - ROUND_MAGIC;
       q[t] = r > 127 ? 127 : r < -128 ? -128 : r;
     }
   }

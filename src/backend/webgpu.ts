@@ -32,7 +32,9 @@ import xF16Packed from "../../kernels/load_x_f16_packed.wgsl" with {
   type: "text",
 };
 import xBf16 from "../../kernels/load_x_bf16.wgsl" with { type: "text" };
-import wI8Dot4 from "../../kernels/load_w_i8_dot4.wgsl" with { type: "text" };
+import wI8Unpack4x from "../../kernels/load_w_i8_unpack4x.wgsl" with {
+  type: "text",
+};
 import wI8Shift from "../../kernels/load_w_i8_shift.wgsl" with { type: "text" };
 import wF32 from "../../kernels/load_w_f32.wgsl" with { type: "text" };
 import wI4 from "../../kernels/load_w_i4.wgsl" with { type: "text" };
@@ -342,7 +344,7 @@ class GpuBackend implements WebGpuBackend {
   ): Promise<Float32Array> {
     const parts = [
       this.#xLoader(x, xDtype, "linearInt8"),
-      this.dot4 ? wI8Dot4 : wI8Shift,
+      this.dot4 ? wI8Unpack4x : wI8Shift,
     ];
     return await this.#linear("linearInt8", x, m, w, bias, (mb) => [
       matmul(mb, [...parts, gemv], [...parts, gemm]),

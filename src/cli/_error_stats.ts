@@ -48,3 +48,8 @@ export function errorStats(
     cosine: r2 === 0 && g2 === 0 ? 1 : dot / Math.sqrt(r2 * g2),
   };
 }
+
+/** An SNR in dB as `tinyq eval` prints it: one decimal, `inf` for an exact match. */
+export function formatDb(x: number): string {
+  return x === Infinity ? "inf" : x.toFixed(1);
+}

@@ -12,7 +12,7 @@ import {
   checkFormatScheme,
   quantizationSummary,
 } from "../io/_quantization_summary.ts";
-import { type CheckpointMethod, weightSchemeOf } from "../io/weight_scheme.ts";
+import { type QuantMethod, weightSchemeOf } from "../quant/schemes.ts";
 import { type Parsed, str } from "./_args.ts";
 import { UsageError } from "./_io.ts";
 
@@ -69,7 +69,7 @@ export function formatFlag(
 export function checkFormatMethod(
   command: string,
   format: CheckpointFormat,
-  method: CheckpointMethod,
+  method: QuantMethod,
   options: { groupSize?: number; asymmetric?: boolean },
 ): void {
   try {

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { removeActiveTemps } from "../io/_atomic.ts";
+import { removeActiveTemps } from "../io/atomic.ts";
 import type { CliIO } from "./_io.ts";
 
 /**

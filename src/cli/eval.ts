@@ -20,7 +20,7 @@ import { Tensor } from "../tensor.ts";
 import { seededNormals } from "../demo/demo_checkpoint.ts";
 import { flag, list, parseCommandArgs, str } from "./_args.ts";
 import { type CliIO, UsageError } from "./_io.ts";
-import { type ErrorStats, errorStats } from "./_error_stats.ts";
+import { type ErrorStats, errorStats, formatDb } from "./_error_stats.ts";
 import {
   compareSchemes,
   DEFAULT_SCHEMES,
@@ -278,10 +278,6 @@ export async function evaluateCheckpoints(
   };
 }
 
-function db(x: number): string {
-  return x === Infinity ? "inf" : x.toFixed(1);
-}
-
 /** The report as a table plus the verdict line. */
 export function formatEval(r: EvalReport): string {
   const table = formatTable(
@@ -300,9 +296,9 @@ export function formatEval(r: EvalReport): string {
       shape(l.shape),
       l.weight.maxAbs.toExponential(2),
       l.weight.rmse.toExponential(2),
-      db(l.weight.snrDb),
+      formatDb(l.weight.snrDb),
       l.weight.cosine.toFixed(6),
-      db(l.output.snrDb),
+      formatDb(l.output.snrDb),
       l.output.cosine.toFixed(6),
     ]),
     ["left", "left", "right", "right", "right", "right", "right", "right"],

@@ -15,16 +15,21 @@ import { getBackend } from "../backend/select.ts";
 import { DTYPE_SIZE, type FloatDType, isFloatDType } from "../dtype.ts";
 import { Checkpoint, CheckpointError } from "../io/checkpoint.ts";
 import { CheckpointTensor } from "../io/checkpoint_tensor.ts";
-import type { WeightScheme } from "../io/formats/format.ts";
 import { tinyqFormat } from "../io/formats/tinyq.ts";
-import { checkGroupSizes } from "../io/_group_check.ts";
+import { checkGroupSizes } from "../io/group_check.ts";
 import { Linear } from "../linear.ts";
 import { numel, Tensor } from "../tensor.ts";
-import { DEFAULT_INT4_GROUP_SIZE } from "../quant/int4.ts";
-import { METHODS, type QuantMethod } from "../quant/quantizer.ts";
+import { INT4_GROUP_SIZES } from "../quant/int4.ts";
+import {
+  isQuantMethod,
+  METHOD_NAMES,
+  METHODS,
+  type QuantMethod,
+  weightSchemeOf,
+} from "../quant/schemes.ts";
 import { excludeMatcher } from "../quant/replace.ts";
 import { seededNormals } from "../demo/demo_checkpoint.ts";
-import { type ErrorStats, errorStats } from "./_error_stats.ts";
+import { type ErrorStats, errorStats, formatDb } from "./_error_stats.ts";
 import { formatTable } from "./tables.ts";
 
 /** One scheme to try: a method, and for it a group size and zero points. */
@@ -51,7 +56,8 @@ export const DEFAULT_SCHEMES: readonly string[] = Object.freeze([
   "w4a16-g32-asym",
 ]);
 
-const METHOD_NAMES = Object.keys(METHODS) as QuantMethod[];
+const GROUP_PARTS = INT4_GROUP_SIZES.map((g) => `-g${g}`);
+const GROUP_PART = new RegExp(`^g(${INT4_GROUP_SIZES.join("|")})$`);
 
 /**
  * Reads a scheme name: a method (`w8a32`, `w8a16`, `w8a8`, `w4a16`), then
@@ -60,51 +66,52 @@ const METHOD_NAMES = Object.keys(METHODS) as QuantMethod[];
  */
 export function parseScheme(text: string): SchemeSpec {
   const parts = text.trim().toLowerCase().split("-");
-  const method = parts[0] as QuantMethod;
-  if (!METHOD_NAMES.includes(method)) {
+  const method = parts[0]!;
+  if (!isQuantMethod(method)) {
     throw new RangeError(
       `unknown scheme "${text}"; a scheme is a method (${
         METHOD_NAMES.join(", ")
-      }) with optional -g32/-g64/-g128 (w4a16) and -asym, e.g. w4a16-g32-asym`,
+      }) with optional ${
+        GROUP_PARTS.join("/")
+      } (w4a16) and -asym, e.g. w4a16-g32-asym`,
     );
   }
   let groupSize: number | null = null;
   let asymmetric = false;
   for (const p of parts.slice(1)) {
-    const g = /^g(32|64|128)$/.exec(p);
+    const g = GROUP_PART.exec(p);
     if (p === "asym" && !asymmetric) asymmetric = true;
     else if (g && groupSize === null) groupSize = Number(g[1]);
     else {
       throw new RangeError(
-        `unknown part "-${p}" in scheme "${text}"; expected -g32, -g64, -g128 or -asym`,
+        `unknown part "-${p}" in scheme "${text}"; expected ${
+          GROUP_PARTS.join(", ")
+        } or -asym`,
       );
     }
   }
-  if (groupSize !== null && method !== "w4a16") {
+  const grouped = METHODS[method].layout.bits === 4;
+  if (groupSize !== null && !grouped) {
     throw new RangeError(
       `scheme "${text}": a group size applies to w4a16 only (the int8 methods have one scale per output row)`,
     );
   }
-  if (method === "w4a16") groupSize ??= DEFAULT_INT4_GROUP_SIZE;
+  if (grouped) {
+    groupSize = weightSchemeOf(method, {
+      ...(groupSize !== null ? { groupSize } : {}),
+    }).groupSize;
+  }
   const name = `${method}${groupSize !== null ? `-g${groupSize}` : ""}${
     asymmetric ? "-asym" : ""
   }`;
   return { name, method, groupSize, asymmetric };
 }
 
-/** The stored layout of a scheme, for sizes. */
-function weightScheme(s: SchemeSpec): WeightScheme {
-  return {
-    bits: s.method === "w4a16" ? 4 : 8,
-    groupSize: s.groupSize,
-    symmetric: !s.asymmetric,
-  };
-}
-
-/** The activations a method's forward takes, given the weights' dtype. */
+/** The activations a method's forward takes, given the weights' dtype: the 16-bit one where it takes it. */
 function activationDtype(method: QuantMethod, weight: FloatDType): FloatDType {
-  if (method === "w8a32" || method === "w8a8") return "f32";
-  return weight === "f16" ? "f16" : "bf16";
+  const takes = METHODS[method].layer.activations;
+  const half = weight === "f16" ? "f16" : "bf16";
+  return takes.includes(half) ? half : takes[0]!;
 }
 
 /** One scheme's figures over all compared layers. */
@@ -174,13 +181,6 @@ export interface CompareOptions {
   }) => void;
 }
 
-const ACTIVATIONS: Readonly<Record<QuantMethod, string>> = {
-  w8a32: "f32",
-  w8a16: "bf16/f16",
-  w8a8: "int8 per token",
-  w4a16: "bf16/f16",
-};
-
 /**
  * Quantizes every Linear of the float checkpoint at `originalPath` under each
  * scheme in memory, one layer at a time, and measures the error of each.
@@ -229,7 +229,7 @@ export async function compareSchemes(
   const stored = specs.map(() => 0);
   const rows: SchemeRow[] = specs.map((scheme) => ({
     scheme,
-    activations: ACTIVATIONS[scheme.method],
+    activations: METHODS[scheme.method].activationsShort,
     bitsPerWeight: 0,
     checkpointBytes: 0,
     weightSnrMeanDb: 0,
@@ -265,7 +265,7 @@ export async function compareSchemes(
     const ref = (await float.forward(x16.to("f32"))).toF32Array();
     float.dispose();
     for (const [i, s] of specs.entries()) {
-      const layer = new METHODS[s.method](inF, out, {
+      const layer = new METHODS[s.method].layer(inF, out, {
         bias: false,
         ...(s.groupSize !== null ? { groupSize: s.groupSize } : {}),
         name: entry.name,
@@ -282,7 +282,10 @@ export async function compareSchemes(
         out,
         inF,
         dtype,
-        weightScheme(s),
+        weightSchemeOf(s.method, {
+          asymmetric: s.asymmetric,
+          ...(s.groupSize !== null ? { groupSize: s.groupSize } : {}),
+        }),
       ).reduce((sum, t) => sum + numel(t.shape) * DTYPE_SIZE[t.dtype], 0);
     }
     options.onProgress?.({
@@ -325,10 +328,6 @@ function relErr(s: ErrorStats): number {
   return s.snrDb === Infinity ? 0 : 10 ** (-s.snrDb / 20);
 }
 
-function db(x: number): string {
-  return x === Infinity ? "inf" : x.toFixed(1);
-}
-
 function pct(x: number): string {
   return `${(x * 100).toFixed(2)}%`;
 }
@@ -367,8 +366,8 @@ export function formatSchemes(r: SchemeReport): string {
         row.activations,
         row.bitsPerWeight.toFixed(2),
         mib(row.checkpointBytes),
-        db(row.weightSnrMeanDb),
-        db(row.weightSnrMinDb),
+        formatDb(row.weightSnrMeanDb),
+        formatDb(row.weightSnrMinDb),
         row.weightMaxAbs.toExponential(2),
         pct(row.outputRelErrMean),
         pct(row.outputRelErrMax),

@@ -5,7 +5,7 @@
  */
 
 import { getBackend } from "../backend/select.ts";
-import { Checkpoint, type TensorPlan } from "../io/checkpoint.ts";
+import { Checkpoint, formatLayer, type TensorPlan } from "../io/checkpoint.ts";
 import type {
   CheckpointFormat,
   FormatLayer,
@@ -13,8 +13,7 @@ import type {
 } from "../io/formats/format.ts";
 import { FORMATS } from "../io/formats/registry.ts";
 import { TINYQ_VERSION } from "../io/formats/tinyq.ts";
-import { specBytes } from "../io/_emit.ts";
-import { formatLayer } from "../io/_write_checkpoint.ts";
+import { specBytes } from "../io/formats/format.ts";
 import { flag, list, parseCommandArgs } from "./_args.ts";
 import { formatFlag } from "./_flags.ts";
 import type { CliIO } from "./_io.ts";

@@ -19,7 +19,8 @@ import {
   outFlag,
 } from "./_flags.ts";
 import { type CliIO, UsageError } from "./_io.ts";
-import { describeScheme, parseMethodFlags } from "./_method.ts";
+import { parseMethodFlags } from "./_method.ts";
+import { describeScheme } from "../quant/schemes.ts";
 import { withProgress } from "./progress.ts";
 import { mib, seconds, shape } from "./tables.ts";
 

@@ -7,8 +7,9 @@
 
 import type { DType } from "../dtype.ts";
 import type { Checkpoint } from "./checkpoint.ts";
-import { type EmitHooks, specBytes, type Unit, unitSpecs } from "./_emit.ts";
-import type { InputGroup } from "./_output.ts";
+import { type EmitHooks, type Unit, unitSpecs } from "./_shard_writer.ts";
+import { specBytes } from "./formats/format.ts";
+import type { InputGroup } from "./_output_dir.ts";
 
 /** One line of progress. */
 export interface CheckpointProgress {

@@ -12,21 +12,14 @@ import type {
 } from "./formats/format.ts";
 import { TINYQ_VERSION } from "./formats/tinyq.ts";
 import type { LayerInfo } from "./checkpoint.ts";
-import type { CheckpointMethod } from "./weight_scheme.ts";
-
-const ACTIVATIONS: Readonly<Record<CheckpointMethod, string>> = {
-  w8a32: "f32",
-  w8a16: "f16/bf16",
-  w8a8: "int8 dynamic per-token",
-  w4a16: "f16/bf16",
-};
+import { METHODS, type QuantMethod } from "../quant/schemes.ts";
 
 /**
  * What TinyQ records for `quantized` layers stored as `scheme`; `linears`
  * (the source's Linear layers by path) gives their dtypes and orientation.
  */
 export function quantizationSummary(
-  method: CheckpointMethod,
+  method: QuantMethod,
   scheme: WeightScheme,
   linears: ReadonlyMap<string, Pick<LayerInfo, "dtype" | "transposed">>,
   quantized: readonly string[],
@@ -42,7 +35,7 @@ export function quantizationSummary(
     granularity: scheme.bits === 4 ? "group" : "per-channel",
     symmetric: scheme.symmetric,
     groupSize: scheme.groupSize,
-    activations: ACTIVATIONS[method],
+    activations: METHODS[method].activations,
     modules: [...quantized],
     excluded: [...excluded],
     transposed: quantized.filter((p) => linears.get(p)?.transposed),
@@ -53,7 +46,7 @@ export function quantizationSummary(
 /** Refuses a scheme the output format cannot store, before any work. */
 export function checkFormatScheme(
   format: CheckpointFormat,
-  method: CheckpointMethod,
+  method: QuantMethod,
   scheme: WeightScheme,
 ): void {
   const ok = format.supports

@@ -8,7 +8,7 @@
  */
 
 import { join } from "node:path";
-import { holdForTest, registerTemp } from "./_atomic.ts";
+import { holdForTest, registerTemp } from "./atomic.ts";
 import { pidAlive } from "./_sidecars.ts";
 
 const NAME = /^tinyq-([a-z0-9]+)-(\d+)-/;

@@ -7,7 +7,7 @@
 
 import { join } from "node:path";
 import { SafetensorsFile } from "./safetensors.ts";
-import type { CheckpointEntry } from "./checkpoint.ts";
+import type { CheckpointEntry } from "./checkpoint_entry.ts";
 import { CheckpointError } from "./_checkpoint_error.ts";
 import { INDEX_NAME, type Layout } from "./_folder.ts";
 

@@ -29,15 +29,17 @@ import { Module } from "../module.ts";
 import { Tensor } from "../tensor.ts";
 import { excludeMatcher, type QuantizedLinear } from "../quant/replace.ts";
 import { W8A16LinearLayer } from "../quant/w8a16_linear_layer.ts";
-import { W8A32LinearLayer } from "../quant/w8a32_linear_layer.ts";
-import { W8A8LinearLayer } from "../quant/w8a8_linear_layer.ts";
+import type { Int8LinearLayer } from "../quant/int8_linear_layer.ts";
+import { isQuantMethod, METHODS } from "../quant/schemes.ts";
+import { INT8_PER_ROW } from "../quant/layouts.ts";
 import { W4A16LinearLayer } from "../quant/w4a16_linear_layer.ts";
 import { dequantizeInt4 } from "../quant/int4.ts";
 import type { Int4Weight } from "../backend/backend.ts";
-import type { SafetensorsFile, TensorInfo } from "./safetensors.ts";
+import type { SafetensorsFile } from "./safetensors.ts";
 import type {
   CheckpointFormat,
   DecodedLinear,
+  FormatLayer,
   QuantizationSummary,
 } from "./formats/format.ts";
 import { FORMATS } from "./formats/registry.ts";
@@ -74,15 +76,8 @@ export type {
   WeightScheme,
 } from "./formats/format.ts";
 
-/** One tensor of a checkpoint and the file it is in. */
-export interface CheckpointEntry {
-  /** Full tensor name. */
-  readonly name: string;
-  /** The shard's file name (relative to the folder). */
-  readonly shard: string;
-  /** Dtype, shape and position in the shard. */
-  readonly info: TensorInfo;
-}
+export type { CheckpointEntry, ShardFiles } from "./checkpoint_entry.ts";
+import type { CheckpointEntry } from "./checkpoint_entry.ts";
 
 /** What TinyQ makes of one module that holds tensors. */
 export interface LayerInfo {
@@ -102,6 +97,16 @@ export interface LayerInfo {
   readonly inFeatures?: number;
   /** Dtype of a Linear's weight. */
   readonly dtype?: DType;
+}
+
+/** A Linear layer of a checkpoint as an output format sees it. */
+export function formatLayer(l: LayerInfo): FormatLayer {
+  return {
+    path: l.path,
+    outFeatures: l.outFeatures!,
+    inFeatures: l.inFeatures!,
+    transposed: l.transposed,
+  };
 }
 
 /** What a checkpoint tensor becomes when quantized, for `inspect`. */
@@ -537,11 +542,15 @@ export class Checkpoint {
       });
     }
     const d = await this.decodeLinear(path);
-    const Target = method === "w8a32"
-      ? W8A32LinearLayer
-      : method === "w8a8"
-      ? W8A8LinearLayer
-      : W8A16LinearLayer;
+    // A checkpoint without a known int8 method holds W8A16's tensors.
+    const Target = (method && isQuantMethod(method) &&
+        METHODS[method].layout === INT8_PER_ROW
+      ? METHODS[method].layer
+      : W8A16LinearLayer) as unknown as new (
+        inFeatures: number,
+        outFeatures: number,
+        options: { bias: boolean },
+      ) => Int8LinearLayer;
     const ql = new Target(d.inFeatures, d.outFeatures, { bias: false });
     ql.int8Weights = new Tensor(d.q, [d.outFeatures, d.inFeatures]);
     ql.scales = new Tensor(d.scales, [d.outFeatures]);

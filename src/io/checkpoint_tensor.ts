@@ -7,7 +7,7 @@
 
 import type { DType } from "../dtype.ts";
 import { type LazyTensor, Tensor } from "../tensor.ts";
-import type { Checkpoint, CheckpointEntry } from "./checkpoint.ts";
+import type { CheckpointEntry, ShardFiles } from "./checkpoint_entry.ts";
 
 /**
  * A tensor of a checkpoint, read when loaded. GPT-2's Conv1D weights are
@@ -28,7 +28,7 @@ import type { Checkpoint, CheckpointEntry } from "./checkpoint.ts";
  */
 export class CheckpointTensor implements LazyTensor {
   /** The checkpoint it belongs to. */
-  readonly checkpoint: Checkpoint;
+  readonly checkpoint: ShardFiles;
   /** Its entry. */
   readonly entry: CheckpointEntry;
   /** Whether `load()` transposes the stored [in, out] matrix. */
@@ -36,7 +36,7 @@ export class CheckpointTensor implements LazyTensor {
 
   /** Wraps `entry` of `checkpoint`. */
   constructor(
-    checkpoint: Checkpoint,
+    checkpoint: ShardFiles,
     entry: CheckpointEntry,
     transposed = false,
   ) {

@@ -11,7 +11,7 @@ import { type FloatDType, isFloatDType } from "../dtype.ts";
 import { Tensor } from "../tensor.ts";
 import { Checkpoint } from "./checkpoint.ts";
 import { CheckpointError } from "./_checkpoint_error.ts";
-import { type InputGroup, writeOutput } from "./_output.ts";
+import { type InputGroup, writeOutput } from "./_output_dir.ts";
 import {
   type CheckpointProgress,
   progressHooks,
@@ -22,7 +22,7 @@ import {
   jobInput,
   outputConfig,
   shardMetadata,
-} from "./_write_checkpoint.ts";
+} from "./_carry_over.ts";
 
 export type { CheckpointProgress, TensorEvent } from "./_progress.ts";
 

@@ -14,12 +14,12 @@ import type {
   WeightScheme,
 } from "./formats/format.ts";
 import { tinyqFormat } from "./formats/tinyq.ts";
-import { Checkpoint } from "./checkpoint.ts";
-import { type CheckpointMethod, weightSchemeOf } from "./weight_scheme.ts";
+import { Checkpoint, formatLayer } from "./checkpoint.ts";
+import { type QuantMethod, weightSchemeOf } from "../quant/schemes.ts";
 import { CheckpointError } from "./_checkpoint_error.ts";
-import { checkGroupSizes } from "./_group_check.ts";
-import { specBytes } from "./_emit.ts";
-import { type InputGroup, writeOutput } from "./_output.ts";
+import { checkGroupSizes } from "./group_check.ts";
+import { specBytes } from "./formats/format.ts";
+import { type InputGroup, writeOutput } from "./_output_dir.ts";
 import {
   type CheckpointProgress,
   progressHooks,
@@ -31,18 +31,17 @@ import {
 } from "./_quantization_summary.ts";
 import {
   copyUnit,
-  formatLayer,
   jobInput,
   outputConfig,
   shardMetadata,
   sourceOf,
   weightOwner,
-} from "./_write_checkpoint.ts";
+} from "./_carry_over.ts";
 
 export type { CheckpointProgress, TensorEvent } from "./_progress.ts";
 // What a caller of the checkpoint writers needs around them: sizes for
 // `maxShardSize` and, on an interrupt, the removal of a partial output.
-export { removeActiveTemps } from "./_atomic.ts";
+export { removeActiveTemps } from "./atomic.ts";
 export { parseSize } from "./_sharding.ts";
 
 /** Options of {@linkcode quantizeCheckpoint}. */
@@ -51,7 +50,7 @@ export interface QuantizeCheckpointOptions {
    * `w8a16` (default), `w8a32` or `w8a8` (the same int8 tensors, a different
    * recorded method), or `w4a16` (group-wise 4-bit weights).
    */
-  method?: CheckpointMethod;
+  method?: QuantMethod;
   /** Zero points: per row (int8 methods) or per group (w4a16). Default false. */
   asymmetric?: boolean;
   /** Inputs per 4-bit group, w4a16 only: 32, 64 or 128 (default 128). */
@@ -85,7 +84,7 @@ export interface QuantizeResult {
   /** The output path. */
   output: string;
   /** The method recorded. */
-  method: CheckpointMethod;
+  method: QuantMethod;
   /** How the weights are stored: bits, group size, symmetric. */
   scheme: WeightScheme;
   /** The output format. */

@@ -10,21 +10,25 @@ import { type DType, DTYPE_SIZE } from "../dtype.ts";
 import { Linear } from "../linear.ts";
 import type { Module } from "../module.ts";
 import { type LazyTensor, numel, Tensor } from "../tensor.ts";
-import { Int8LinearLayer } from "../quant/int8_linear_layer.ts";
-import { W4A16LinearLayer } from "../quant/w4a16_linear_layer.ts";
-import type {
-  CheckpointFormat,
-  TensorSpec,
-  WeightScheme,
-} from "./formats/format.ts";
+import { QuantizedLinearLayer } from "../quant/quantized_linear_layer.ts";
+import {
+  describeScheme,
+  METHODS,
+  type QuantMethod,
+  schemeOfLayer,
+  type WeightScheme,
+  weightSchemeOf,
+} from "../quant/schemes.ts";
+import type { CheckpointFormat, TensorSpec } from "./formats/format.ts";
 import { tinyqFormat } from "./formats/tinyq.ts";
 import type { Checkpoint } from "./checkpoint.ts";
 import { CheckpointTensor } from "./checkpoint_tensor.ts";
 import type { QuantizeResult } from "./quantize_checkpoint.ts";
-import { type CheckpointMethod, weightSchemeOf } from "./weight_scheme.ts";
 import { CheckpointError } from "./_checkpoint_error.ts";
-import { specBytes, type Unit } from "./_emit.ts";
-import { type InputGroup, writeOutput } from "./_output.ts";
+import type { Unit } from "./_shard_writer.ts";
+import { specBytes } from "./formats/format.ts";
+import { encodeStoredRows } from "./_quantized_rows.ts";
+import { type InputGroup, writeOutput } from "./_output_dir.ts";
 import {
   checkFormatScheme,
   quantizationSummary,
@@ -35,12 +39,12 @@ import {
   outputConfig,
   shardMetadata,
   weightOwner,
-} from "./_write_checkpoint.ts";
+} from "./_carry_over.ts";
 
 /** Options of {@linkcode saveModule}. */
 export interface SaveModuleOptions {
   /** The method to record; its layers must all store one scheme (W4A16 layers for `w4a16`, int8 layers otherwise). */
-  method: CheckpointMethod;
+  method: QuantMethod;
   /** Linear layers left in float on purpose (recorded). */
   excluded?: readonly string[];
   /** The checkpoint the module was loaded from: its shard plan, config, other files and byte-identical pass-through. */
@@ -54,14 +58,7 @@ export interface SaveModuleOptions {
 }
 
 /** A quantized layer {@linkcode saveModule} writes. */
-type StoredLayer = Int8LinearLayer | W4A16LinearLayer;
-
-/** How a quantized layer's weights are stored. */
-function layerScheme(layer: StoredLayer): WeightScheme {
-  return layer instanceof W4A16LinearLayer
-    ? { bits: 4, groupSize: layer.groupSize, symmetric: !layer.asymmetric }
-    : { bits: 8, groupSize: null, symmetric: layer.zeroPoints === null };
-}
+type StoredLayer = QuantizedLinearLayer;
 
 function layerBytes(
   format: CheckpointFormat,
@@ -85,25 +82,14 @@ function layerBytes(
     rows: layer.outFeatures,
     sourceDtype,
   };
-  const encode = (): Uint8Array[] =>
-    layer instanceof W4A16LinearLayer
-      ? format.encodeInt4Linear!({
-        ...at,
-        packed: layer.int4Weights.data as Uint8Array,
-        scales: layer.scales.data as Float32Array,
-        zeroPoints: (layer.zeroPoints?.data as Uint8Array | undefined) ?? null,
-        groupSize: layer.groupSize,
-      })
-      : format.encodeLinear({
-        ...at,
-        q: layer.int8Weights.data as Int8Array,
-        scales: layer.scales.data as Float32Array,
-        zeroPoints: (layer.zeroPoints?.data as Int8Array | undefined) ?? null,
-        scheme,
-      });
   return {
     specs,
-    produce: () => Promise.resolve(encode().map((b) => b.slice())),
+    produce: () =>
+      Promise.resolve(
+        encodeStoredRows(format, at, scheme, layer.storedRows()).map((b) =>
+          b.slice()
+        ),
+      ),
   };
 }
 
@@ -112,14 +98,14 @@ function layerBytes(
  * error naming the first layer that differs.
  */
 function sharedScheme(
-  method: CheckpointMethod,
+  method: QuantMethod,
   layers: ReadonlyMap<string, StoredLayer>,
 ): WeightScheme {
   let scheme: WeightScheme | null = null;
   let first = "";
   for (const [path, layer] of layers) {
-    const s = layerScheme(layer);
-    if ((s.bits === 4) !== (method === "w4a16")) {
+    const s = schemeOfLayer(layer);
+    if (s.bits !== METHODS[method].layout.bits) {
       throw new CheckpointError(
         path,
         `is a ${layer.constructor.name}, which method ${method} does not store`,
@@ -138,12 +124,6 @@ function sharedScheme(
     }
   }
   return { ...(scheme ?? weightSchemeOf(method)), method };
-}
-
-function describeScheme(s: WeightScheme): string {
-  return `${s.bits === 4 ? `4-bit group ${s.groupSize}` : "int8 per-channel"} ${
-    s.symmetric ? "symmetric" : "asymmetric"
-  }`;
 }
 
 function tensorUnit(
@@ -199,7 +179,7 @@ export async function saveModule(
   const emitted = new Set<string>();
   const layers = new Map<string, StoredLayer>();
   for (const [path, m] of module.namedModules()) {
-    if (m instanceof Int8LinearLayer || m instanceof W4A16LinearLayer) {
+    if (m instanceof QuantizedLinearLayer) {
       layers.set(path, m);
     }
   }

@@ -9,23 +9,45 @@ import type { Activations, Int8Weight } from "../backend/backend.ts";
 import { activeBackend } from "../backend/select.ts";
 import type { FloatDType } from "../dtype.ts";
 import type { Tensor } from "../tensor.ts";
-import { forwardRows } from "./_quantized_layer.ts";
+import { forwardRows } from "./quantized_linear_layer.ts";
 
-// The kernel-side view of an int8 weight, kept per int8 tensor so that a
-// backend sees the same object on every call (its key for GPU buffers).
-const kernelWeights = new WeakMap<Tensor, Int8Weight>();
+/** The activation dtypes W8A32 takes. */
+export const W8A32_ACTIVATIONS: readonly FloatDType[] = Object.freeze(["f32"]);
+/** The activation dtypes W8A16 takes. */
+export const W8A16_ACTIVATIONS: readonly FloatDType[] = Object.freeze([
+  "f16",
+  "bf16",
+]);
 
-function int8WeightOf(
+const HINTS = {
+  W8A32: "use W8A16 for f16/bf16",
+  W8A16: "use W8A32 for f32",
+} as const;
+
+/**
+ * Refuses activations the scheme does not take, with the scheme to use
+ * instead (`takes` are W8A32's or W8A16's dtypes).
+ */
+export function checkInt8Activations(
+  scheme: "W8A32" | "W8A16",
+  takes: readonly FloatDType[],
+  input: Tensor,
+): void {
+  if (!(takes as readonly string[]).includes(input.dtype)) {
+    throw new TypeError(
+      `${scheme} takes ${takes.join(" or ")} activations, got ${input.dtype} (${
+        HINTS[scheme]
+      })`,
+    );
+  }
+}
+
+/** The kernel view of loose int8 tensors, checked (the layers check theirs as they are set). */
+function int8View(
   weight: Tensor,
   scales: Tensor,
   zeroPoints: Tensor | null,
 ): Int8Weight {
-  const cached = kernelWeights.get(weight);
-  if (
-    cached && cached.scales === scales.data &&
-    cached.zeroPoints === (zeroPoints?.data ?? null)
-  ) return cached;
-  if (cached) void activeBackend().then((b) => b.release(cached), () => {});
   if (weight.dtype !== "i8" || weight.ndim !== 2) {
     throw new TypeError(
       `Int8 weights must be an i8 [out, in] tensor, got ${weight.dtype} [${
@@ -48,63 +70,56 @@ function int8WeightOf(
       }]`,
     );
   }
-  const w: Int8Weight = {
+  return {
     q: weight.data as Int8Array,
     scales: scales.data as Float32Array,
     zeroPoints: (zeroPoints?.data as Int8Array | undefined) ?? null,
     n,
     k,
   };
-  kernelWeights.set(weight, w);
-  return w;
-}
-
-/** Frees what the active backend keeps for an int8 weight tensor (GPU buffers). */
-export async function releaseInt8Weight(weight: Tensor): Promise<void> {
-  const w = kernelWeights.get(weight);
-  if (!w) return;
-  kernelWeights.delete(weight);
-  (await activeBackend()).release(w);
 }
 
 /**
- * An int8 layer's forward on the active backend, for the activation dtypes
- * `takes` of `scheme` (`takesText` in the error, with `hint` naming the
- * scheme to use instead).
+ * A one-off int8 forward on loose tensors: the view is made for this call
+ * and released after it (a layer keeps its view across calls).
  */
 async function int8Forward(
   scheme: "W8A32" | "W8A16",
   takes: readonly FloatDType[],
-  takesText: string,
-  hint: string,
   weight: Tensor,
   input: Tensor,
   scales: Tensor,
   bias: Tensor | null,
   zeroPoints: Tensor | null,
 ): Promise<Tensor> {
-  if (!(takes as readonly string[]).includes(input.dtype)) {
-    throw new TypeError(
-      `${scheme} takes ${takesText} activations, got ${input.dtype} (${hint})`,
+  checkInt8Activations(scheme, takes, input);
+  const layer = `${scheme}LinearLayer`;
+  const w = int8View(weight, scales, zeroPoints);
+  if (bias && bias.size !== w.n) {
+    throw new RangeError(
+      `${layer} bias must have ${w.n} elements, got ${bias.size}`,
     );
   }
-  const layer = `${scheme}LinearLayer`;
-  const w = int8WeightOf(weight, scales, zeroPoints);
-  return await forwardRows(layer, input, w.k, w.n, bias, async (m, b) => {
-    if (bias && bias.size !== w.n) {
-      throw new RangeError(
-        `${layer} bias must have ${w.n} elements, got ${bias.size}`,
-      );
-    }
-    const backend = await activeBackend();
-    return await backend.linearInt8(
-      input.data as Activations,
-      input.dtype as FloatDType,
-      m,
-      w,
-      b,
+  const backend = await activeBackend();
+  try {
+    return await forwardRows(
+      layer,
+      input,
+      w.k,
+      w.n,
+      bias,
+      (m, b) =>
+        backend.linearInt8(
+          input.data as Activations,
+          input.dtype as FloatDType,
+          m,
+          w,
+          b,
+        ),
     );
-  });
+  } finally {
+    backend.release(w);
+  }
 }
 
 /**
@@ -132,9 +147,7 @@ export function w8a32Forward(
 ): Promise<Tensor> {
   return int8Forward(
     "W8A32",
-    ["f32"],
-    "f32",
-    "use W8A16 for f16/bf16",
+    W8A32_ACTIVATIONS,
     weight,
     input,
     scales,
@@ -170,9 +183,7 @@ export function w8a16Forward(
 ): Promise<Tensor> {
   return int8Forward(
     "W8A16",
-    ["f16", "bf16"],
-    "f16 or bf16",
-    "use W8A32 for f32",
+    W8A16_ACTIVATIONS,
     weight,
     input,
     scales,

@@ -18,9 +18,9 @@
  */
 
 import type { Int4Weight } from "../backend/backend.ts";
-import type { FloatDType, TypedArray } from "../dtype.ts";
+import { bf16ArrayToF32, type FloatDType, type TypedArray } from "../dtype.ts";
 import { NonFiniteWeightError } from "./quantize_rows.ts";
-import { roundHalfToEven } from "./round.ts";
+import { ROUND_MAGIC, roundHalfToEven } from "../round.ts";
 
 /** The group sizes 4-bit weights support. */
 export type Int4GroupSize = 32 | 64 | 128;
@@ -185,14 +185,17 @@ export function quantizeInt4(
       }
       scales[r * groups + g] = scale;
       // Pairs never straddle a group: groupSize and c0 are even. The
-      // quotients are small, so MAGIC rounds them half to even, and the
+      // quotients are small, so ROUND_MAGIC rounds them half to even, and the
       // codes stay int32 (mixing int and double here halves the speed).
       let j = (base + c0) >> 1;
       for (let c = c0; c < c1; c += 2, j++) {
-        let a = (((Math.fround(buf[c]! / scale) + MAGIC) - MAGIC) | 0) +
+        let a =
+          (((Math.fround(buf[c]! / scale) + ROUND_MAGIC) - ROUND_MAGIC) | 0) +
           offset;
         a = a > 15 ? 15 : a < 0 ? 0 : a;
-        let b = (((Math.fround(buf[c + 1]! / scale) + MAGIC) - MAGIC) | 0) +
+        let b =
+          (((Math.fround(buf[c + 1]! / scale) + ROUND_MAGIC) - ROUND_MAGIC) |
+            0) +
           offset;
         b = b > 15 ? 15 : b < 0 ? 0 : b;
         packed[j] = a | (b << 4);
@@ -202,9 +205,98 @@ export function quantizeInt4(
   return { packed, scales, zeroPoints, n: rows, k: cols, groupSize };
 }
 
-// 1.5·2⁵²: (x + MAGIC) − MAGIC rounds |x| < 2⁵¹ to an integer, ties to even
-// (as quant/round.ts, inlined so the hot loop stays flat).
-const MAGIC = 6755399441055744;
+/**
+ * The plain loop behind {@linkcode quantizeInt4}, written from the formulas
+ * in the module comment (float comparisons, {@linkcode roundHalfToEven},
+ * {@linkcode packInt4}): the reference the fast version is tested against,
+ * bit for bit.
+ *
+ * @example
+ * ```ts
+ * import { quantizeInt4, quantizeInt4Reference } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * const w = Float32Array.from({ length: 64 }, (_, i) => Math.sin(i));
+ * const fast = quantizeInt4(w, "f32", 1, 64, { groupSize: 32, asymmetric: true });
+ * const ref = quantizeInt4Reference(w, "f32", 1, 64, { groupSize: 32, asymmetric: true });
+ * assert.deepEqual(fast, ref);
+ * ```
+ */
+export function quantizeInt4Reference(
+  data: TypedArray,
+  dtype: FloatDType,
+  rows: number,
+  cols: number,
+  options: QuantizeInt4Options = {},
+): Int4Weight {
+  const name = options.name ?? "weights";
+  const groupSize = checkInt4GroupSize(
+    cols,
+    options.groupSize ?? DEFAULT_INT4_GROUP_SIZE,
+    name,
+  );
+  if (data.length !== rows * cols) {
+    throw new RangeError(
+      `Tensor "${name}" has ${data.length} elements, expected ${rows} × ${cols}`,
+    );
+  }
+  const asymmetric = options.asymmetric ?? false;
+  const groups = cols / groupSize;
+  const codes = new Uint8Array(rows * cols);
+  const scales = new Float32Array(rows * groups);
+  const zeroPoints = asymmetric ? new Uint8Array(rows * groups) : null;
+  const clamp = (v: number, lo: number, hi: number) =>
+    v < lo ? lo : v > hi ? hi : v;
+  for (let r = 0; r < rows; r++) {
+    const row = dtype === "bf16"
+      ? bf16ArrayToF32((data as Uint16Array).subarray(r * cols, (r + 1) * cols))
+      : Float32Array.from(
+        (data as Float32Array | Float16Array).subarray(
+          r * cols,
+          (r + 1) * cols,
+        ),
+      );
+    for (let g = 0; g < groups; g++) {
+      const group = row.subarray(g * groupSize, (g + 1) * groupSize);
+      let min = 0, max = 0; // 0 included: the widened range
+      for (let c = 0; c < groupSize; c++) {
+        const v = group[c]!;
+        if (!Number.isFinite(v)) {
+          throw new NonFiniteWeightError(name, r, g * groupSize + c, v);
+        }
+        if (v < min) min = v;
+        if (v > max) max = v;
+      }
+      let scale: number, offset: number;
+      if (asymmetric) {
+        scale = Math.fround(Math.fround(max - min) / 15);
+        if (scale === Infinity) {
+          throw new RangeError(
+            `Tensor "${name}" row ${r} group ${g}: range [${min}, ${max}] overflows f32; cannot quantize`,
+          );
+        }
+        if (scale === 0) scale = 1;
+        offset = clamp(roundHalfToEven(Math.fround(-min / scale)), 0, 15);
+        zeroPoints![r * groups + g] = offset;
+      } else {
+        scale = Math.fround(Math.max(max, -min) / 7) || 1;
+        offset = 8;
+      }
+      scales[r * groups + g] = scale;
+      for (let c = 0; c < groupSize; c++) {
+        const q = roundHalfToEven(Math.fround(group[c]! / scale)) + offset;
+        codes[r * cols + g * groupSize + c] = clamp(q, 0, 15);
+      }
+    }
+  }
+  return {
+    packed: packInt4(codes),
+    scales,
+    zeroPoints,
+    n: rows,
+    k: cols,
+    groupSize,
+  };
+}
 
 /**
  * Packs 4-bit codes (0–15), two per byte: element 2j in the low nibble of

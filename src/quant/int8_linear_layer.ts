@@ -1,37 +1,22 @@
 /**
- * The common base of the int8 weight layers: buffers, quantize(), dispose().
+ * The common base of the int8 weight layers (W8A32, W8A16, W8A8): their
+ * buffers, checked as they are set, and the kernel view of them.
  *
  * @module
  */
 
-import type { FloatDType } from "../dtype.ts";
-import { Module } from "../module.ts";
+import type { Int8Weight } from "../backend/backend.ts";
 import { Tensor } from "../tensor.ts";
-import { quantizeRowsInt8 } from "./quantize_rows.ts";
-import { quantizeRowsInt8Asymmetric } from "./quantize_rows_asymmetric.ts";
-import { releaseInt8Weight } from "./forward.ts";
+import { INT8_PER_ROW, type StoredRows, type WeightLayout } from "./layouts.ts";
 import {
-  checkedBias,
-  checkWeightsToQuantize,
-  initialBias,
-  optionalBuffer,
-} from "./_quantized_layer.ts";
+  QuantizedLinearLayer,
+  type QuantizedLinearOptions,
+} from "./quantized_linear_layer.ts";
 
-/** Options of the quantized layers' constructors (TinyQ's `bias`, `dtype`). */
-export interface QuantizedLinearOptions {
-  /** Whether the layer has a bias (default true). */
-  bias?: boolean;
-  /** The float dtype of the bias (default f32). */
-  dtype?: FloatDType;
-}
-
-/** Options of {@linkcode Int8LinearLayer.quantize}. */
-export interface QuantizeOptions {
-  /** Store a zero point per row (asymmetric, scale = (max − min) / 255). Default false. */
-  asymmetric?: boolean;
-  /** The weight's name, for error messages (e.g. the checkpoint tensor name). */
-  name?: string;
-}
+export type {
+  QuantizedLinearOptions,
+  QuantizeOptions,
+} from "./quantized_linear_layer.ts";
 
 /**
  * A Linear layer with int8 weights [out, in] and one f32 scale per output row;
@@ -44,21 +29,14 @@ export interface QuantizeOptions {
  * forward sees on every backend; editing a tensor's `data` in place is not
  * seen by the wasm and WebGPU backends.
  */
-export abstract class Int8LinearLayer extends Module {
-  /** Input features. */
-  readonly inFeatures: number;
-  /** Output features. */
-  readonly outFeatures: number;
-
+export abstract class Int8LinearLayer extends QuantizedLinearLayer<Int8Weight> {
   /** Creates the buffers: zero weights, unit scales, a zero bias unless `bias: false`. */
   constructor(
     inFeatures: number,
     outFeatures: number,
     options: QuantizedLinearOptions = {},
   ) {
-    super();
-    this.inFeatures = inFeatures;
-    this.outFeatures = outFeatures;
+    super(inFeatures, outFeatures);
     this.setTensor(
       "int8_weights",
       Tensor.zeros([outFeatures, inFeatures], "i8"),
@@ -68,7 +46,12 @@ export abstract class Int8LinearLayer extends Module {
       new Tensor(new Float32Array(outFeatures).fill(1), [outFeatures]),
     );
     this.setTensor("zero_points", null);
-    this.setTensor("bias", initialBias(outFeatures, options));
+    this.initBias(options);
+  }
+
+  /** Int8 with one scale (and zero point) per output row. */
+  get layout(): WeightLayout {
+    return INT8_PER_ROW;
   }
 
   #buffer(name: string): Tensor {
@@ -90,7 +73,7 @@ export abstract class Int8LinearLayer extends Module {
         }]`,
       );
     }
-    this.dispose();
+    this.releaseKernelWeight();
     this.setTensor("int8_weights", t);
   }
 
@@ -111,7 +94,7 @@ export abstract class Int8LinearLayer extends Module {
 
   /** Zero points, i8 [out], for asymmetric weights; null when symmetric. */
   get zeroPoints(): Tensor | null {
-    return optionalBuffer(this, "zero_points");
+    return this.optionalBuffer("zero_points");
   }
   set zeroPoints(t: Tensor | null) {
     if (t && (t.dtype !== "i8" || t.size !== this.outFeatures)) {
@@ -124,49 +107,14 @@ export abstract class Int8LinearLayer extends Module {
     this.setTensor("zero_points", t);
   }
 
-  /** The bias, [out] in any float dtype, or null. */
-  get bias(): Tensor | null {
-    return optionalBuffer(this, "bias");
-  }
-  set bias(t: Tensor | null) {
-    this.setTensor("bias", checkedBias(t, this.outFeatures));
-  }
-
-  /**
-   * Quantizes float weights [out, in] (f32, f16 or bf16) into this layer's
-   * buffers: symmetric per-row int8 by default, asymmetric on request.
-   */
-  quantize(weights: Tensor, options: QuantizeOptions = {}): void {
-    const name = options.name ?? "weights";
-    const dtype = checkWeightsToQuantize(
-      weights,
-      this.outFeatures,
-      this.inFeatures,
-      name,
-    );
-    if (options.asymmetric) {
-      const r = quantizeRowsInt8Asymmetric(
-        weights.data,
-        dtype,
-        this.outFeatures,
-        this.inFeatures,
-        name,
-      );
-      this.int8Weights = new Tensor(r.q, [this.outFeatures, this.inFeatures]);
-      this.scales = new Tensor(r.scales, [this.outFeatures]);
-      this.zeroPoints = new Tensor(r.zeroPoints, [this.outFeatures], "i8");
-      return;
-    }
-    const { q, scales } = quantizeRowsInt8(
-      weights.data,
-      dtype,
-      this.outFeatures,
-      this.inFeatures,
-      name,
-    );
-    this.int8Weights = new Tensor(q, [this.outFeatures, this.inFeatures]);
-    this.scales = new Tensor(scales, [this.outFeatures]);
-    this.zeroPoints = null;
+  /** Stores the row quantizer's int8 values, scales and zero points. */
+  protected store(rows: StoredRows): void {
+    const shape = [this.outFeatures, this.inFeatures];
+    this.int8Weights = new Tensor(rows.weights as Int8Array, shape);
+    this.scales = new Tensor(rows.scales, [this.outFeatures]);
+    this.zeroPoints = rows.zeroPoints
+      ? new Tensor(rows.zeroPoints as Int8Array, [this.outFeatures], "i8")
+      : null;
   }
 
   /** The float weights these int8 values stand for: `(q − zp) · scale`, f32 [out, in]. */
@@ -183,13 +131,14 @@ export abstract class Int8LinearLayer extends Module {
     return new Tensor(out, [this.outFeatures, k]);
   }
 
-  /** Runs the layer on an input [..., in]. */
-  abstract forward(input: Tensor): Promise<Tensor>;
-
-  /** Frees the backend's copy of the weights (GPU buffers). */
-  override dispose(): void {
-    const w = this.getTensor("int8_weights");
-    if (w instanceof Tensor) void releaseInt8Weight(w);
-    super.dispose();
+  /** The backend's view of the int8 weights. */
+  protected makeKernelWeight(): Int8Weight {
+    return {
+      q: this.int8Weights.data as Int8Array,
+      scales: this.scales.data as Float32Array,
+      zeroPoints: (this.zeroPoints?.data as Int8Array | undefined) ?? null,
+      n: this.outFeatures,
+      k: this.inFeatures,
+    };
   }
 }

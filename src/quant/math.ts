@@ -9,7 +9,7 @@
 import { type FloatDType, isFloatDType } from "../dtype.ts";
 import { Tensor } from "../tensor.ts";
 import { NonFiniteWeightError, quantizeRowsInt8 } from "./quantize_rows.ts";
-import { roundHalfToEven } from "./round.ts";
+import { roundHalfToEven } from "../round.ts";
 
 /** The integer types a quantized tensor can have. */
 export type QuantDType = "i8" | "u8";

@@ -11,9 +11,13 @@
 
 import type { FloatDType, TypedArray } from "../dtype.ts";
 import { bf16ArrayToF32 } from "../dtype.ts";
-import { defaultKernel } from "../backend/_cpu_config.ts";
-import { Arena, kernelsModule } from "../backend/_cpu_wasm.ts";
-import { roundHalfToEven } from "./round.ts";
+import {
+  alignUp,
+  Arena,
+  defaultKernel,
+  kernelsModule,
+} from "../backend/wasm_kernels.ts";
+import { roundHalfToEven } from "../round.ts";
 
 /** Int8 values and one f32 scale per row. */
 export interface QuantizedRows {
@@ -177,8 +181,8 @@ function quantizeRowsWasm(
     rows,
     Math.max(1, Math.floor(CHUNK_BYTES / rowBytes)),
   );
-  const inBytes = align64(chunkRows * rowBytes);
-  const qBytes = align64(chunkRows * cols);
+  const inBytes = alignUp(chunkRows * rowBytes);
+  const qBytes = alignUp(chunkRows * cols);
   const total = inBytes + qBytes + 4 * chunkRows;
   const base = arena.alloc(total);
   if (base < 0) return null;
@@ -229,8 +233,4 @@ function throwFirstNonFinite(
   throw new Error(
     `quantize_rows flagged row ${r} of "${tensorName}" but it is finite`,
   );
-}
-
-function align64(bytes: number): number {
-  return Math.ceil(bytes / 64) * 64;
 }

@@ -12,6 +12,7 @@
 import type { FloatDType, TypedArray } from "../dtype.ts";
 import { scaleAndZeroPoint } from "./math.ts";
 import { NonFiniteWeightError } from "./quantize_rows.ts";
+import { ROUND_MAGIC } from "../round.ts";
 
 /** Int8 values, one f32 scale and one int8 zero point per row. */
 export interface AsymmetricRows {
@@ -22,9 +23,6 @@ export interface AsymmetricRows {
   /** One zero point per row, in [−128, 127]. */
   zeroPoints: Int8Array;
 }
-
-// 1.5·2⁵²: (x + MAGIC) − MAGIC rounds |x| < 2⁵¹ to an integer, ties to even.
-const MAGIC = 6755399441055744;
 
 /**
  * Asymmetric per-row int8: for each row, [min, max] widened to include 0,
@@ -98,9 +96,10 @@ export function quantizeRowsInt8Asymmetric(
     zeroPoints[r] = zeroPoint;
     const zp = zeroPoint | 0;
     for (let c = 0; c < cols; c++) {
-      // |w / scale| ≤ 255 here, so MAGIC rounds half to even; the sum stays
+      // |w / scale| ≤ 255 here, so ROUND_MAGIC rounds half to even; the sum stays
       // int32 (mixing int and double here halves the speed).
-      let v = (((Math.fround(buf[c]! / scale) + MAGIC) - MAGIC) | 0) + zp;
+      let v =
+        (((Math.fround(buf[c]! / scale) + ROUND_MAGIC) - ROUND_MAGIC) | 0) + zp;
       v = v > 127 ? 127 : v < -128 ? -128 : v;
       q[base + c] = v;
     }

@@ -7,28 +7,18 @@
 
 import type { Activations, Int4Weight } from "../backend/backend.ts";
 import { type FloatDType, isFloatDType } from "../dtype.ts";
-import { Module } from "../module.ts";
 import { Tensor } from "../tensor.ts";
-import { activeBackend } from "../backend/select.ts";
+import { INT4_GROUPS, type StoredRows, type WeightLayout } from "./layouts.ts";
 import {
-  checkedBias,
-  checkWeightsToQuantize,
-  forwardRows,
-  initialBias,
-  KernelWeight,
-  optionalBuffer,
-} from "./_quantized_layer.ts";
+  QuantizedLinearLayer,
+  type QuantizedLinearOptions,
+} from "./quantized_linear_layer.ts";
 import {
   checkInt4GroupSize,
   DEFAULT_INT4_GROUP_SIZE,
   dequantizeInt4,
   type Int4GroupSize,
-  quantizeInt4,
 } from "./int4.ts";
-import type {
-  QuantizedLinearOptions,
-  QuantizeOptions,
-} from "./int8_linear_layer.ts";
 
 /** Options of the {@linkcode W4A16LinearLayer} constructor. */
 export interface W4A16LinearOptions extends QuantizedLinearOptions {
@@ -81,14 +71,8 @@ export interface W4A16Tensors {
  * assert.equal(y.dtype, "f16");
  * ```
  */
-export class W4A16LinearLayer extends Module {
-  /** Input features. */
-  readonly inFeatures: number;
-  /** Output features. */
-  readonly outFeatures: number;
-  /** Inputs per group sharing a scale (and zero point). */
-  readonly groupSize: Int4GroupSize;
-  #kernel = new KernelWeight<Int4Weight>();
+export class W4A16LinearLayer extends QuantizedLinearLayer<Int4Weight> {
+  readonly #groupSize: Int4GroupSize;
 
   /**
    * Creates the buffers: codes for zero weights, unit scales, a zero bias
@@ -100,14 +84,12 @@ export class W4A16LinearLayer extends Module {
     outFeatures: number,
     options: W4A16LinearOptions = {},
   ) {
-    super();
-    this.groupSize = checkInt4GroupSize(
+    super(inFeatures, outFeatures);
+    this.#groupSize = checkInt4GroupSize(
       inFeatures,
       options.groupSize ?? DEFAULT_INT4_GROUP_SIZE,
       options.name ?? `W4A16LinearLayer(${inFeatures}, ${outFeatures}) weight`,
     );
-    this.inFeatures = inFeatures;
-    this.outFeatures = outFeatures;
     this.setTensor(
       "int4_weights",
       new Tensor(
@@ -123,8 +105,25 @@ export class W4A16LinearLayer extends Module {
       ),
     );
     this.setTensor("zero_points", null);
-    this.setTensor("bias", initialBias(outFeatures, options));
+    this.initBias(options);
   }
+
+  /** Inputs per group sharing a scale (and zero point). */
+  override get groupSize(): Int4GroupSize {
+    return this.#groupSize;
+  }
+
+  /** 4-bit codes in groups along each row. */
+  get layout(): WeightLayout {
+    return INT4_GROUPS;
+  }
+
+  /** The activation dtypes forward takes. */
+  static readonly activations: readonly FloatDType[] = Object.freeze([
+    "f16",
+    "bf16",
+    "f32",
+  ]);
 
   /**
    * Builds a layer from stored tensors (a checkpoint's `P.int4_weights`,
@@ -204,7 +203,7 @@ export class W4A16LinearLayer extends Module {
       [this.outFeatures, this.inFeatures / 2],
       "int4Weights",
     );
-    this.dispose();
+    this.releaseKernelWeight();
     this.setTensor("int4_weights", t);
   }
 
@@ -219,7 +218,7 @@ export class W4A16LinearLayer extends Module {
 
   /** One zero point (0–15) per group, u8 [out, in / groupSize]; null when symmetric. */
   get zeroPoints(): Tensor | null {
-    return optionalBuffer(this, "zero_points");
+    return this.optionalBuffer("zero_points");
   }
   set zeroPoints(t: Tensor | null) {
     if (t) {
@@ -228,52 +227,22 @@ export class W4A16LinearLayer extends Module {
     this.setTensor("zero_points", t);
   }
 
-  /** Whether the weights have zero points. */
-  get asymmetric(): boolean {
-    return this.zeroPoints !== null;
-  }
-
-  /** The bias, [out] in any float dtype, or null. */
-  get bias(): Tensor | null {
-    return optionalBuffer(this, "bias");
-  }
-  set bias(t: Tensor | null) {
-    this.setTensor("bias", checkedBias(t, this.outFeatures));
-  }
-
-  /**
-   * Quantizes float weights [out, in] (f32, f16 or bf16) into this layer's
-   * buffers: symmetric by default, with zero points when `asymmetric`.
-   */
-  quantize(weights: Tensor, options: QuantizeOptions = {}): void {
-    const name = options.name ?? "weights";
-    const dtype = checkWeightsToQuantize(
-      weights,
-      this.outFeatures,
-      this.inFeatures,
-      name,
-    );
-    const q = quantizeInt4(
-      weights.data,
-      dtype,
-      this.outFeatures,
-      this.inFeatures,
-      { groupSize: this.groupSize, asymmetric: options.asymmetric, name },
-    );
+  /** Stores the row quantizer's packed codes, scales and zero points. */
+  protected store(rows: StoredRows): void {
     const groupsShape = [this.outFeatures, this.#groups];
-    this.int4Weights = new Tensor(q.packed, [
+    this.int4Weights = new Tensor(rows.weights as Uint8Array, [
       this.outFeatures,
       this.inFeatures / 2,
     ]);
-    this.scales = new Tensor(q.scales, groupsShape);
-    this.zeroPoints = q.zeroPoints
-      ? new Tensor(q.zeroPoints, groupsShape)
+    this.scales = new Tensor(rows.scales, groupsShape);
+    this.zeroPoints = rows.zeroPoints
+      ? new Tensor(rows.zeroPoints as Uint8Array, groupsShape)
       : null;
   }
 
   /** The float weights the codes stand for, `(code − offset) · scale`, f32 [out, in]. */
   dequantize(): Tensor {
-    return new Tensor(dequantizeInt4(this.#kernelWeight()), [
+    return new Tensor(dequantizeInt4(this.makeKernelWeight()), [
       this.outFeatures,
       this.inFeatures,
     ]);
@@ -286,44 +255,31 @@ export class W4A16LinearLayer extends Module {
   async forward(input: Tensor): Promise<Tensor> {
     if (!isFloatDType(input.dtype)) {
       throw new TypeError(
-        `W4A16LinearLayer takes f16, bf16 or f32 activations, got ${input.dtype}`,
+        `W4A16LinearLayer takes ${"f16, bf16 or f32"} activations, got ${input.dtype}`,
       );
     }
-    return await forwardRows(
-      "W4A16LinearLayer",
+    return await this.runRows(
       input,
-      this.inFeatures,
-      this.outFeatures,
-      this.bias,
-      async (m, bias) =>
-        await (await activeBackend()).linearInt4(
+      (backend, m, w, bias) =>
+        backend.linearInt4(
           input.data as Activations,
           input.dtype as FloatDType,
           m,
-          this.#kernelWeight(),
+          w,
           bias,
         ),
     );
   }
 
-  #kernelWeight(): Int4Weight {
-    const weight = this.int4Weights;
-    const scales = this.scales.data as Float32Array;
-    const zeroPoints = (this.zeroPoints?.data as Uint8Array | undefined) ??
-      null;
-    return this.#kernel.of([weight, scales, zeroPoints], () => ({
-      packed: weight.data as Uint8Array,
-      scales,
-      zeroPoints,
+  /** The backend's view of the packed codes. */
+  protected makeKernelWeight(): Int4Weight {
+    return {
+      packed: this.int4Weights.data as Uint8Array,
+      scales: this.scales.data as Float32Array,
+      zeroPoints: (this.zeroPoints?.data as Uint8Array | undefined) ?? null,
       n: this.outFeatures,
       k: this.inFeatures,
       groupSize: this.groupSize,
-    }));
-  }
-
-  /** Frees the backend's copy of the weights (GPU buffers). */
-  override dispose(): void {
-    this.#kernel.release();
-    super.dispose();
+    };
   }
 }

@@ -4,8 +4,10 @@
  * @module
  */
 
+import type { Activations } from "../backend/backend.ts";
+import type { FloatDType } from "../dtype.ts";
 import type { Tensor } from "../tensor.ts";
-import { w8a16Forward } from "./forward.ts";
+import { checkInt8Activations, W8A16_ACTIVATIONS } from "./forward.ts";
 import { Int8LinearLayer } from "./int8_linear_layer.ts";
 
 /**
@@ -25,13 +27,21 @@ import { Int8LinearLayer } from "./int8_linear_layer.ts";
  */
 export class W8A16LinearLayer extends Int8LinearLayer {
   /** `input @ dequant(W)ᵀ + bias` for f16/bf16 input [..., in]; result in the input's dtype. */
-  forward(input: Tensor): Promise<Tensor> {
-    return w8a16Forward(
-      this.int8Weights,
+  async forward(input: Tensor): Promise<Tensor> {
+    checkInt8Activations("W8A16", W8A16_ACTIVATIONS, input);
+    return await this.runRows(
       input,
-      this.scales,
-      this.bias,
-      this.zeroPoints,
+      (backend, m, w, bias) =>
+        backend.linearInt8(
+          input.data as Activations,
+          input.dtype as FloatDType,
+          m,
+          w,
+          bias,
+        ),
     );
   }
+
+  /** The activation dtypes forward takes. */
+  static readonly activations: readonly FloatDType[] = W8A16_ACTIVATIONS;
 }

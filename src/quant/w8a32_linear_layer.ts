@@ -4,8 +4,10 @@
  * @module
  */
 
+import type { Activations } from "../backend/backend.ts";
+import type { FloatDType } from "../dtype.ts";
 import type { Tensor } from "../tensor.ts";
-import { w8a32Forward } from "./forward.ts";
+import { checkInt8Activations, W8A32_ACTIVATIONS } from "./forward.ts";
 import { Int8LinearLayer } from "./int8_linear_layer.ts";
 
 /**
@@ -23,13 +25,21 @@ import { Int8LinearLayer } from "./int8_linear_layer.ts";
  */
 export class W8A32LinearLayer extends Int8LinearLayer {
   /** `input @ dequant(W)ᵀ + bias` for f32 input [..., in]; f32 result. */
-  forward(input: Tensor): Promise<Tensor> {
-    return w8a32Forward(
-      this.int8Weights,
+  async forward(input: Tensor): Promise<Tensor> {
+    checkInt8Activations("W8A32", W8A32_ACTIVATIONS, input);
+    return await this.runRows(
       input,
-      this.scales,
-      this.bias,
-      this.zeroPoints,
+      (backend, m, w, bias) =>
+        backend.linearInt8(
+          input.data as Activations,
+          input.dtype as FloatDType,
+          m,
+          w,
+          bias,
+        ),
     );
   }
+
+  /** The activation dtypes forward takes. */
+  static readonly activations: readonly FloatDType[] = W8A32_ACTIVATIONS;
 }

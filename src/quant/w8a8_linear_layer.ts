@@ -5,10 +5,8 @@
  * @module
  */
 
-import type { Int8Weight } from "../backend/backend.ts";
+import type { FloatDType } from "../dtype.ts";
 import type { Tensor } from "../tensor.ts";
-import { activeBackend } from "../backend/select.ts";
-import { forwardRows, KernelWeight } from "./_quantized_layer.ts";
 import { Int8LinearLayer } from "./int8_linear_layer.ts";
 
 /**
@@ -38,8 +36,6 @@ import { Int8LinearLayer } from "./int8_linear_layer.ts";
  * ```
  */
 export class W8A8LinearLayer extends Int8LinearLayer {
-  #kernel = new KernelWeight<Int8Weight>();
-
   /** `quant(x) @ Wᵀ · s_x · s_w + bias` for f32 input [..., in]; f32 result [..., out]. */
   async forward(input: Tensor): Promise<Tensor> {
     if (input.dtype !== "f32") {
@@ -47,38 +43,13 @@ export class W8A8LinearLayer extends Int8LinearLayer {
         `W8A8LinearLayer takes f32 activations, got ${input.dtype} (convert with input.to("f32"))`,
       );
     }
-    return await forwardRows(
-      "W8A8LinearLayer",
+    return await this.runRows(
       input,
-      this.inFeatures,
-      this.outFeatures,
-      this.bias,
-      async (m, bias) =>
-        await (await activeBackend()).linearW8A8(
-          input.data as Float32Array,
-          m,
-          this.#kernelWeight(),
-          bias,
-        ),
+      (backend, m, w, bias) =>
+        backend.linearW8A8(input.data as Float32Array, m, w, bias),
     );
   }
 
-  #kernelWeight(): Int8Weight {
-    const weight = this.int8Weights;
-    const scales = this.scales.data as Float32Array;
-    const zeroPoints = (this.zeroPoints?.data as Int8Array | undefined) ?? null;
-    return this.#kernel.of([weight, scales, zeroPoints], () => ({
-      q: weight.data as Int8Array,
-      scales,
-      zeroPoints,
-      n: this.outFeatures,
-      k: this.inFeatures,
-    }));
-  }
-
-  /** Frees the backend's copy of the weights (GPU buffers). */
-  override dispose(): void {
-    this.#kernel.release();
-    super.dispose();
-  }
+  /** The activation dtypes forward takes (quantized to int8 inside). */
+  static readonly activations: readonly FloatDType[] = Object.freeze(["f32"]);
 }

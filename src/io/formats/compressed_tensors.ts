@@ -89,6 +89,7 @@ import {
   marlinShapeWarnings,
   vllmModuleWarnings,
 } from "./compressed_tensors_warnings.ts";
+import { INT4_GROUP_SIZES } from "../../quant/int4.ts";
 
 const FORMAT = "compressed-tensors";
 
@@ -340,7 +341,10 @@ export const compressedTensorsFormat: CheckpointFormat = {
       ? scale.shape[1]!
       : 0;
     const groupSize = groups > 0 ? inF / groups : 0;
-    if (![32, 64, 128].includes(groupSize) || !isFloatDType(scale.dtype)) {
+    if (
+      !(INT4_GROUP_SIZES as readonly number[]).includes(groupSize) ||
+      !isFloatDType(scale.dtype)
+    ) {
       throw new TypeError(
         `"${scaleName}" must be a float [${out}, in / group] with groups of 32, 64 or 128 inputs, got ${
           describeTensor(scale)

@@ -15,6 +15,7 @@ import {
   pathsWithSuffix,
   summaryFromExportMetadata,
 } from "./_export.ts";
+import { INT4_GROUP_SIZES } from "../../quant/int4.ts";
 
 /**
  * The compressed-tensors release whose serialization the config block
@@ -169,7 +170,10 @@ function groupScheme(
   const symmetric = w.symmetric !== false;
   if (bits === 4) {
     const size = w.group_size;
-    if (strategy !== "group" || ![32, 64, 128].includes(size as number)) {
+    if (
+      strategy !== "group" ||
+      !(INT4_GROUP_SIZES as readonly number[]).includes(size as number)
+    ) {
       return `has 4-bit ${strategy}-wise weights${
         size ? ` (group_size ${size})` : ""
       }; TinyQ reads 4-bit groups of 32, 64 or 128`;

@@ -8,9 +8,10 @@
  * @module
  */
 
-import type { DType } from "../../dtype.ts";
+import { type DType, DTYPE_SIZE } from "../../dtype.ts";
 import type { Tensor } from "../../tensor.ts";
 import type { Int4Weight } from "../../backend/backend.ts";
+import type { WeightScheme } from "../../quant/schemes.ts";
 
 /** The description of one output tensor, known before any data is computed. */
 export interface TensorSpec {
@@ -20,6 +21,13 @@ export interface TensorSpec {
   readonly dtype: DType;
   /** Dimensions. */
   readonly shape: readonly number[];
+}
+
+/** Bytes of a tensor described by `spec`. */
+export function specBytes(spec: TensorSpec): number {
+  let n = DTYPE_SIZE[spec.dtype];
+  for (const d of spec.shape) n *= d;
+  return n;
 }
 
 /**
@@ -49,28 +57,7 @@ export interface QuantizedRowsRecord {
   readonly scheme?: WeightScheme;
 }
 
-/** How the weights of a quantized Linear are stored. */
-export interface WeightScheme {
-  /** Bits per weight value: 8 (per-channel) or 4 (group-wise). */
-  readonly bits: 4 | 8;
-  /** Inputs per group (4-bit), or null for one scale per output row. */
-  readonly groupSize: number | null;
-  /** No zero points. */
-  readonly symmetric: boolean;
-  /**
-   * The method the weights are for (`w8a16`, `w8a8`, …), for formats that
-   * store the same int8 weights differently per method (compressed-tensors
-   * keeps W8A8 `int-quantized`, W8A16 `pack-quantized`). Absent: W8A16.
-   */
-  readonly method?: string;
-}
-
-/** The int8 per-channel symmetric scheme: what a format stores when none is named. */
-export const INT8_SYMMETRIC: WeightScheme = Object.freeze({
-  bits: 8,
-  groupSize: null,
-  symmetric: true,
-});
+export { INT8_SYMMETRIC, type WeightScheme } from "../../quant/schemes.ts";
 
 /**
  * A block of output rows of a group-wise 4-bit Linear at `path`: rows

@@ -1,5 +1,5 @@
 /**
- * The shard writer of the checkpoint layer. A shard is planned as a list of
+ * The shard writer of the checkpoint layer (one safetensors file). A shard is planned as a list of
  * units in input order — a tensor copied byte for byte, a Linear quantized
  * from its float weight, or tensors produced in memory — and laid out the way
  * the reference writer does (descending element size, so every tensor is
@@ -15,21 +15,19 @@
  */
 
 import { DTYPE_SIZE, type FloatDType } from "../dtype.ts";
-import { numel } from "../tensor.ts";
-import {
-  NonFiniteWeightError,
-  quantizeRowsInt8,
-} from "../quant/quantize_rows.ts";
-import { quantizeRowsInt8Asymmetric } from "../quant/quantize_rows_asymmetric.ts";
-import { quantizeInt4 } from "../quant/int4.ts";
+import { NonFiniteWeightError } from "../quant/quantize_rows.ts";
+import { INT8_SYMMETRIC, layoutOf } from "../quant/schemes.ts";
 import type { TensorInfo } from "./safetensors.ts";
-import { safetensorsDtypeName } from "./safetensors.ts";
-import type {
-  CheckpointFormat,
-  TensorSpec,
-  WeightScheme,
+import {
+  type CheckpointFormat,
+  specBytes,
+  type TensorSpec,
+  type WeightScheme,
 } from "./formats/format.ts";
 import { CheckpointError, osReason } from "./_checkpoint_error.ts";
+import { encodeStoredRows } from "./_quantized_rows.ts";
+import { type Readers, SerialFile } from "./_serial_file.ts";
+import { encodeHeader, layoutOrder } from "./_shard_header.ts";
 
 /** Bytes per read/quantize block. */
 export const CHUNK: number = 16 * 2 ** 20;
@@ -73,132 +71,12 @@ export function unitSpecs(u: Unit): readonly TensorSpec[] {
   return u.kind === "copy" ? [u.spec] : u.specs;
 }
 
-/** Bytes of a tensor described by `spec`. */
-export function specBytes(s: TensorSpec): number {
-  return numel(s.shape) * DTYPE_SIZE[s.dtype];
-}
-
 /** Progress callbacks of {@linkcode writeShard}. */
 export interface EmitHooks {
   /** Input bytes consumed (read and processed). */
   onBytes?: (bytes: number) => void;
   /** A unit is complete. */
   onUnit?: (unit: Unit) => void;
-}
-
-/** A file handle whose positioned operations never interleave. */
-class SerialFile {
-  #chain: Promise<unknown> = Promise.resolve();
-  constructor(readonly file: Deno.FsFile, readonly label: string) {}
-
-  run<T>(task: (f: Deno.FsFile) => Promise<T>): Promise<T> {
-    const p = this.#chain.then(() => task(this.file));
-    this.#chain = p.catch(() => {});
-    return p;
-  }
-
-  idle(): Promise<unknown> {
-    return this.#chain;
-  }
-}
-
-/** Input files opened for raw reading, shared by the shards of one run. */
-export class Readers {
-  #open = new Map<string, Promise<SerialFile>>();
-
-  /** Reads `length` bytes at `offset` of `path` into a fresh buffer. */
-  async read(
-    path: string,
-    offset: number,
-    length: number,
-    tensor: string,
-  ): Promise<Uint8Array> {
-    let f = this.#open.get(path);
-    if (!f) {
-      f = Deno.open(path, { read: true }).then((h) => new SerialFile(h, path));
-      this.#open.set(path, f);
-    }
-    let file: SerialFile;
-    try {
-      file = await f;
-    } catch (e) {
-      throw new CheckpointError(path, `cannot open: ${osReason(e)}`);
-    }
-    return await file.run(async (h) => {
-      const buf = new Uint8Array(new ArrayBuffer(length));
-      try {
-        await h.seek(offset, Deno.SeekMode.Start);
-        let done = 0;
-        while (done < length) {
-          const n = await h.read(buf.subarray(done));
-          if (n === null) {
-            throw new CheckpointError(
-              path,
-              "file ended early (changed since it was opened?)",
-              tensor,
-            );
-          }
-          done += n;
-        }
-      } catch (e) {
-        if (e instanceof CheckpointError) throw e;
-        throw new CheckpointError(path, `cannot read: ${osReason(e)}`, tensor);
-      }
-      return buf;
-    });
-  }
-
-  /** Closes every file. */
-  async close(): Promise<void> {
-    for (const f of this.#open.values()) {
-      try {
-        const s = await f;
-        await s.idle();
-        s.file.close();
-      } catch { /* never opened */ }
-    }
-    this.#open.clear();
-  }
-}
-
-/** Builds the 8-byte length plus the space-padded JSON header. */
-export function encodeHeader(
-  specs: readonly TensorSpec[],
-  offsets: readonly number[],
-  metadata: ReadonlyMap<string, string>,
-): Uint8Array {
-  const meta = [...metadata].map(([k, v]) =>
-    `${JSON.stringify(k)}:${JSON.stringify(v)}`
-  );
-  const parts = [`{"__metadata__":{${meta.join(",")}}`];
-  specs.forEach((s, i) => {
-    const info = {
-      dtype: safetensorsDtypeName(s.dtype),
-      shape: s.shape,
-      data_offsets: [offsets[i]!, offsets[i]! + specBytes(s)],
-    };
-    parts.push(`,${JSON.stringify(s.name)}:${JSON.stringify(info)}`);
-  });
-  parts.push("}");
-  const json = new TextEncoder().encode(parts.join(""));
-  const n = Math.ceil(json.byteLength / 8) * 8;
-  const out = new Uint8Array(8 + n).fill(0x20, 8 + json.byteLength);
-  new DataView(out.buffer).setBigUint64(0, BigInt(n), true);
-  out.set(json, 8);
-  return out;
-}
-
-/**
- * The order tensors take in the file: by element size, largest first (the
- * reference writer's rule, which keeps every offset aligned), input order
- * within one size.
- */
-export function layoutOrder(specs: readonly TensorSpec[]): TensorSpec[] {
-  return specs.map((s, i) => [s, i] as const)
-    .sort((a, b) =>
-      DTYPE_SIZE[b[0].dtype] - DTYPE_SIZE[a[0].dtype] || a[1] - b[1]
-    )
-    .map(([s]) => s);
 }
 
 type Step =
@@ -298,31 +176,19 @@ function quantizeBlock(
     sourceDtype: u.dtype,
   };
   try {
-    if (scheme?.bits === 4) {
-      const w = quantizeInt4(data, u.dtype, rows, cols, {
-        groupSize: scheme.groupSize!,
-        asymmetric: !scheme.symmetric,
+    // The layer's own quantize(): its layout's row quantizer, on this block.
+    const stored = layoutOf(scheme ?? INT8_SYMMETRIC).quantizeRows(
+      data,
+      u.dtype,
+      rows,
+      cols,
+      {
+        asymmetric: scheme ? !scheme.symmetric : false,
+        groupSize: scheme?.groupSize ?? null,
         name,
-      });
-      return format.encodeInt4Linear!({
-        ...at,
-        packed: w.packed,
-        scales: w.scales,
-        zeroPoints: w.zeroPoints,
-        groupSize: w.groupSize,
-      });
-    }
-    if (scheme && !scheme.symmetric) {
-      const r = quantizeRowsInt8Asymmetric(data, u.dtype, rows, cols, name);
-      return format.encodeLinear({ ...at, ...r, scheme });
-    }
-    const { q, scales } = quantizeRowsInt8(data, u.dtype, rows, cols, name);
-    return format.encodeLinear({
-      ...at,
-      q,
-      scales,
-      ...(scheme ? { scheme } : {}),
-    });
+      },
+    );
+    return encodeStoredRows(format, at, scheme, stored);
   } catch (e) {
     if (!(e instanceof NonFiniteWeightError)) throw e;
     const bf16 = new Float32Array(1);

@@ -4,27 +4,17 @@
  * @module
  */
 
-import type { Module } from "../module.ts";
-import { Checkpoint } from "../io/checkpoint.ts";
-import { saveModule } from "../io/save_module.ts";
-import type { QuantizedLinearClass, ReplaceReport } from "./replace.ts";
-import { replaceLinearWithTargetAndQuantize } from "./replace.ts";
-import { W8A16LinearLayer } from "./w8a16_linear_layer.ts";
-import { W8A32LinearLayer } from "./w8a32_linear_layer.ts";
-import { W8A8LinearLayer } from "./w8a8_linear_layer.ts";
-import { W4A16LinearLayer } from "./w4a16_linear_layer.ts";
-import { DEFAULT_INT4_GROUP_SIZE } from "./int4.ts";
-
-/** The quantization methods {@linkcode Quantizer.quantize} knows. */
-export type QuantMethod = "w8a32" | "w8a16" | "w8a8" | "w4a16";
-
-/** The layer class of each method. */
-export const METHODS: Readonly<Record<QuantMethod, QuantizedLinearClass>> = {
-  w8a32: W8A32LinearLayer,
-  w8a16: W8A16LinearLayer,
-  w8a8: W8A8LinearLayer,
-  w4a16: W4A16LinearLayer,
-};
+import type { Module } from "./module.ts";
+import { Checkpoint } from "./io/checkpoint.ts";
+import { saveModule } from "./io/save_module.ts";
+import type { ReplaceReport } from "./quant/replace.ts";
+import { replaceLinearWithTargetAndQuantize } from "./quant/replace.ts";
+import {
+  METHODS,
+  parseQuantMethod,
+  type QuantMethod,
+} from "./quant/schemes.ts";
+import { DEFAULT_INT4_GROUP_SIZE } from "./quant/int4.ts";
 
 /** Options of {@linkcode Quantizer.quantize}. */
 export interface QuantizerOptions {
@@ -32,27 +22,6 @@ export interface QuantizerOptions {
   asymmetric?: boolean;
   /** Inputs per group, w4a16 only: 32, 64 or 128 (default 128). */
   groupSize?: number;
-}
-
-/**
- * Returns the method named `name`, or throws an error listing the known ones.
- *
- * @example
- * ```ts
- * import { parseQuantMethod } from "@tinyq/tinyq";
- * import assert from "node:assert/strict";
- * assert.equal(parseQuantMethod("W8A16"), "w8a16");
- * assert.throws(() => parseQuantMethod("w2a2"), /known methods: w8a32, w8a16, w8a8, w4a16/);
- * ```
- */
-export function parseQuantMethod(name: string): QuantMethod {
-  const m = name.trim().toLowerCase();
-  if (Object.hasOwn(METHODS, m)) return m as QuantMethod;
-  throw new RangeError(
-    `Unknown quantization method "${name}"; known methods: ${
-      Object.keys(METHODS).join(", ")
-    }`,
-  );
 }
 
 /**
@@ -135,18 +104,19 @@ export class Quantizer {
         `The model is already quantized (${this.#method}); load it again to quantize it with ${m}`,
       );
     }
-    if (options.groupSize !== undefined && m !== "w4a16") {
+    const { layer, layout } = METHODS[m];
+    if (options.groupSize !== undefined && layout.bits !== 4) {
       throw new RangeError(
         `groupSize applies to w4a16 only (4-bit groups); ${m} has one scale per output row`,
       );
     }
     this.#report = await replaceLinearWithTargetAndQuantize(
       this.model,
-      METHODS[m],
+      layer,
       exclude,
       {
         asymmetric: options.asymmetric ?? false,
-        ...(m === "w4a16"
+        ...(layout.bits === 4
           ? { groupSize: options.groupSize ?? DEFAULT_INT4_GROUP_SIZE }
           : {}),
       },

@@ -7,13 +7,12 @@
  */
 
 import type { SafetensorsFile, TensorInfo } from "./safetensors.ts";
-import type { Checkpoint, CheckpointEntry, LayerInfo } from "./checkpoint.ts";
-import type { FormatLayer } from "./formats/format.ts";
+import type { Checkpoint, CheckpointEntry } from "./checkpoint.ts";
 import { EXPORT_METADATA_KEY } from "./formats/_export.ts";
-import type { Unit } from "./_emit.ts";
+import type { Unit } from "./_shard_writer.ts";
 import { INDEX_NAME } from "./_folder.ts";
 import { DEQUANTIZED_BY_KEY } from "./_replace_check.ts";
-import type { OutputJob } from "./_output.ts";
+import type { OutputJob } from "./_output_dir.ts";
 
 /**
  * A shard's `__metadata__`: `"format": "pt"`, the source shard's entries but
@@ -95,14 +94,4 @@ export function outputConfig(
 /** The path of the module whose `weight` tensor `name` is, or null. */
 export function weightOwner(name: string): string | null {
   return name.endsWith(".weight") ? name.slice(0, -".weight".length) : null;
-}
-
-/** A Linear layer of a checkpoint as an output format sees it. */
-export function formatLayer(l: LayerInfo): FormatLayer {
-  return {
-    path: l.path,
-    outFeatures: l.outFeatures!,
-    inFeatures: l.inFeatures!,
-    transposed: l.transposed,
-  };
 }

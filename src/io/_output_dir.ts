@@ -8,16 +8,16 @@
 
 import { dirname, join } from "node:path";
 import type { CheckpointFormat } from "./formats/format.ts";
-import { writeAtomically } from "./_atomic.ts";
+import { writeAtomically } from "./atomic.ts";
 import { CheckpointError, osReason } from "./_checkpoint_error.ts";
 import {
   type EmitHooks,
-  Readers,
-  specBytes,
   type Unit,
   unitSpecs,
   writeShard,
-} from "./_emit.ts";
+} from "./_shard_writer.ts";
+import { Readers } from "./_serial_file.ts";
+import { specBytes } from "./formats/format.ts";
 import { fileKind, INDEX_NAME, insidePath, SINGLE_NAME } from "./_folder.ts";
 import { shardName, splitBySize } from "./_sharding.ts";
 import { checkReplaceable } from "./_replace_check.ts";

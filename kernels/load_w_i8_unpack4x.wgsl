@@ -1,4 +1,4 @@
-// load_w_i8_dot4.wgsl: weight loader for int8 weights where WGSL has the
+// load_w_i8_unpack4x.wgsl: weight loader for int8 weights where WGSL has the
 // packed_4x8_integer_dot_product language feature.
 //
 // load_w16(b) returns the 16 int8 values of block b of w as f32, one 128-bit

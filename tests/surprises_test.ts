@@ -303,3 +303,104 @@ Deno.test("weights are immutable after the first forward: quantize() or a new te
     );
   }
 });
+
+// --- 7. a plain nn.Linear state dict ------------------------------------------------
+
+Deno.test("a plain nn.Linear state dict (weight, bias, no dots) is a checkpoint: inspect, quantize (every format), eval, dequantize", async () => {
+  await withDir(async (dir) => {
+    const m = join(dir, "linear");
+    await writeSyntheticCheckpoint(m, [
+      { name: "weight", shape: [8, 128], std: 0.1 },
+      { name: "bias", shape: [8], std: 0.1 },
+    ]);
+    const before = await tree(m);
+    let r = await runMain(["inspect", m]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stdout,
+      /\nweight +BF16 +\[8, 128\] +2\.00 KiB +quantize +generic rule: 2-D float weight\n/,
+    );
+    assert.match(r.stdout, /\nbias +BF16 +\[8\] +16 B +keep +bias of a Linear/);
+    const q = join(dir, "q");
+    r = await runMain(["quantize", m, "--out", q]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stdout,
+      /1 Linear layer quantized \(w8a16, .*\), 0 excluded, 1 tensor kept as is/,
+    );
+    {
+      using ckpt = await Checkpoint.open(q);
+      assert.deepEqual(ckpt.quantization?.modules, [""]);
+      assert.deepEqual(
+        ckpt.entries.map((e) => e.name).sort(),
+        ["bias", "int8_weights", "scales"],
+      );
+    }
+    r = await runMain(["inspect", q]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /\nint8_weights +I8 +\[8, 128\]/);
+    r = await runMain(["eval", m, q]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /\n\(root\) +\[8, 128\] /);
+    assert.match(
+      r.stdout,
+      /verdict: PASS: 1 layers, worst output SNR [\d.]+ dB \(\(root\)\)/,
+    );
+    r = await runMain(["eval", m]);
+    assert.equal(r.code, 0, r.stderr);
+    r = await runMain(["dequantize", q, "--out", join(dir, "back")]);
+    assert.equal(r.code, 0, r.stderr);
+    {
+      using back = await Checkpoint.open(join(dir, "back"));
+      assert.deepEqual(back.entries.map((e) => e.name).sort(), [
+        "bias",
+        "weight",
+      ]);
+    }
+    for (
+      const [format, names] of [
+        ["quanto", [
+          "bias",
+          "input_scale",
+          "output_scale",
+          "weight._data",
+          "weight._scale",
+        ]],
+        ["compressed-tensors", [
+          "bias",
+          "weight_packed",
+          "weight_scale",
+          "weight_shape",
+        ]],
+      ] as const
+    ) {
+      const o = join(dir, format);
+      r = await runMain(["quantize", m, "--out", o, "--format", format]);
+      assert.equal(r.code, 0, r.stderr);
+      using ckpt = await Checkpoint.open(o);
+      assert.deepEqual(ckpt.entries.map((e) => e.name).sort(), names);
+      r = await runMain(["eval", m, o]);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    r = await runMain([
+      "quantize",
+      m,
+      "--out",
+      join(dir, "w4"),
+      "-m",
+      "w4a16",
+      "-g",
+      "32",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    // The root layer is excluded by its weight's name.
+    r = await runMain(["quantize", m, "--out", join(dir, "x"), "-x", "weight"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, "");
+    assert.match(
+      r.stdout,
+      /0 Linear layers quantized .*, 1 excluded \(\(root\)\)/,
+    );
+    assert.deepEqual(await tree(m), before);
+  });
+});

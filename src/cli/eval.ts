@@ -7,6 +7,7 @@
  * @module
  */
 
+import { memberName, moduleLabel } from "../_member_name.ts";
 import {
   type BackendChoice,
   getBackend,
@@ -148,7 +149,7 @@ export async function evaluateCheckpoints(
   let index = 0;
   for (const path of q.modules) {
     for (const n of format.storedNames(path)) stored.add(n);
-    const wName = `${path}.weight`;
+    const wName = memberName(path, "weight");
     const we = orig.entry(wName);
     if (!we) {
       throw new CheckpointError(
@@ -232,9 +233,13 @@ export async function evaluateCheckpoints(
   for (const l of orig.linears()) {
     if (
       !q.modules.includes(l.path) && !excluded.has(l.path) &&
-      !quant.entry(`${l.path}.weight`)
+      !quant.entry(memberName(l.path, "weight"))
     ) {
-      changed.push(`${l.path}.weight (missing from the quantized checkpoint)`);
+      changed.push(
+        `${
+          memberName(l.path, "weight")
+        } (missing from the quantized checkpoint)`,
+      );
     }
   }
   let worst: LayerEval | null = null;
@@ -251,7 +256,7 @@ export async function evaluateCheckpoints(
     ? "pass"
     : "warn";
   const where = worst
-    ? `worst output SNR ${worstDb.toFixed(1)} dB (${worst.path})`
+    ? `worst output SNR ${worstDb.toFixed(1)} dB (${moduleLabel(worst.path)})`
     : "no quantized layers";
   const verdictLine = verdict === "fail" && changed.length > 0
     ? `FAIL: ${changed.length} tensor(s) that should pass through unchanged differ: ${
@@ -292,7 +297,7 @@ export function formatEval(r: EvalReport): string {
       "cos(y)",
     ],
     r.layers.map((l) => [
-      l.path,
+      moduleLabel(l.path),
       shape(l.shape),
       l.weight.maxAbs.toExponential(2),
       l.weight.rmse.toExponential(2),

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { memberName } from "../_member_name.ts";
 import { getBackend } from "../backend/select.ts";
 import { Checkpoint, formatLayer, type TensorPlan } from "../io/checkpoint.ts";
 import type {
@@ -50,7 +51,7 @@ function planFor(
   format: CheckpointFormat,
 ): { plan: TensorPlan[]; layers: Map<string, FormatLayer> } {
   const layers = new Map<string, FormatLayer>(
-    ckpt.linears().map((l) => [`${l.path}.weight`, formatLayer(l)]),
+    ckpt.linears().map((l) => [memberName(l.path, "weight"), formatLayer(l)]),
   );
   const plan = ckpt.plan(exclude).map((t): TensorPlan => {
     const l = layers.get(t.name);

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { moduleLabel } from "../_member_name.ts";
 import {
   quantizeCheckpoint,
   type QuantizeResult,
@@ -96,7 +97,7 @@ export function formatQuantizeSummary(r: QuantizeResult): string {
     } quantized (${r.method}, ${describeScheme(r.scheme)}), ` +
     `${r.excluded.length} excluded${
       r.excluded.length
-        ? ` (${r.excluded.slice(0, 4).join(", ")}${
+        ? ` (${r.excluded.slice(0, 4).map(moduleLabel).join(", ")}${
           r.excluded.length > 4 ? ", …" : ""
         })`
         : ""

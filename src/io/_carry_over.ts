@@ -93,5 +93,6 @@ export function outputConfig(
 
 /** The path of the module whose `weight` tensor `name` is, or null. */
 export function weightOwner(name: string): string | null {
+  if (name === "weight") return ""; // a root-level Linear (nn.Linear's state dict)
   return name.endsWith(".weight") ? name.slice(0, -".weight".length) : null;
 }

@@ -17,6 +17,7 @@
  * @module
  */
 
+import { memberName } from "../_member_name.ts";
 import type { DType } from "../dtype.ts";
 
 /** One row of the family table. */
@@ -233,7 +234,7 @@ export function classifyModule(
     if (!weight) {
       return { linear: false, reason: "no weight of its own (tied)" };
     }
-    const wName = `${m.path}.weight`;
+    const wName = memberName(m.path, "weight");
     if (weight.shape.length !== 2) {
       return {
         linear: false,
@@ -256,7 +257,7 @@ export function classifyModule(
     if (bias && (bias.shape.length !== 1 || bias.shape[0] !== out)) {
       return {
         linear: false,
-        tensor: `${m.path}.bias`,
+        tensor: memberName(m.path, "bias"),
         error: `a Linear bias must be [${out}], got [${bias.shape.join(", ")}]`,
       };
     }

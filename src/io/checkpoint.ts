@@ -22,6 +22,7 @@
  * @module
  */
 
+import { memberName } from "../_member_name.ts";
 import { join } from "node:path";
 import type { DType } from "../dtype.ts";
 import { Linear } from "../linear.ts";
@@ -202,7 +203,7 @@ export class Checkpoint {
     this.format = quantization?.format ?? null;
     this.#shapes = quantization?.shapes ?? new Map();
     for (const p of this.quantization?.modules ?? []) {
-      for (const n of [...this.format!.storedNames(p), `${p}.bias`]) {
+      for (const n of [...this.format!.storedNames(p), memberName(p, "bias")]) {
         if (this.#byName.has(n)) this.#owners.set(n, p);
       }
     }
@@ -481,11 +482,11 @@ export class Checkpoint {
             e.name,
           );
         }
-        const biasEntry = this.#byName.get(`${path}.bias`);
+        const biasEntry = this.#byName.get(memberName(path, "bias"));
         if (layer.linear) {
           const weight = new CheckpointTensor(
             this,
-            this.#byName.get(`${path}.weight`)!,
+            this.#byName.get(memberName(path, "weight"))!,
             layer.transposed,
           );
           const bias = biasEntry ? new CheckpointTensor(this, biasEntry) : null;
@@ -529,7 +530,7 @@ export class Checkpoint {
    */
   async quantizedLayer(path: string): Promise<QuantizedLinear> {
     const method = this.quantization?.method;
-    const biasEntry = this.#byName.get(`${path}.bias`);
+    const biasEntry = this.#byName.get(memberName(path, "bias"));
     const bias = biasEntry ? await this.read(biasEntry.name) : null;
     if (this.quantization?.bits === 4) {
       const w = await this.decodeInt4Linear(path);

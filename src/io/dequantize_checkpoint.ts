@@ -5,6 +5,7 @@
  * @module
  */
 
+import { memberName } from "../_member_name.ts";
 import { DEQUANTIZED_BY_KEY } from "./_replace_check.ts";
 import { TINYQ_VERSION } from "./formats/tinyq.ts";
 import { type FloatDType, isFloatDType } from "../dtype.ts";
@@ -153,7 +154,7 @@ export async function dequantizeCheckpoint(
         kind: "produce",
         label: e.name,
         specs: [{
-          name: `${path}.weight`,
+          name: memberName(path, "weight"),
           dtype,
           shape: t ? [inF, out] : [out, inF],
         }],

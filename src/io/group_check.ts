@@ -7,6 +7,7 @@
  * @module
  */
 
+import { memberName, moduleLabel } from "../_member_name.ts";
 import { INT4_GROUP_SIZES } from "../quant/int4.ts";
 import { CheckpointError } from "./_checkpoint_error.ts";
 
@@ -46,8 +47,8 @@ export function checkGroupSizes(
           : `no supported group size (${
             INT4_GROUP_SIZES.join(", ")
           }) divides it:`
-      } leave the layer in float (--exclude ${l.path})`,
-      `${l.path}.weight`,
+      } leave the layer in float (--exclude ${memberName(l.path, "weight")})`,
+      memberName(l.path, "weight"),
     );
   }
 }

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { memberName } from "../_member_name.ts";
 import { Linear } from "../linear.ts";
 import type { Module } from "../module.ts";
 import { materialize, type Tensor } from "../tensor.ts";
@@ -96,8 +97,11 @@ function globToRegExp(glob: string): RegExp {
 export function excludeMatcher(
   exclude: readonly string[],
 ): (path: string) => boolean {
+  // `weight` alone is the root module's weight (a plain nn.Linear).
   const entries = exclude.map((x) =>
-    x.endsWith(".weight") && x.length > ".weight".length
+    x === "weight"
+      ? ""
+      : x.endsWith(".weight")
       ? x.slice(0, -".weight".length)
       : x
   );
@@ -144,7 +148,7 @@ export async function replaceLinearWithTargetAndQuantize(
   const targets: [Module, string, string, Linear][] = [];
   const walk = (parent: Module, prefix: string) => {
     for (const [name, child] of parent.namedChildren()) {
-      const path = prefix ? `${prefix}.${name}` : name;
+      const path = prefix ? memberName(prefix, name) : name;
       if (child instanceof Linear) {
         if (isExcluded(path)) report.excluded.push(path);
         else targets.push([parent, name, path, child]);
@@ -164,7 +168,7 @@ export async function replaceLinearWithTargetAndQuantize(
       ...(options.groupSize !== undefined
         ? { groupSize: options.groupSize }
         : {}),
-      name: `${path}.weight`,
+      name: memberName(path, "weight"),
     })
   );
   for (const [i, [parent, name, path, linear]] of targets.entries()) {
@@ -172,7 +176,7 @@ export async function replaceLinearWithTargetAndQuantize(
     const bias = linear.bias ? await materialize(linear.bias) : null;
     const layer = layers[i]!;
     layer.quantize(weight, {
-      name: `${path}.weight`,
+      name: memberName(path, "weight"),
       asymmetric: options.asymmetric,
     });
     layer.bias = bias;

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { memberName, moduleLabel } from "../_member_name.ts";
+import { memberName } from "../_member_name.ts";
 import { INT4_GROUP_SIZES } from "../quant/int4.ts";
 import { CheckpointError } from "./_checkpoint_error.ts";
 
@@ -47,7 +47,9 @@ export function checkGroupSizes(
           : `no supported group size (${
             INT4_GROUP_SIZES.join(", ")
           }) divides it:`
-      } leave the layer in float (--exclude ${memberName(l.path, "weight")})`,
+      } leave the layer in float (--exclude ${
+        l.path === "" ? "weight" : l.path
+      })`,
       memberName(l.path, "weight"),
     );
   }

@@ -295,6 +295,13 @@ Deno.test("every handled signal mid-run removes the temporary output and the loc
       // One run replaces an existing output with --force.
       const args = signal === "SIGTERM"
         ? ["quantize", m, "--out", join(dir, "prev"), "--force"]
+        : signal === "SIGQUIT"
+        ? [
+          "quantize",
+          join(m, "model-00001-of-00002.safetensors"),
+          "--out",
+          join(dir, "one.safetensors"),
+        ]
         : i % 2
         ? ["dequantize", join(dir, "prev"), "--out", join(dir, `o${i}`)]
         : ["quantize", m, "--out", join(dir, `o${i}`)];
@@ -315,36 +322,69 @@ Deno.test("every handled signal mid-run removes the temporary output and the loc
   });
 });
 
-Deno.test("tinyq demo leaves nothing behind on a signal, and sweeps the scratch folders of dead demos", async () => {
+Deno.test("tinyq demo leaves nothing behind on SIGHUP", async () => {
   await withDir(async (dir) => {
     const tmp = join(dir, "tmp");
     await Deno.mkdir(tmp);
-    const hold = join(dir, "hold");
-    const child = spawnTinyq(["demo"], { hold, env: { TMPDIR: tmp } });
-    await ready(hold, child);
-    const scratch = [...(await tree(tmp)).keys()];
-    assert.ok(scratch.some((k) => /^tinyq-demo-\d+-/.test(k)), "it started");
+    const child = spawnTinyq(["demo"], { env: { TMPDIR: tmp } });
+    // Its first words on stdout say it is under way (whatever it writes).
+    const reader = child.stdout.getReader();
+    const first = await reader.read();
+    assert.ok(!first.done, "the demo started");
     child.kill("SIGHUP");
+    reader.releaseLock();
     const r = await finish(child);
     assert.equal(r.code, 129, r.stderr);
     assert.match(
       r.stderr,
-      /tinyq: interrupted by SIGHUP; removed the partial output\n$/,
+      /\ntinyq: interrupted by SIGHUP(; removed the partial output)?\n$/,
     );
     assert.deepEqual(await tree(tmp), new Map(), "nothing left in TMPDIR");
-    // After kill -9 the folder stays; the next run removes it, saying so.
-    const dead = await deadPid();
-    const left = join(tmp, `tinyq-demo-${dead}-abc123`);
-    await Deno.mkdir(left);
-    await Deno.writeTextFile(join(left, ".tinyq-scratch"), `${dead}\n`);
-    const notOurs = join(tmp, `tinyq-demo-${dead}-other`);
-    await Deno.mkdir(notOurs); // no marker: not TinyQ's, kept
-    assert.deepEqual(await sweepScratch(tmp), [
-      `removed ${left}, left by a run that no longer exists (process ${dead})`,
-    ]);
-    assert.deepEqual([...(await tree(tmp)).keys()], [
-      `tinyq-demo-${dead}-other/`,
-    ]);
+  });
+});
+
+Deno.test("a scratch folder is removed on a signal, and the one a killed run left is swept by the next", async () => {
+  await withDir(async (dir) => {
+    const tmp = join(dir, "tmp");
+    await Deno.mkdir(tmp);
+    const hold = join(dir, "hold");
+    const src = (f: string) => new URL(`../src/${f}`, import.meta.url).href;
+    // A real process using the helper the way a command does.
+    const code = `
+      import { installSignalHandlers } from "${src("cli/_signals.ts")}";
+      import { withScratchDir } from "${src("io/_scratch.ts")}";
+      installSignalHandlers({ out() {}, err() {}, errIsTerminal: false, columns: () => 80 });
+      await withScratchDir("demo", async (d) => {
+        await Deno.writeTextFile(d + "/model.safetensors", "x");
+      });`;
+    for (const signal of ["SIGINT", "SIGKILL"] as const) {
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["eval", code],
+        env: { TMPDIR: tmp, TINYQ_TEST_HOLD: hold },
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const pid = await ready(hold, child);
+      const [name] = [...(await tree(tmp)).keys()];
+      assert.match(name!, new RegExp(`^tinyq-demo-${pid}-`));
+      child.kill(signal);
+      const r = await finish(child);
+      await Deno.remove(hold);
+      if (signal === "SIGINT") {
+        assert.equal(r.code, 130, r.stderr);
+        assert.deepEqual(await tree(tmp), new Map(), "removed on SIGINT");
+      } else {
+        const left = join(tmp, name!.slice(0, -1));
+        const notOurs = join(tmp, `tinyq-demo-${pid}-other`);
+        await Deno.mkdir(notOurs); // no marker inside: not TinyQ's, kept
+        assert.deepEqual(await sweepScratch(tmp), [
+          `removed ${left}, left by a run that no longer exists (process ${pid})`,
+        ]);
+        assert.deepEqual([...(await tree(tmp)).keys()], [
+          `tinyq-demo-${pid}-other/`,
+        ]);
+      }
+    }
   });
 });
 
@@ -589,6 +629,11 @@ Deno.test("FIFOs as model.safetensors, a shard, config.json or the index are ref
         await Deno.remove(join(m, "config.json"));
         await mkfifo(join(m, "config.json"));
       }],
+      [
+        "quanto_qmap.json",
+        "quanto_qmap.json",
+        (m) => mkfifo(join(m, "quanto_qmap.json")),
+      ],
       [
         "the index",
         "model.safetensors.index.json",

@@ -33,7 +33,8 @@ Options:
   -o, --out <path>          output folder (or file); required
       --dtype <d>           f32, f16 or bf16 (default: the original weights' dtype)
       --max-shard-size <s>  re-shard the output (e.g. 2GB)
-  -f, --force               replace an existing output
+  -f, --force               replace a previous TinyQ output there (never
+                            other files or folders: those are refused)
       --json                print the summary as JSON on stdout
   -v, --verbose             one line per tensor; stack traces on errors
   -h, --help                show this help

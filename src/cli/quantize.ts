@@ -55,7 +55,9 @@ Options:
                             ('tinyq eval <input>' compares every scheme)
   -x, --exclude <name>      leave a Linear in float: a module name (lm_head) or
                             a glob over dotted paths (model.layers.*.mlp.down_proj,
-                            ** crosses dots); repeatable
+                            ** crosses dots), or its weight's tensor name
+                            (lm_head.weight); repeatable; one that matches
+                            no Linear layer is a warning
       --max-shard-size <s>  re-shard the output (e.g. 2GB, 500MB, 1GiB)
       --format <name>       output layout, one of ${
     FORMATS.map((f) => f.name).join(", ")
@@ -71,12 +73,15 @@ Options:
                             quanto: optimum-quanto qint8 + quanto_qmap.json
                               (w8a16/w8a32); GPT-2 Conv1D layers stay float
                               (quanto swaps only nn.Linear)
-  -f, --force               replace an existing output
+  -f, --force               replace a previous TinyQ output there (never
+                            other files or folders: those are refused)
       --json                print the summary as JSON on stdout
   -v, --verbose             one line per tensor; stack traces on errors
   -h, --help                show this help
 
-Exit status: 0 done, 1 bad input or failure (one line on stderr), 2 usage error.
+Exit status: 0 done, 1 bad input or failure (one line on stderr), 2 usage
+error, 128+n on signal n (130 SIGINT, 143 SIGTERM; the partial output is
+removed). A closed or full stdout stops the report, not the work.
 Example:
   tinyq quantize ./Llama-3.2-1B --out ./Llama-3.2-1B-int8 --exclude lm_head
 `;

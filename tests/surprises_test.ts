@@ -232,6 +232,11 @@ Deno.test("escape sequences and other control characters in tensor names are esc
     assert.equal(r.code, 0);
     assert.ok(r.stdout.includes(`${shown}.weight`), r.stdout);
     assert.doesNotMatch(r.stdout, RAW);
+    // The table keeps its columns: escaped before it is measured.
+    const lines = r.stdout.split("\n");
+    const head = lines.find((l) => l.startsWith("tensor "))!;
+    const row = lines.find((l) => l.startsWith(shown))!;
+    assert.equal(row.indexOf("BF16"), head.indexOf("dtype"));
     r = await runMain(["quantize", m, "--out", join(dir, "q"), "--verbose"]);
     assert.equal(r.code, 0);
     assert.ok(r.stderr.includes(`${shown}.weight`), r.stderr);

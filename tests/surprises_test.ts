@@ -128,6 +128,12 @@ Deno.test("--exclude that matches no Linear layer warns; the tensor name lm_head
     assert.deepEqual(JSON.parse(r.stdout).excluded, ["lm_head"]);
     r = await runMain(["inspect", m, "-x", "lm_head.weight"]);
     assert.match(r.stdout, /lm_head\.weight +BF16 .* exclude /);
+    assert.equal(r.stderr, "");
+    r = await runMain(["inspect", m, "-x", "lm_haed"]);
+    assert.equal(
+      r.stderr,
+      `tinyq: warning: --exclude "lm_haed" matches no Linear layer; nothing was excluded by it (see 'tinyq inspect' for the layer names)\n`,
+    );
     assert.deepEqual(await tree(m), before);
     // The library takes the tensor name too.
     const model = new Module();

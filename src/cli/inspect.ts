@@ -15,6 +15,7 @@ import type {
 import { FORMATS } from "../io/formats/registry.ts";
 import { TINYQ_VERSION } from "../io/formats/tinyq.ts";
 import { specBytes } from "../io/formats/format.ts";
+import { warnUnmatchedExcludes } from "./_exclude.ts";
 import { flag, list, parseCommandArgs } from "./_args.ts";
 import { formatFlag } from "./_flags.ts";
 import type { CliIO } from "./_io.ts";
@@ -87,6 +88,11 @@ export async function inspectCommand(
   // previewed in the format asked for.
   const format = ckpt.format ?? asked ?? FORMATS[0]!;
   const { plan, layers } = planFor(ckpt, list(p, "exclude"), format);
+  warnUnmatchedExcludes(
+    io,
+    list(p, "exclude"),
+    ckpt.linears().map((l) => l.path),
+  );
   const backend = await getBackend().then(
     (b) => ({ name: b.name as string, reason: b.reason }),
     (e) => ({

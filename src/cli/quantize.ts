@@ -11,8 +11,8 @@ import {
   type TensorEvent,
 } from "../io/quantize_checkpoint.ts";
 import { FORMATS } from "../io/formats/registry.ts";
-import { excludeMatcher } from "../quant/replace.ts";
 import { flag, list, parseCommandArgs, str } from "./_args.ts";
+import { warnUnmatchedExcludes } from "./_exclude.ts";
 import {
   checkFormatMethod,
   formatFlag,
@@ -182,15 +182,6 @@ export function tensorLine(e: TensorEvent, converted = "i8"): string {
   } MiB`;
 }
 
-/** The `--exclude` entries that matched none of the run's Linear layers. */
-export function unmatchedExcludes(
-  exclude: readonly string[],
-  r: Pick<QuantizeResult, "quantized" | "excluded">,
-): string[] {
-  const layers = [...r.quantized, ...r.excluded];
-  return exclude.filter((x) => !layers.some(excludeMatcher([x])));
-}
-
 /** Runs `tinyq quantize`; returns the exit code. */
 export async function quantizeCommand(
   args: readonly string[],
@@ -251,13 +242,7 @@ export async function quantizeCommand(
           : undefined,
       }),
   );
-  for (const x of unmatchedExcludes(exclude, result)) {
-    io.err(
-      `tinyq: warning: --exclude ${
-        JSON.stringify(x)
-      } matches no Linear layer; nothing was excluded by it (see 'tinyq inspect' for the layer names)\n`,
-    );
-  }
+  warnUnmatchedExcludes(io, exclude, [...result.quantized, ...result.excluded]);
   io.err(formatNotes(result));
   io.out(
     flag(p, "json")

@@ -17,6 +17,8 @@ const MARK = ".tinyq-scratch";
 
 function tempRoot(): string {
   try {
+    const env = { name: "env", variable: "TMPDIR" } as const;
+    if (Deno.permissions.querySync(env).state !== "granted") return "/tmp";
     return Deno.env.get("TMPDIR") || "/tmp";
   } catch {
     return "/tmp";

@@ -64,6 +64,9 @@ export function pidAlive(pid: number): boolean {
   if (pid === Deno.pid) return true;
   if (Deno.build.os === "linux") {
     try {
+      // Without the right to look, never prompt: assume alive.
+      const proc = { name: "read", path: `/proc/${pid}` } as const;
+      if (Deno.permissions.querySync(proc).state !== "granted") return true;
       Deno.statSync(`/proc/${pid}`);
       return true;
     } catch (e) {

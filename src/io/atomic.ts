@@ -75,6 +75,9 @@ export async function holdForTest(): Promise<void> {
   if (held) return;
   let marker: string | undefined;
   try {
+    // Asked only where granted: a library user is never prompted for it.
+    const env = { name: "env", variable: "TINYQ_TEST_HOLD" } as const;
+    if (Deno.permissions.querySync(env).state !== "granted") return;
     marker = Deno.env.get("TINYQ_TEST_HOLD");
   } catch {
     return; // no env permission: not a test
@@ -99,7 +102,9 @@ function isMountPoint(path: string, info: Deno.FileInfo): boolean {
     if (info.dev !== null && parentInfo.dev !== info.dev) return true;
   } catch { /* fall through */ }
   if (Deno.build.os !== "linux") return false;
+  const mountinfo = { name: "read", path: "/proc/self/mountinfo" } as const;
   try {
+    if (Deno.permissions.querySync(mountinfo).state !== "granted") return false;
     const real = Deno.realPathSync(path);
     // Field 5 of each line is the mount point, with octal escapes.
     for (

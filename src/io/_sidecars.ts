@@ -74,6 +74,8 @@ export function pidAlive(pid: number): boolean {
     }
   }
   try {
+    const run = { name: "run", command: "kill" } as const;
+    if (Deno.permissions.querySync(run).state !== "granted") return true;
     return new Deno.Command("kill", {
       args: ["-0", String(pid)],
       stdout: "null",

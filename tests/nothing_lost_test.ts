@@ -477,6 +477,42 @@ Deno.test("two runs for the same output: the second is refused with one line, th
   });
 });
 
+Deno.test("two runs started at the same instant: exactly one gets the output, the other is refused by the lock", async () => {
+  await withDir(async (dir) => {
+    const m = join(dir, "m");
+    await makeDemoCheckpoint(m, SMALL);
+    const out = join(dir, "out");
+    const hold = join(dir, "..", `${dir.split("/").pop()}-hold`);
+    // Both race for the lock; the winner holds at its hold point, so the
+    // loser, whenever it gets there, must meet the lock.
+    const runs = [0, 1].map(() =>
+      spawnTinyq(["quantize", m, "--out", out, "--force"], { hold })
+    );
+    const ended = runs.map((c) => finish(c));
+    let winnerPid = 0;
+    for (const deadline = Date.now() + 120_000; Date.now() < deadline;) {
+      const text = await Deno.readTextFile(hold).catch(() => "");
+      if (text.endsWith("\n")) {
+        winnerPid = Number(text.trim());
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.ok(runs.some((c) => c.pid === winnerPid), "one run holds");
+    const loser = runs.find((c) => c.pid !== winnerPid)!;
+    const lost = await ended[runs.indexOf(loser)]!;
+    assert.equal(
+      lost.stderr,
+      `tinyq quantize: error: ${out}: another tinyq run (process ${winnerPid}) is writing this output; wait for it to finish\n`,
+    );
+    assert.equal(lost.code, 1);
+    await Deno.remove(hold);
+    const won = await ended[runs.findIndex((c) => c.pid === winnerPid)]!;
+    assert.equal(won.code, 0, won.stderr);
+    assert.deepEqual(await names(dir), ["m", "out"]);
+  });
+});
+
 Deno.test("a stale lock (its process gone) is taken over with a note; a lock naming no process is refused", async () => {
   await withDir(async (dir) => {
     const m = join(dir, "m");

@@ -24,37 +24,82 @@
  * @module
  */
 
-export * from "./src/dtype.ts";
+export type * from "./src/dtype.ts";
+export {
+  bf16ArrayToF32,
+  DTYPE_SIZE,
+  f32ArrayToBf16,
+  f32ToFloatArray,
+  floatArrayToF32,
+  isFloatDType,
+} from "./src/dtype.ts";
 export * from "./src/tensor.ts";
 export * from "./src/module.ts";
 export * from "./src/linear.ts";
 export * from "./src/backend/backend.ts";
-export * from "./src/backend/cpu_reference.ts";
+export type * from "./src/backend/cpu_reference.ts";
 export * from "./src/backend/select.ts";
-export * from "./src/round.ts";
-export * from "./src/quant/quantize_rows.ts";
-export * from "./src/quant/math.ts";
+export type * from "./src/round.ts";
+export { roundHalfToEven } from "./src/round.ts";
+export type * from "./src/quant/quantize_rows.ts";
+export {
+  NonFiniteWeightError,
+  quantizeRowsInt8,
+} from "./src/quant/quantize_rows.ts";
+export type * from "./src/quant/math.ts";
+export {
+  getQScaleAndZeroPoint,
+  getQScaleSymmetric,
+  linearDequantization,
+  linearQAsymmetric,
+  linearQAsymmetricPerChannel,
+  linearQSymmetric,
+  linearQSymmetricPerChannel,
+  linearQWithScaleAndZeroPoint,
+} from "./src/quant/math.ts";
 export { w8a16Forward, w8a32Forward } from "./src/quant/forward.ts";
 export * from "./src/quant/int8_linear_layer.ts";
 export * from "./src/quant/w8a32_linear_layer.ts";
 export * from "./src/quant/w8a16_linear_layer.ts";
 export * from "./src/quant/replace.ts";
 export * from "./src/quantizer.ts";
-export * from "./src/quant/schemes.ts";
-export * from "./src/quant/layouts.ts";
+export type * from "./src/quant/schemes.ts";
+export {
+  describeScheme,
+  METHODS,
+  parseQuantMethod,
+  weightSchemeOf,
+} from "./src/quant/schemes.ts";
+export type * from "./src/quant/layouts.ts";
 export { QuantizedLinearLayer } from "./src/quant/quantized_linear_layer.ts";
-export * from "./src/backend/cpu_lowbit.ts";
-export * from "./src/quant/int4.ts";
+export type * from "./src/backend/cpu_lowbit.ts";
+export type * from "./src/quant/int4.ts";
+export {
+  DEFAULT_INT4_GROUP_SIZE,
+  dequantizeInt4,
+  INT4_GROUP_SIZES,
+  packInt4,
+  quantizeInt4,
+  unpackInt4,
+} from "./src/quant/int4.ts";
 export * from "./src/quant/w8a8_linear_layer.ts";
 export * from "./src/quant/w4a16_linear_layer.ts";
-export * from "./src/io/safetensors.ts";
+export type * from "./src/io/safetensors.ts";
+export {
+  SafetensorsError,
+  SafetensorsFile,
+  writeSafetensors,
+} from "./src/io/safetensors.ts";
 export * from "./src/backend/cpu.ts";
-export * from "./src/io/checkpoint.ts";
+export type * from "./src/io/checkpoint.ts";
+export { Checkpoint, CheckpointError } from "./src/io/checkpoint.ts";
 export * from "./src/io/checkpoint_tensor.ts";
-export * from "./src/io/quantize_checkpoint.ts";
+export type * from "./src/io/quantize_checkpoint.ts";
+export { quantizeCheckpoint } from "./src/io/quantize_checkpoint.ts";
 export * from "./src/io/dequantize_checkpoint.ts";
 export * from "./src/io/save_module.ts";
-export * from "./src/io/formats/tinyq.ts";
+export type * from "./src/io/formats/tinyq.ts";
+export { tinyqFormat } from "./src/io/formats/tinyq.ts";
 export {
   type DemoCheckpoint,
   type DemoCheckpointOptions,
@@ -63,8 +108,9 @@ export {
 export * from "./src/backend/webgpu.ts";
 export * from "./src/io/formats/registry.ts";
 export * from "./src/io/formats/compressed_tensors.ts";
-export * from "./src/io/formats/compressed_tensors_config.ts";
-export * from "./src/io/formats/compressed_tensors_packing.ts";
-export * from "./src/io/formats/compressed_tensors_warnings.ts";
-export * from "./src/io/formats/quanto.ts";
-export * from "./src/quant/quantize_rows_asymmetric.ts";
+export type * from "./src/io/formats/compressed_tensors_config.ts";
+export type * from "./src/io/formats/compressed_tensors_packing.ts";
+export type * from "./src/io/formats/compressed_tensors_warnings.ts";
+export type * from "./src/io/formats/quanto.ts";
+export { quantoFormat } from "./src/io/formats/quanto.ts";
+export type * from "./src/quant/quantize_rows_asymmetric.ts";

@@ -11,7 +11,6 @@
 import {
   f32ArrayToBf16,
   Linear,
-  referenceLinearInt8,
   setBackend,
   Tensor,
   W4A16LinearLayer,
@@ -19,6 +18,8 @@ import {
   W8A32LinearLayer,
   W8A8LinearLayer,
 } from "../mod.ts";
+
+import { referenceLinearInt8 } from "../src/backend/cpu_reference.ts";
 
 /** A linear layer's shape: `m` rows of activations, `k` in, `n` out. */
 export interface Shape {

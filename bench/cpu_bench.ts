@@ -19,7 +19,6 @@ import {
   f32ArrayToBf16,
   Linear,
   quantizeRowsInt8,
-  quantizeRowsInt8Reference,
   setBackend,
   Tensor,
   W4A16LinearLayer,
@@ -27,6 +26,7 @@ import {
   W8A32LinearLayer,
   W8A8LinearLayer,
 } from "../mod.ts";
+import { quantizeRowsInt8Reference } from "../src/quant/quantize_rows.ts";
 import {
   measureShape,
   parseShapes,

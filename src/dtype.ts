@@ -114,7 +114,7 @@ const u32Scratch = new Uint32Array(f32Scratch.buffer);
  *
  * @example Round 1 + 2⁻⁸ (a tie) down to 1
  * ```ts
- * import { f32ToBf16Bits } from "@tinyq/tinyq";
+ * import { f32ToBf16Bits } from "./dtype.ts";
  * import assert from "node:assert/strict";
  * assert.equal(f32ToBf16Bits(1 + 2 ** -8), 0x3f80);
  * ```
@@ -134,7 +134,7 @@ export function f32ToBf16Bits(value: number): number {
  *
  * @example
  * ```ts
- * import { bf16BitsToF32 } from "@tinyq/tinyq";
+ * import { bf16BitsToF32 } from "./dtype.ts";
  * import assert from "node:assert/strict";
  * assert.equal(bf16BitsToF32(0x3fc0), 1.5);
  * ```

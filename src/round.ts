@@ -13,7 +13,7 @@
  *
  * @example
  * ```ts
- * import { ROUND_MAGIC } from "@tinyq/tinyq";
+ * import { ROUND_MAGIC } from "./round.ts";
  * import assert from "node:assert/strict";
  * assert.equal((2.5 + ROUND_MAGIC) - ROUND_MAGIC, 2);
  * ```

@@ -2,13 +2,12 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
   bf16ArrayToF32,
-  bf16BitsToF32,
   f32ArrayToBf16,
-  f32ToBf16Bits,
   f32ToFloatArray,
   floatArrayToF32,
   Tensor,
 } from "../mod.ts";
+import { bf16BitsToF32, f32ToBf16Bits } from "../src/dtype.ts";
 
 Deno.test("f32ToBf16Bits() rounds to nearest even", () => {
   // 1 + 2^-8 is halfway between bf16 1 and 1 + 2^-7: ties to the even one (1).

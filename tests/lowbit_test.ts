@@ -5,21 +5,14 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
-  checkInt4GroupSize,
   dequantizeInt4,
   f32ArrayToBf16,
   type Int4Weight,
   type Int8Weight,
-  linearInt4,
   linearQAsymmetricPerChannel,
-  linearW8A8,
   NonFiniteWeightError,
   packInt4,
-  quantizeActivationsPerToken,
   quantizeInt4,
-  quantizeInt4Reference,
-  referenceLinearInt4,
-  referenceLinearW8A8,
   setBackend,
   Tensor,
   unpackInt4,
@@ -27,6 +20,17 @@ import {
   W8A32LinearLayer,
   W8A8LinearLayer,
 } from "../mod.ts";
+import {
+  checkInt4GroupSize,
+  quantizeInt4Reference,
+} from "../src/quant/int4.ts";
+import {
+  linearInt4,
+  linearW8A8,
+  quantizeActivationsPerToken,
+  referenceLinearInt4,
+  referenceLinearW8A8,
+} from "../src/backend/cpu_lowbit.ts";
 import torchFixtures from "./fixtures/lowbit.json" with { type: "json" };
 import { exactLinear } from "./_exact_linear.ts";
 import { floats } from "./_random.ts";

@@ -165,7 +165,8 @@ export class CpuBackend implements Backend {
    *
    * @example Bit-identical to the reference
    * ```ts
-   * import { CpuBackend, referenceLinearW8A8 } from "@tinyq/tinyq";
+   * import { CpuBackend } from "@tinyq/tinyq";
+   * import { referenceLinearW8A8 } from "./cpu_lowbit.ts";
    * import assert from "node:assert/strict";
    * const cpu = new CpuBackend("example", { threads: 1 });
    * const w = {

@@ -35,7 +35,7 @@ export interface QuantizedActivations {
  *
  * @example
  * ```ts
- * import { quantizeActivationsPerToken } from "@tinyq/tinyq";
+ * import { quantizeActivationsPerToken } from "./cpu_lowbit.ts";
  * import assert from "node:assert/strict";
  * const { q, scales } = quantizeActivationsPerToken(new Float32Array([1.27, -0.005, 0, 0]), 2, 2);
  * assert.deepEqual([...q], [127, 0, 0, 0]);
@@ -83,7 +83,7 @@ export function quantizeActivationsPerToken(
  *
  * @example
  * ```ts
- * import { referenceLinearW8A8 } from "@tinyq/tinyq";
+ * import { referenceLinearW8A8 } from "./cpu_lowbit.ts";
  * import assert from "node:assert/strict";
  * const w = { q: new Int8Array([127, -127]), scales: new Float32Array([0.5]), zeroPoints: null, n: 1, k: 2 };
  * const y = referenceLinearW8A8(new Float32Array([1, 1]), 1, w, null);
@@ -134,7 +134,7 @@ function w8a8Epilogue(
  *
  * @example
  * ```ts
- * import { linearW8A8, referenceLinearW8A8 } from "@tinyq/tinyq";
+ * import { linearW8A8, referenceLinearW8A8 } from "./cpu_lowbit.ts";
  * import assert from "node:assert/strict";
  * const w = { q: new Int8Array([3, -5, 7, 1]), scales: new Float32Array([0.1, 0.2]), zeroPoints: null, n: 2, k: 2 };
  * const x = new Float32Array([0.5, -2]);
@@ -286,7 +286,7 @@ function dotsByWords(
  *
  * @example
  * ```ts
- * import { referenceLinearInt4 } from "@tinyq/tinyq";
+ * import { referenceLinearInt4 } from "./cpu_lowbit.ts";
  * import assert from "node:assert/strict";
  * // 32 inputs, one group; codes 9 (= +1 when symmetric) everywhere, scale 0.5.
  * const w = { packed: new Uint8Array(16).fill(0x99), scales: new Float32Array([0.5]), zeroPoints: null, n: 1, k: 32, groupSize: 32 };
@@ -333,7 +333,7 @@ export function referenceLinearInt4(
  *
  * @example
  * ```ts
- * import { linearInt4 } from "@tinyq/tinyq";
+ * import { linearInt4 } from "./cpu_lowbit.ts";
  * import assert from "node:assert/strict";
  * const w = { packed: new Uint8Array(16).fill(0x99), scales: new Float32Array([0.5]), zeroPoints: null, n: 1, k: 32, groupSize: 32 };
  * assert.equal(linearInt4(new Float32Array(32).fill(1), 1, w, null)[0], 16);

@@ -13,7 +13,7 @@ import type { F32Weight, Int8Weight } from "./backend.ts";
  *
  * @example
  * ```ts
- * import { referenceLinearInt8 } from "@tinyq/tinyq";
+ * import { referenceLinearInt8 } from "./cpu_reference.ts";
  * import assert from "node:assert/strict";
  * const w = { q: new Int8Array([1, 2]), scales: new Float32Array([0.5]), zeroPoints: null, n: 1, k: 2 };
  * assert.deepEqual([...referenceLinearInt8(new Float32Array([3, 4]), 1, w, null)], [5.5]);
@@ -48,7 +48,7 @@ export function referenceLinearInt8(
  *
  * @example
  * ```ts
- * import { referenceLinearF32 } from "@tinyq/tinyq";
+ * import { referenceLinearF32 } from "./cpu_reference.ts";
  * import assert from "node:assert/strict";
  * const w = { data: new Float32Array([1, 2]), n: 1, k: 2 };
  * assert.deepEqual([...referenceLinearF32(new Float32Array([3, 4]), 1, w, new Float32Array([1]))], [12]);

@@ -29,7 +29,7 @@ const UNITS: Readonly<Record<string, number>> = {
  *
  * @example
  * ```ts
- * import { parseSize } from "@tinyq/tinyq";
+ * import { parseSize } from "./quantize_checkpoint.ts";
  * import assert from "node:assert/strict";
  * assert.equal(parseSize("5GB"), 5e9);
  * assert.equal(parseSize("2GiB"), 2 * 2 ** 30);

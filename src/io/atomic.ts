@@ -138,7 +138,7 @@ export function registerTemp(path: string): () => void {
  *
  * @example Call it from your own signal handler
  * ```ts
- * import { removeActiveTemps } from "@tinyq/tinyq";
+ * import { removeActiveTemps } from "./quantize_checkpoint.ts";
  * import assert from "node:assert/strict";
  * const onSigint = () => {
  *   removeActiveTemps();

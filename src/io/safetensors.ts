@@ -549,7 +549,7 @@ function encodeHeader(
  *
  * @example
  * ```ts
- * import { safetensorsDtypeName } from "@tinyq/tinyq";
+ * import { safetensorsDtypeName } from "./safetensors.ts";
  * import assert from "node:assert/strict";
  * assert.equal(safetensorsDtypeName("f8_e4m3"), "F8_E4M3");
  * ```
@@ -570,7 +570,7 @@ export function safetensorsDtypeName(dtype: DType): string {
  *
  * @example
  * ```ts
- * import { parseSafetensorsDtype } from "@tinyq/tinyq";
+ * import { parseSafetensorsDtype } from "./safetensors.ts";
  * import assert from "node:assert/strict";
  * assert.equal(parseSafetensorsDtype("BF16"), "bf16");
  * assert.equal(parseSafetensorsDtype("bf16"), undefined);

@@ -51,7 +51,7 @@ export interface QuantizeInt4Options {
  *
  * @example
  * ```ts
- * import { checkInt4GroupSize } from "@tinyq/tinyq";
+ * import { checkInt4GroupSize } from "./int4.ts";
  * import assert from "node:assert/strict";
  * assert.equal(checkInt4GroupSize(4096, 128, "fc.weight"), 128);
  * assert.throws(() => checkInt4GroupSize(100, 128, "fc.weight"), /"fc.weight" has 100 input features/);
@@ -213,7 +213,8 @@ export function quantizeInt4(
  *
  * @example
  * ```ts
- * import { quantizeInt4, quantizeInt4Reference } from "@tinyq/tinyq";
+ * import { quantizeInt4 } from "@tinyq/tinyq";
+ * import { quantizeInt4Reference } from "./int4.ts";
  * import assert from "node:assert/strict";
  * const w = Float32Array.from({ length: 64 }, (_, i) => Math.sin(i));
  * const fast = quantizeInt4(w, "f32", 1, 64, { groupSize: 32, asymmetric: true });

@@ -56,7 +56,7 @@ export interface WeightLayout {
  *
  * @example
  * ```ts
- * import { INT8_PER_ROW } from "@tinyq/tinyq";
+ * import { INT8_PER_ROW } from "./layouts.ts";
  * import assert from "node:assert/strict";
  * const r = INT8_PER_ROW.quantizeRows(new Float32Array([1, -0.5]), "f32", 1, 2, {
  *   asymmetric: false, groupSize: null, name: "w",
@@ -97,7 +97,7 @@ export const INT8_PER_ROW: WeightLayout = Object.freeze(
  *
  * @example
  * ```ts
- * import { INT4_GROUPS } from "@tinyq/tinyq";
+ * import { INT4_GROUPS } from "./layouts.ts";
  * import assert from "node:assert/strict";
  * const r = INT4_GROUPS.quantizeRows(new Float32Array(32).fill(0.7), "f32", 1, 32, {
  *   asymmetric: false, groupSize: 32, name: "w",

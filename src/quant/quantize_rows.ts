@@ -77,7 +77,7 @@ export function quantizeRowsInt8(
  *
  * @example
  * ```ts
- * import { quantizeRowsInt8Reference } from "@tinyq/tinyq";
+ * import { quantizeRowsInt8Reference } from "./quantize_rows.ts";
  * import assert from "node:assert/strict";
  * const { q } = quantizeRowsInt8Reference(new Float32Array([2, 1]), "f32", 1, 2);
  * assert.deepEqual([...q], [127, 64]);

@@ -33,7 +33,7 @@ export interface AsymmetricRows {
  *
  * @example
  * ```ts
- * import { quantizeRowsInt8Asymmetric } from "@tinyq/tinyq";
+ * import { quantizeRowsInt8Asymmetric } from "./quantize_rows_asymmetric.ts";
  * import assert from "node:assert/strict";
  * const r = quantizeRowsInt8Asymmetric(new Float32Array([0, 2.55, -1, 1]), "f32", 2, 2);
  * assert.deepEqual([...r.q], [-128, 127, -128, 126]);

@@ -71,7 +71,7 @@ function layoutOf(s: QuantizationSummary): Layout {
  *
  * @example
  * ```ts
- * import { compressedTensorsConfig } from "@tinyq/tinyq";
+ * import { compressedTensorsConfig } from "./compressed_tensors_config.ts";
  * import assert from "node:assert/strict";
  * const block = compressedTensorsConfig({
  *   library: "tinyq", version: "0.1.0", method: "w8a16", bits: 8,
@@ -226,7 +226,7 @@ function groupScheme(
  *
  * @example
  * ```ts
- * import { compressedTensorsConfig, detectCompressedTensors } from "@tinyq/tinyq";
+ * import { compressedTensorsConfig, detectCompressedTensors } from "./compressed_tensors_config.ts";
  * import assert from "node:assert/strict";
  * const summary = {
  *   library: "tinyq", version: "0.1.0", method: "w8a16", bits: 8,
@@ -306,7 +306,7 @@ export function detectCompressedTensors(
  *
  * @example
  * ```ts
- * import { compressedTensorsModules } from "@tinyq/tinyq";
+ * import { compressedTensorsModules } from "./compressed_tensors_config.ts";
  * import assert from "node:assert/strict";
  * const names = ["a.weight_packed", "a.weight_scale", "a.weight_shape", "b.weight", "c.weight", "c.weight_scale"];
  * assert.deepEqual(compressedTensorsModules(names), ["a", "c"]);

@@ -77,7 +77,7 @@ function flipRows(
  *
  * @example The library's own docstring example: [1, 2] packs to 33409
  * ```ts
- * import { packInt8Rows } from "@tinyq/tinyq";
+ * import { packInt8Rows } from "./compressed_tensors_packing.ts";
  * import assert from "node:assert/strict";
  * assert.deepEqual([...packInt8Rows(new Int8Array([1, 2]), 1, 2)], [33409]);
  * ```
@@ -104,7 +104,7 @@ export function packInt8Rows(
  *
  * @example
  * ```ts
- * import { packInt8Rows, unpackInt8Rows } from "@tinyq/tinyq";
+ * import { packInt8Rows, unpackInt8Rows } from "./compressed_tensors_packing.ts";
  * import assert from "node:assert/strict";
  * const q = new Int8Array([-128, 127, 0, 5, -7]);
  * assert.deepEqual(unpackInt8Rows(packInt8Rows(q, 1, 5), 1, 5), q);
@@ -131,7 +131,7 @@ export function unpackInt8Rows(
  *
  * @example
  * ```ts
- * import { packZeroPoints, unpackZeroPoints } from "@tinyq/tinyq";
+ * import { packZeroPoints, unpackZeroPoints } from "./compressed_tensors_packing.ts";
  * import assert from "node:assert/strict";
  * const zp = Uint8Array.from({ length: 9 * 2 }, (_, i) => i % 16);
  * const words = packZeroPoints(zp, 9, 2);

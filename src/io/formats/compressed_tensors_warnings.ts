@@ -20,7 +20,7 @@ import { isLmHead } from "./_export.ts";
  *
  * @example
  * ```ts
- * import { marlinShapeWarnings } from "@tinyq/tinyq";
+ * import { marlinShapeWarnings } from "./compressed_tensors_warnings.ts";
  * import assert from "node:assert/strict";
  * const w = marlinShapeWarnings([
  *   { path: "ok", outFeatures: 128, inFeatures: 256 },
@@ -69,7 +69,7 @@ const FUSED_GROUPS: readonly (readonly string[])[] = [
  *
  * @example
  * ```ts
- * import { vllmModuleWarnings } from "@tinyq/tinyq";
+ * import { vllmModuleWarnings } from "./compressed_tensors_warnings.ts";
  * import assert from "node:assert/strict";
  * const w = vllmModuleWarnings(
  *   ["lm_head", "l.0.attn.q_proj", "l.0.attn.k_proj"],

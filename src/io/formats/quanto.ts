@@ -88,7 +88,7 @@ export interface QuantoQmapEntry {
  *
  * @example
  * ```ts
- * import { quantoQmap } from "@tinyq/tinyq";
+ * import { quantoQmap } from "./quanto.ts";
  * import assert from "node:assert/strict";
  * const qmap = quantoQmap({
  *   library: "tinyq", version: "0.1.0", method: "w8a16", bits: 8,
@@ -118,7 +118,7 @@ export function quantoQmap(
  *
  * @example
  * ```ts
- * import { quantoModules } from "@tinyq/tinyq";
+ * import { quantoModules } from "./quanto.ts";
  * import assert from "node:assert/strict";
  * const text = '{"fc": {"weights": "qint8", "activations": "none"}}';
  * assert.deepEqual(quantoModules(text), ["fc"]);
@@ -164,7 +164,7 @@ export function quantoModules(qmapJson: string): string[] {
  *
  * @example
  * ```ts
- * import { detectQuanto } from "@tinyq/tinyq";
+ * import { detectQuanto } from "./quanto.ts";
  * import assert from "node:assert/strict";
  * const text = '{"fc": {"weights": "qint8", "activations": "none"}}';
  * assert.deepEqual(detectQuanto(null, text)?.modules, ["fc"]);
@@ -196,7 +196,7 @@ export function detectQuanto(
  *
  * @example
  * ```ts
- * import { quantoWeightPaths } from "@tinyq/tinyq";
+ * import { quantoWeightPaths } from "./quanto.ts";
  * import assert from "node:assert/strict";
  * assert.deepEqual(quantoWeightPaths(["fc.weight._data", "fc.weight._scale", "fc.bias"]), ["fc"]);
  * ```

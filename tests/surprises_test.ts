@@ -228,12 +228,13 @@ Deno.test("flag mistakes are usage errors (exit 2) with one line, and nothing is
 Deno.test("escape sequences and other control characters in tensor names are escaped when printed", async () => {
   await withDir(async (dir) => {
     const m = join(dir, "m");
-    const evil = "evil\x1b[31mred\x1b]0;title\x07\u202e\r.proj";
+    const evil = "evil\x1b[31mred\x1b]0;title\x07\u202e\r\n.proj";
     await writeSyntheticCheckpoint(m, [
       { name: `${evil}.weight`, shape: [4, 16], std: 0.1 },
     ]);
-    const shown = "evil\\x1b[31mred\\x1b]0;title\\x07\\u202e\\x0d.proj";
-    assert.equal(escapeControls(evil), shown);
+    const shown = "evil\\x1b[31mred\\x1b]0;title\\x07\\u202e\\x0d\\x0a.proj";
+    assert.equal(escapeControls(evil, false), shown);
+    assert.equal(escapeControls("a\tb\nc"), "a\tb\nc");
     let r = await runMain(["inspect", m]);
     assert.equal(r.code, 0);
     assert.ok(r.stdout.includes(`${shown}.weight`), r.stdout);

@@ -14,19 +14,23 @@ import type { CliIO } from "./_io.ts";
 const CLEAR_LINE = "\r\x1b[2K";
 
 /**
- * `text` with C0 controls (but newline and tab), DEL, C1 controls and the
- * bidirectional overrides written as `\xNN` / `\uNNNN`, so that a tensor
- * name holding an escape sequence is shown, not obeyed.
+ * `text` with C0 controls (but newline and tab, unless `allowLines` is
+ * false: a table cell), DEL, C1 controls and the bidirectional overrides
+ * written as `\xNN` / `\uNNNN`, so that a tensor name holding an escape
+ * sequence is shown, not obeyed.
  *
  * @example
  * ```ts ignore
  * escapeControls("a\x1b[31mb") // "a\\x1b[31mb"
  * ```
  */
-export function escapeControls(text: string): string {
+export function escapeControls(text: string, allowLines = true): string {
   return text.replace(
-    // deno-lint-ignore no-control-regex
-    /[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/g,
+    allowLines
+      // deno-lint-ignore no-control-regex
+      ? /[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/g
+      // deno-lint-ignore no-control-regex
+      : /[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/g,
     (c) => {
       const code = c.charCodeAt(0);
       return code < 0x100

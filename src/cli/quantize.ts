@@ -13,6 +13,7 @@ import {
 import { FORMATS } from "../io/formats/registry.ts";
 import { flag, list, parseCommandArgs, str } from "./_args.ts";
 import { warnUnmatchedExcludes } from "./_exclude.ts";
+import { escapeControls } from "./_safe_io.ts";
 import {
   checkFormatMethod,
   formatFlag,
@@ -102,9 +103,12 @@ export function formatQuantizeSummary(r: QuantizeResult): string {
     } quantized (${r.method}, ${describeScheme(r.scheme)}), ` +
     `${r.excluded.length} excluded${
       r.excluded.length
-        ? ` (${r.excluded.slice(0, 4).map(moduleLabel).join(", ")}${
-          r.excluded.length > 4 ? ", …" : ""
-        })`
+        ? ` (${
+          r.excluded.slice(0, 4).map((p) =>
+            escapeControls(moduleLabel(p), false)
+          )
+            .join(", ")
+        }${r.excluded.length > 4 ? ", …" : ""})`
         : ""
     }, ` +
     `${n(r.kept, "tensor")} kept as is`,
@@ -169,9 +173,10 @@ export function quantizeJson(r: QuantizeResult): Record<string, unknown> {
 /** One llama.cpp-style line per tensor. */
 export function tensorLine(e: TensorEvent, converted = "i8"): string {
   const w = String(e.total).length;
-  const head = `[${String(e.index).padStart(w)}/${e.total}] ${e.name} - ${
-    shape(e.shape)
-  }, type = ${e.dtype}`;
+  // A name is one line: its own newlines are escaped too.
+  const head = `[${String(e.index).padStart(w)}/${e.total}] ${
+    escapeControls(e.name, false)
+  } - ${shape(e.shape)}, type = ${e.dtype}`;
   if (e.action === "quantized" || e.action === "dequantized") {
     return `${head}, converting to ${converted} .. size = ${
       mib(e.bytesIn)

@@ -20,7 +20,7 @@ export function formatTable(
 ): string {
   // Escaped before measuring, so a name with control characters keeps its
   // column (the output stream escapes them anyway).
-  rows = rows.map((r) => r.map(escapeControls));
+  rows = rows.map((r) => r.map((c) => escapeControls(c, false)));
   const widths = header.map((h, i) =>
     Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length))
   );

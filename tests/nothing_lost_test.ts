@@ -568,6 +568,7 @@ Deno.test("a closed stdout and stderr stop the report, never the work: the outpu
     await makeDemoCheckpoint(m, SMALL);
     const hold = join(dir, "..", `${dir.split("/").pop()}-hold`);
     const out = join(dir, "out");
+    const before = await tree(dir);
     // --verbose 2>&1 | head -1, --json | head -c 100: the reader goes away.
     const child = spawnTinyq(
       ["quantize", m, "--out", out, "--verbose", "--json"],
@@ -579,6 +580,7 @@ Deno.test("a closed stdout and stderr stop the report, never the work: the outpu
     await Deno.remove(hold);
     const status = await child.status;
     assert.equal(status.code, 0);
+    assert.deepEqual(await treeBut(dir, "out"), before, "only the output");
     using q = await Checkpoint.open(out);
     assert.equal(q.quantization?.method, "w8a16");
   });
@@ -589,6 +591,7 @@ Deno.test("stdout on /dev/full: the work is done, exit 0, one warning on stderr"
     const m = join(dir, "m");
     await makeDemoCheckpoint(m, SMALL);
     const out = join(dir, "out");
+    const before = await tree(dir);
     const cli = new URL("../cli.ts", import.meta.url).pathname;
     const r = await new Deno.Command("sh", {
       args: [
@@ -607,6 +610,7 @@ Deno.test("stdout on /dev/full: the work is done, exit 0, one warning on stderr"
       "tinyq: warning: cannot write to stdout (No space left on device (os error 28)); the rest of the report is dropped, the work goes on\n",
     );
     assert.equal(r.code, 0);
+    assert.deepEqual(await treeBut(dir, "out"), before, "only the output");
     using q = await Checkpoint.open(out);
     assert.equal(q.quantization?.method, "w8a16");
   });

@@ -274,6 +274,32 @@ Deno.test({
         }
         const ok = await quantize(m, join(mnt, "q"));
         assert.equal(ok.code, 0, ok.stderr);
+        // A file bind-mounted over another (a config file given to a
+        // container) cannot be renamed over either.
+        const target = join(dir, "mounted.safetensors");
+        await Deno.copyFile(
+          join(m, "model-00002-of-00002.safetensors"),
+          target,
+        );
+        const bind = await new Deno.Command("mount", {
+          args: ["--bind", join(m, "model-00001-of-00002.safetensors"), target],
+        }).output();
+        if (bind.success) {
+          try {
+            const res = await quantize(
+              join(m, "model-00002-of-00002.safetensors"),
+              target,
+              "--force",
+            );
+            assert.equal(
+              res.stderr,
+              `tinyq quantize: error: ${target}: is a mounted file, which cannot be replaced; choose another --out\n`,
+            );
+            assert.equal(res.code, 1);
+          } finally {
+            await new Deno.Command("umount", { args: [target] }).output();
+          }
+        }
       } finally {
         await new Deno.Command("umount", { args: ["-l", mnt] }).output();
       }

@@ -235,12 +235,14 @@ export async function writeAtomically<T>(
     }
   }
   const first = await unlessNotFound(Deno.lstat(abs)).catch(() => null);
-  if (first?.isDirectory && isMountPoint(abs, first)) {
+  if (first && !first.isSymlink && isMountPoint(abs, first)) {
     throw new CheckpointError(
       dest,
-      `is a mount point, which cannot be replaced; write into it instead (--out ${
-        join(dest, "NAME")
-      })`,
+      first.isDirectory
+        ? `is a mount point, which cannot be replaced; write into it instead (--out ${
+          join(dest, "NAME")
+        })`
+        : "is a mounted file, which cannot be replaced; choose another --out",
     );
   }
   const lock = lockOutput(parent, base, dest);

@@ -8,7 +8,10 @@ import type { Module } from "./module.ts";
 import { Checkpoint } from "./io/checkpoint.ts";
 import { saveModule } from "./io/save_module.ts";
 import type { ReplaceReport } from "./quant/replace.ts";
-import { replaceLinearWithTargetAndQuantize } from "./quant/replace.ts";
+import {
+  replaceLinearWithTargetAndQuantize,
+  unmatchedExcludes,
+} from "./quant/replace.ts";
 import {
   METHODS,
   parseQuantMethod,
@@ -43,6 +46,7 @@ export class Quantizer {
   #model: Module | null;
   #quantized: Module | null = null;
   #report: ReplaceReport | null = null;
+  #unmatched: readonly string[] = [];
   #method: QuantMethod | null = null;
   #checkpoint: Checkpoint | null = null;
 
@@ -64,6 +68,14 @@ export class Quantizer {
   /** What the last {@linkcode Quantizer.quantize} did, or null. */
   get report(): ReplaceReport | null {
     return this.#report;
+  }
+
+  /**
+   * The `exclude` entries of {@linkcode Quantizer.quantize} that matched no
+   * Linear layer (a typo: those layers were quantized), or `[]`.
+   */
+  get unmatchedExcludes(): readonly string[] {
+    return this.#unmatched;
   }
 
   /** The method of the last {@linkcode Quantizer.quantize}, or null. */
@@ -121,6 +133,10 @@ export class Quantizer {
           : {}),
       },
     );
+    this.#unmatched = unmatchedExcludes(exclude, [
+      ...this.#report.quantized,
+      ...this.#report.excluded,
+    ]);
     this.#method = m;
     this.#quantized = this.model;
     return this.#quantized;

@@ -140,11 +140,12 @@ Deno.test("--exclude that matches no Linear layer warns; the tensor name lm_head
     model.setChild("fc", new Linear(4, 2));
     model.setChild("lm_head", new Linear(2, 8));
     const quantizer = new Quantizer(model);
-    await quantizer.quantize("w8a16", ["lm_head.weight"]);
+    await quantizer.quantize("w8a16", ["lm_head.weight", "lm_haed"]);
     assert.deepEqual(quantizer.report, {
       quantized: ["fc"],
       excluded: ["lm_head"],
     });
+    assert.deepEqual(quantizer.unmatchedExcludes, ["lm_haed"]);
   });
 });
 

@@ -5,16 +5,8 @@
  * @module
  */
 
-import { excludeMatcher } from "../quant/replace.ts";
+import { unmatchedExcludes } from "../quant/replace.ts";
 import type { CliIO } from "./_io.ts";
-
-/** The entries of `exclude` that match none of the Linear layers `paths`. */
-export function unmatchedExcludes(
-  exclude: readonly string[],
-  paths: readonly string[],
-): string[] {
-  return exclude.filter((x) => !paths.some(excludeMatcher([x])));
-}
 
 /** Writes one warning line per entry of `exclude` matching none of `paths`. */
 export function warnUnmatchedExcludes(

@@ -119,6 +119,24 @@ export function excludeMatcher(
 }
 
 /**
+ * The entries of `exclude` that match none of the Linear layers `paths` — a
+ * typo, which would otherwise leave the layer quantized without a word.
+ *
+ * @example
+ * ```ts
+ * import { unmatchedExcludes } from "./replace.ts";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(unmatchedExcludes(["lm_head.weight", "lm_haed"], ["fc", "lm_head"]), ["lm_haed"]);
+ * ```
+ */
+export function unmatchedExcludes(
+  exclude: readonly string[],
+  paths: readonly string[],
+): string[] {
+  return exclude.filter((x) => !paths.some(excludeMatcher([x])));
+}
+
+/**
  * Replaces every {@linkcode Linear} of `module` (at any depth) by a `Target`
  * layer quantized from its weight, keeping the bias. Lazy (on-disk) weights
  * are read one layer at a time. Layers whose own name or dotted path matches

@@ -129,6 +129,14 @@ Deno.test("--exclude that matches no Linear layer warns; the tensor name lm_head
     r = await runMain(["inspect", m, "-x", "lm_head.weight"]);
     assert.match(r.stdout, /lm_head\.weight +BF16 .* exclude /);
     assert.equal(r.stderr, "");
+    for (const cmd of [["inspect", m], ["eval", m, "--schemes", "w8a16"]]) {
+      r = await runMain([...cmd, "-x", "lm_haed"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(
+        r.stderr,
+        `tinyq: warning: --exclude "lm_haed" matches no Linear layer; nothing was excluded by it (see 'tinyq inspect' for the layer names)\n`,
+      );
+    }
     r = await runMain(["inspect", m, "-x", "lm_haed"]);
     assert.equal(
       r.stderr,

@@ -20,6 +20,7 @@ import { Linear } from "../linear.ts";
 import { Tensor } from "../tensor.ts";
 import { seededNormals } from "../demo/demo_checkpoint.ts";
 import { flag, list, parseCommandArgs, str } from "./_args.ts";
+import { warnUnmatchedExcludes } from "./_exclude.ts";
 import { type CliIO, UsageError } from "./_io.ts";
 import { type ErrorStats, errorStats, formatDb } from "./_error_stats.ts";
 import {
@@ -394,6 +395,10 @@ export async function evalCommand(
   const tokens = intFlag("eval", "tokens", str(p, "tokens"), 1);
   const seed = intFlag("eval", "seed", str(p, "seed"), 0);
   if (p.positionals.length === 1) {
+    if (exclude.length > 0) {
+      using ckpt = await Checkpoint.open(p.positionals[0]!);
+      warnUnmatchedExcludes(io, exclude, ckpt.linears().map((l) => l.path));
+    }
     const report = await withProgress(
       io,
       "eval",

@@ -46,18 +46,12 @@ export {
   NonFiniteWeightError,
   quantizeRowsInt8,
 } from "./src/quant/quantize_rows.ts";
-export type * from "./src/quant/math.ts";
+export * from "./src/quant/math.ts";
 export {
-  getQScaleAndZeroPoint,
-  getQScaleSymmetric,
-  linearDequantization,
-  linearQAsymmetric,
-  linearQAsymmetricPerChannel,
-  linearQSymmetric,
-  linearQSymmetricPerChannel,
-  linearQWithScaleAndZeroPoint,
-} from "./src/quant/math.ts";
-export { w8a16Forward, w8a32Forward } from "./src/quant/forward.ts";
+  type Int8Forward,
+  w8a16Forward,
+  w8a32Forward,
+} from "./src/quant/forward.ts";
 export * from "./src/quant/int8_linear_layer.ts";
 export * from "./src/quant/w8a32_linear_layer.ts";
 export * from "./src/quant/w8a16_linear_layer.ts";

@@ -123,6 +123,28 @@ async function int8Forward(
 }
 
 /**
+ * An int8 forward on loose tensors: `weight` i8 [out, in], `input`
+ * [..., in], `scales` f32 [out], optional `bias` [out] and `zeroPoints`
+ * i8 [out].
+ */
+export type Int8Forward = (
+  weight: Tensor,
+  input: Tensor,
+  scales: Tensor,
+  bias?: Tensor | null,
+  zeroPoints?: Tensor | null,
+) => Promise<Tensor>;
+
+/** The loose-tensor forward of `scheme`. */
+function int8ForwardOf(
+  scheme: "W8A32" | "W8A16",
+  takes: readonly FloatDType[],
+): Int8Forward {
+  return (weight, input, scales, bias = null, zeroPoints = null) =>
+    int8Forward(scheme, takes, weight, input, scales, bias, zeroPoints);
+}
+
+/**
  * W8A32 forward (TinyQ's `w8_a32_forward`): f32 input [..., in] times int8
  * weights [out, in] with per-row scales, plus bias; f32 result [..., out].
  *
@@ -138,23 +160,10 @@ async function int8Forward(
  * assert.deepEqual([...y.data], [-1]);
  * ```
  */
-export function w8a32Forward(
-  weight: Tensor,
-  input: Tensor,
-  scales: Tensor,
-  bias: Tensor | null = null,
-  zeroPoints: Tensor | null = null,
-): Promise<Tensor> {
-  return int8Forward(
-    "W8A32",
-    W8A32_ACTIVATIONS,
-    weight,
-    input,
-    scales,
-    bias,
-    zeroPoints,
-  );
-}
+export const w8a32Forward: Int8Forward = int8ForwardOf(
+  "W8A32",
+  W8A32_ACTIVATIONS,
+);
 
 /**
  * W8A16 forward (TinyQ's `w8_a16_forward`): f16 or bf16 input [..., in],
@@ -174,20 +183,7 @@ export function w8a32Forward(
  * assert.deepEqual([...y.data], [-1]);
  * ```
  */
-export function w8a16Forward(
-  weight: Tensor,
-  input: Tensor,
-  scales: Tensor,
-  bias: Tensor | null = null,
-  zeroPoints: Tensor | null = null,
-): Promise<Tensor> {
-  return int8Forward(
-    "W8A16",
-    W8A16_ACTIVATIONS,
-    weight,
-    input,
-    scales,
-    bias,
-    zeroPoints,
-  );
-}
+export const w8a16Forward: Int8Forward = int8ForwardOf(
+  "W8A16",
+  W8A16_ACTIVATIONS,
+);

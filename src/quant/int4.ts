@@ -82,6 +82,28 @@ export function checkInt4GroupSize(
   return groupSize as Int4GroupSize;
 }
 
+/** The options of a 4-bit quantization, checked against the matrix. */
+function checkedInt4Options(
+  data: TypedArray,
+  rows: number,
+  cols: number,
+  options: QuantizeInt4Options,
+): { name: string; groupSize: number; asymmetric: boolean; groups: number } {
+  const name = options.name ?? "weights";
+  const groupSize = checkInt4GroupSize(
+    cols,
+    options.groupSize ?? DEFAULT_INT4_GROUP_SIZE,
+    name,
+  );
+  if (data.length !== rows * cols) {
+    throw new RangeError(
+      `Tensor "${name}" has ${data.length} elements, expected ${rows} × ${cols}`,
+    );
+  }
+  const asymmetric = options.asymmetric ?? false;
+  return { name, groupSize, asymmetric, groups: cols / groupSize };
+}
+
 /**
  * Quantizes a float matrix [rows, cols] (f32, f16 or bf16 storage) to packed
  * group-wise 4-bit codes. NaN or ±Inf is a {@linkcode NonFiniteWeightError}
@@ -106,19 +128,12 @@ export function quantizeInt4(
   cols: number,
   options: QuantizeInt4Options = {},
 ): Int4Weight {
-  const name = options.name ?? "weights";
-  const groupSize = checkInt4GroupSize(
+  const { name, groupSize, asymmetric, groups } = checkedInt4Options(
+    data,
+    rows,
     cols,
-    options.groupSize ?? DEFAULT_INT4_GROUP_SIZE,
-    name,
+    options,
   );
-  if (data.length !== rows * cols) {
-    throw new RangeError(
-      `Tensor "${name}" has ${data.length} elements, expected ${rows} × ${cols}`,
-    );
-  }
-  const asymmetric = options.asymmetric ?? false;
-  const groups = cols / groupSize;
   const packed = new Uint8Array(rows * cols / 2);
   const scales = new Float32Array(rows * groups);
   const zeroPoints = asymmetric ? new Uint8Array(rows * groups) : null;
@@ -229,19 +244,12 @@ export function quantizeInt4Reference(
   cols: number,
   options: QuantizeInt4Options = {},
 ): Int4Weight {
-  const name = options.name ?? "weights";
-  const groupSize = checkInt4GroupSize(
+  const { name, groupSize, asymmetric, groups } = checkedInt4Options(
+    data,
+    rows,
     cols,
-    options.groupSize ?? DEFAULT_INT4_GROUP_SIZE,
-    name,
+    options,
   );
-  if (data.length !== rows * cols) {
-    throw new RangeError(
-      `Tensor "${name}" has ${data.length} elements, expected ${rows} × ${cols}`,
-    );
-  }
-  const asymmetric = options.asymmetric ?? false;
-  const groups = cols / groupSize;
   const codes = new Uint8Array(rows * cols);
   const scales = new Float32Array(rows * groups);
   const zeroPoints = asymmetric ? new Uint8Array(rows * groups) : null;

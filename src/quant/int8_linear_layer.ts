@@ -5,8 +5,10 @@
  * @module
  */
 
-import type { Int8Weight } from "../backend/backend.ts";
+import type { Activations, Int8Weight } from "../backend/backend.ts";
+import type { FloatDType } from "../dtype.ts";
 import { Tensor } from "../tensor.ts";
+import { checkInt8Activations } from "./forward.ts";
 import { INT8_PER_ROW, type StoredRows, type WeightLayout } from "./layouts.ts";
 import {
   QuantizedLinearLayer,
@@ -129,6 +131,27 @@ export abstract class Int8LinearLayer extends QuantizedLinearLayer<Int8Weight> {
       for (let c = 0; c < k; c++) out[r * k + c] = (q[r * k + c]! - z) * s[r]!;
     }
     return new Tensor(out, [this.outFeatures, k]);
+  }
+
+  /**
+   * The float-activation forward of W8A32 and W8A16: `input` in one of
+   * `takes` (else an error naming `scheme`), the int8 kernel, f32
+   * accumulation, the result in the input's dtype.
+   */
+  protected forwardFloat(
+    scheme: "W8A32" | "W8A16",
+    takes: readonly FloatDType[],
+    input: Tensor,
+  ): Promise<Tensor> {
+    checkInt8Activations(scheme, takes, input);
+    return this.runRows(input, (backend, m, w, bias) =>
+      backend.linearInt8(
+        input.data as Activations,
+        input.dtype as FloatDType,
+        m,
+        w,
+        bias,
+      ));
   }
 
   /** The backend's view of the int8 weights. */

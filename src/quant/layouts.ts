@@ -65,17 +65,11 @@ export interface WeightLayout {
  * assert.equal(r.zeroPoints, null);
  * ```
  */
-export const INT8_PER_ROW: WeightLayout = Object.freeze(
+export const INT8_PER_ROW: WeightLayout = Object.freeze<WeightLayout>(
   {
     bits: 8,
     weightsName: "int8_weights",
-    quantizeRows(
-      data: TypedArray,
-      dtype: FloatDType,
-      rows: number,
-      cols: number,
-      options: RowQuantizeOptions,
-    ): StoredRows {
+    quantizeRows: (data, dtype, rows, cols, options) => {
       if (options.asymmetric) {
         const r = quantizeRowsInt8Asymmetric(
           data,
@@ -89,7 +83,7 @@ export const INT8_PER_ROW: WeightLayout = Object.freeze(
       const r = quantizeRowsInt8(data, dtype, rows, cols, options.name);
       return { weights: r.q, scales: r.scales, zeroPoints: null };
     },
-  } as const,
+  },
 );
 
 /**
@@ -106,17 +100,11 @@ export const INT8_PER_ROW: WeightLayout = Object.freeze(
  * assert.equal(r.scales.length, 1);
  * ```
  */
-export const INT4_GROUPS: WeightLayout = Object.freeze(
+export const INT4_GROUPS: WeightLayout = Object.freeze<WeightLayout>(
   {
     bits: 4,
     weightsName: "int4_weights",
-    quantizeRows(
-      data: TypedArray,
-      dtype: FloatDType,
-      rows: number,
-      cols: number,
-      options: RowQuantizeOptions,
-    ): StoredRows {
+    quantizeRows: (data, dtype, rows, cols, options) => {
       const w = quantizeInt4(data, dtype, rows, cols, {
         asymmetric: options.asymmetric,
         name: options.name,
@@ -124,5 +112,5 @@ export const INT4_GROUPS: WeightLayout = Object.freeze(
       });
       return { weights: w.packed, scales: w.scales, zeroPoints: w.zeroPoints };
     },
-  } as const,
+  },
 );

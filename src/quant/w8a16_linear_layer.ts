@@ -4,10 +4,9 @@
  * @module
  */
 
-import type { Activations } from "../backend/backend.ts";
 import type { FloatDType } from "../dtype.ts";
 import type { Tensor } from "../tensor.ts";
-import { checkInt8Activations, W8A16_ACTIVATIONS } from "./forward.ts";
+import { W8A16_ACTIVATIONS } from "./forward.ts";
 import { Int8LinearLayer } from "./int8_linear_layer.ts";
 
 /**
@@ -28,18 +27,7 @@ import { Int8LinearLayer } from "./int8_linear_layer.ts";
 export class W8A16LinearLayer extends Int8LinearLayer {
   /** `input @ dequant(W)ᵀ + bias` for f16/bf16 input [..., in]; result in the input's dtype. */
   async forward(input: Tensor): Promise<Tensor> {
-    checkInt8Activations("W8A16", W8A16_ACTIVATIONS, input);
-    return await this.runRows(
-      input,
-      (backend, m, w, bias) =>
-        backend.linearInt8(
-          input.data as Activations,
-          input.dtype as FloatDType,
-          m,
-          w,
-          bias,
-        ),
-    );
+    return await this.forwardFloat("W8A16", W8A16_ACTIVATIONS, input);
   }
 
   /** The activation dtypes forward takes. */

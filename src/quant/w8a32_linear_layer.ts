@@ -4,10 +4,9 @@
  * @module
  */
 
-import type { Activations } from "../backend/backend.ts";
 import type { FloatDType } from "../dtype.ts";
 import type { Tensor } from "../tensor.ts";
-import { checkInt8Activations, W8A32_ACTIVATIONS } from "./forward.ts";
+import { W8A32_ACTIVATIONS } from "./forward.ts";
 import { Int8LinearLayer } from "./int8_linear_layer.ts";
 
 /**
@@ -26,18 +25,7 @@ import { Int8LinearLayer } from "./int8_linear_layer.ts";
 export class W8A32LinearLayer extends Int8LinearLayer {
   /** `input @ dequant(W)ᵀ + bias` for f32 input [..., in]; f32 result. */
   async forward(input: Tensor): Promise<Tensor> {
-    checkInt8Activations("W8A32", W8A32_ACTIVATIONS, input);
-    return await this.runRows(
-      input,
-      (backend, m, w, bias) =>
-        backend.linearInt8(
-          input.data as Activations,
-          input.dtype as FloatDType,
-          m,
-          w,
-          bias,
-        ),
-    );
+    return await this.forwardFloat("W8A32", W8A32_ACTIVATIONS, input);
   }
 
   /** The activation dtypes forward takes. */

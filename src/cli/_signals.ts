@@ -14,7 +14,8 @@ import type { CliIO } from "./_io.ts";
 /**
  * The signals handled, with their Linux numbers. Left to their default:
  * SIGKILL and SIGSTOP (cannot be caught), SIGPIPE (ignored by Deno, so a
- * closed pipe is a write error the CLI handles), and the signals of faults
+ * closed pipe is a write error the CLI handles), SIGUSR1 (Deno, like Node,
+ * opens the inspector on it: it does not end the process), and the signals of faults
  * (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT), after which
  * the process must not go on running code.
  */
@@ -24,7 +25,6 @@ export const HANDLED_SIGNALS: readonly (readonly [Deno.Signal, number])[] =
       ["SIGHUP", 1],
       ["SIGINT", 2],
       ["SIGQUIT", 3],
-      ["SIGUSR1", 10],
       ["SIGUSR2", 12],
       ["SIGALRM", 14],
       ["SIGTERM", 15],

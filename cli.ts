@@ -27,6 +27,8 @@ import { onOutputNote } from "./src/io/atomic.ts";
 import { demoCommand } from "./src/cli/demo.ts";
 import { dequantizeCommand } from "./src/cli/dequantize.ts";
 import { evalCommand } from "./src/cli/eval.ts";
+import { generateCommand } from "./src/cli/generate.ts";
+import { perplexityCommand } from "./src/cli/perplexity.ts";
 import { inspectCommand } from "./src/cli/inspect.ts";
 import { quantizeCommand } from "./src/cli/quantize.ts";
 
@@ -44,7 +46,11 @@ Commands:
   dequantize <input> --out <path>    back to a plain float checkpoint
   eval <original> <quantized>        weight and output error per layer, and a verdict
   eval <original>                    every scheme side by side: bits, size, error
-  demo                               the whole job on a built-in tiny Llama
+  generate <model> --prompt <text>   run a model (float or quantized) and
+                                     stream its text, with tok/s
+  perplexity <model>                 perplexity of a text; --schemes: every
+                                     scheme's ppl, KL and top-1 vs float
+  demo                               TinyQ's quick start on TinyStories-656K
 
 Run 'tinyq <command> --help' for a command's options.
 Options: -h, --help  this help;  --version  print the version
@@ -59,6 +65,8 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   dequantize: dequantizeCommand,
   eval: evalCommand,
   demo: demoCommand,
+  generate: generateCommand,
+  perplexity: perplexityCommand,
 };
 
 /**

@@ -36,6 +36,7 @@ export interface LinearOptions {
  * lin.bias = new Tensor(new Float32Array([0.5]), [1]);
  * const y = await lin.forward(new Tensor(new Float32Array([3, 4]), [1, 2]));
  * assert.deepEqual([...y.data], [11.5]);
+ * assert.equal(String(lin), "Linear(in_features=2, out_features=1, bias=True)");
  * ```
  */
 export class Linear extends Module {
@@ -152,6 +153,13 @@ export class Linear extends Module {
       this.#f32 = { source, weight, backend };
     }
     return this.#f32.weight;
+  }
+
+  /** `in_features=…, out_features=…, bias=…`, as PyTorch prints a Linear. */
+  override extraRepr(): string {
+    return `in_features=${this.inFeatures}, out_features=${this.outFeatures}, bias=${
+      this.bias ? "True" : "False"
+    }`;
   }
 
   /** Frees the backend's copy of the weight (GPU buffers). */

@@ -20,6 +20,7 @@ import type { TensorSource } from "./tensor.ts";
  * root.setChild("block", block);
  * block.setChild("inner", new Module());
  * assert.deepEqual([...root.namedModules()].map(([n]) => n), ["", "block", "block.inner"]);
+ * assert.equal(String(root), "Module(\n  (block): Module(\n    (inner): Module()\n  )\n)");
  * ```
  */
 export class Module {
@@ -93,6 +94,46 @@ export class Module {
     for (const [name, child] of this.#children) {
       yield* child.namedTensors(prefix ? `${prefix}.${name}` : name);
     }
+  }
+
+  /** The class name shown when printed (PyTorch's `_get_name()`). */
+  typeName(): string {
+    return this.constructor.name;
+  }
+
+  /** What goes between the parentheses when printed, as PyTorch's `extra_repr()` (`in_features=4, …`). */
+  extraRepr(): string {
+    return "";
+  }
+
+  /**
+   * The tree as PyTorch prints a module: `Name(extra)` for a leaf, the
+   * children indented one per line as `(name): …`, and runs of identical
+   * numbered children folded into `(0-3): 4 x …`.
+   */
+  toString(): string {
+    const lines = this.extraRepr() ? this.extraRepr().split("\n") : [];
+    const children = [...this.#children].map(([n, c]) => [n, String(c)]);
+    for (let i = 0; i < children.length;) {
+      const [name, repr] = children[i]!;
+      let j = i + 1;
+      while (
+        /^\d+$/.test(name!) && j < children.length &&
+        children[j]![1] === repr && /^\d+$/.test(children[j]![0]!)
+      ) j++;
+      const label = j - i > 1
+        ? `(${name}-${children[j - 1]![0]}): ${j - i} x ${repr}`
+        : `(${name}): ${repr}`;
+      lines.push(label.replaceAll("\n", "\n  "));
+      i = j;
+    }
+    if (children.length === 0) return `${this.typeName()}(${lines.join(", ")})`;
+    return `${this.typeName()}(\n  ${lines.join("\n  ")}\n)`;
+  }
+
+  /** `Deno.inspect(module)` and `console.log(module)` print {@linkcode Module.toString}. */
+  [Symbol.for("Deno.customInspect")](): string {
+    return this.toString();
   }
 
   /** Frees backend resources (GPU buffers) held by this module and its children. */

@@ -1,44 +1,81 @@
 /**
- * `tinyq demo`: the whole job on a built-in model — make a small Llama-shaped
- * bf16 checkpoint, quantize it, evaluate the result, clean up.
+ * `tinyq demo`: TinyQ's quick start on a real model — load the committed
+ * TinyStories-656K, print its architecture, generate from a prompt,
+ * quantize it in memory with the `Quantizer` (lm_head left in float), print
+ * the tree again, generate again, and print every scheme's perplexity, KL
+ * and top-1 agreement against the float model.
  *
  * @module
  */
 
-import { join } from "node:path";
-import { makeDemoCheckpoint } from "../demo/demo_checkpoint.ts";
-import { quantizeCheckpoint } from "../io/quantize_checkpoint.ts";
-import { withScratchDir } from "../io/_scratch.ts";
+import { DTYPE_SIZE } from "../dtype.ts";
+import type { Module } from "../module.ts";
+import { numel } from "../tensor.ts";
 import { flag, parseCommandArgs, str } from "./_args.ts";
-import type { CliIO } from "./_io.ts";
-import { applyBackend, evaluateCheckpoints, formatEval } from "./eval.ts";
-import {
-  compareSchemes,
-  DEFAULT_SCHEMES,
-  formatSchemes,
-} from "./eval_schemes.ts";
+import { type CliIO, UsageError } from "./_io.ts";
 import { parseMethodFlags } from "./_method.ts";
+import { modelOptions, tokS, warmUp } from "./_model.ts";
+import { DEFAULT_SCHEMES, parseScheme } from "./eval_schemes.ts";
+import { compareSchemePerplexity, formatPerplexityRows } from "./perplexity.ts";
 import { withProgress } from "./progress.ts";
-import { formatQuantizeSummary } from "./quantize.ts";
-import { humanBytes } from "./tables.ts";
+import { humanBytes, seconds } from "./tables.ts";
+import { SAMPLE_STORY } from "../demo/story.ts";
+import type { CausalLM } from "../models/causal_lm.ts";
+import { loadCausalLM } from "../models/load_causal_lm.ts";
+import { Quantizer } from "../quantizer.ts";
+
+/** The model the demo runs, committed with the repository. */
+export const DEMO_MODEL: URL = new URL(
+  "../../models/tinystories-656k",
+  import.meta.url,
+);
 
 /** `tinyq demo --help`. */
 export const DEMO_HELP = `Usage: tinyq demo [options]
 
-Generates a small Llama-shaped bf16 checkpoint (4 layers, 2 shards, a few MB,
-the same bytes every time) in a temporary folder, quantizes it (lm_head
-excluded), prints the summary and the eval table with the backend used and
-why, then 'tinyq eval <model>': every scheme side by side (bits per weight,
-size, weight SNR, output error), and removes the folder.
+TinyQ's quick start on a real model, TinyStories-656K (a trained
+656K-parameter Llama, bf16, Apache-2.0; committed under models/):
+prints the architecture, generates from "Once upon a time", quantizes the
+Linear layers in memory (lm_head left in float), prints the tree again,
+generates again, and prints every scheme's perplexity, KL divergence and
+top-1 agreement against the float model. Nothing is written.
 
 Options:
   -m, --method <m>      w8a16 (default), w8a32, w8a8 or w4a16
   -g, --group-size <n>  inputs per 4-bit group, w4a16 only (32, 64, 128)
       --asymmetric      zero points (per row for int8, per group for int4)
+      --prompt <text>   the prompt (default "Once upon a time")
+      --model <dir>     another model folder (default: TinyStories-656K)
       --backend <b>     auto (default), cpu or webgpu
-  -v, --verbose      stack traces on errors
-  -h, --help         show this help
+  -v, --verbose         stack traces on errors
+  -h, --help            show this help
 `;
+
+/** Bytes of a module tree's tensors as stored (a tied weight counted once). */
+function treeBytes(model: Module): number {
+  let bytes = 0;
+  for (const [, t] of model.namedTensors()) {
+    if (t) bytes += numel(t.shape) * DTYPE_SIZE[t.dtype];
+  }
+  return bytes;
+}
+
+async function greedy(
+  io: CliIO,
+  lm: CausalLM,
+  prompt: string,
+  n: number,
+): Promise<void> {
+  const gen = lm.generate(prompt, { temperature: 0, maxNewTokens: n });
+  io.out(prompt);
+  for await (const t of gen) io.out(t.text);
+  const s = gen.stats!;
+  io.out(
+    `\n  [${s.promptIds.length} prompt tokens, ${s.tokens.length} new, greedy; prefill ${
+      tokS(s.prefillTokS)
+    }, decode ${tokS(s.decodeTokS)} on ${lm.engine.name}]\n\n`,
+  );
+}
 
 /** Runs `tinyq demo`; returns the exit code. */
 export async function demoCommand(
@@ -49,6 +86,8 @@ export async function demoCommand(
     method: { type: "string", short: "m" },
     "group-size": { type: "string", short: "g" },
     asymmetric: { type: "boolean" },
+    prompt: { type: "string" },
+    model: { type: "string" },
     backend: { type: "string" },
   }, { min: 0, max: 0, names: "" });
   if (flag(p, "help")) {
@@ -60,50 +99,103 @@ export async function demoCommand(
     str(p, "method"),
     str(p, "group-size"),
   );
-  applyBackend("demo", str(p, "backend"));
-  // The scratch folder goes when the demo ends, also on a signal.
-  return await withScratchDir("demo", async (dir) => {
-    const model = join(dir, "tiny-llama");
-    const out = join(dir, "tiny-llama-int8");
-    // Llama's own MLP rounding (8/3 · hidden, up to a multiple of 256), so
-    // every layer splits into 4-bit groups of 32, 64 or 128.
-    const made = await makeDemoCheckpoint(model, { intermediate: 768 });
+  const asymmetric = flag(p, "asymmetric");
+  const { backend } = modelOptions("demo", {
+    values: { backend: p.values.backend },
+    positionals: [],
+  });
+  const prompt = str(p, "prompt") ?? "Once upon a time";
+  if (prompt === "") throw new UsageError("demo", "--prompt is empty");
+  let path = str(p, "model");
+  if (path === undefined) {
+    if (DEMO_MODEL.protocol !== "file:") {
+      throw new Error(
+        "the demo model is not on this machine (run from a clone of the repository, or pass --model <dir>)",
+      );
+    }
+    path = decodeURIComponent(DEMO_MODEL.pathname);
+  }
+  const shown = str(p, "model") ?? "models/tinystories-656k";
+  const load = backend !== undefined ? { backend } : {};
+
+  const t0 = performance.now();
+  const lm = await loadCausalLM(path, load);
+  try {
+    const floatBytes = treeBytes(lm.model);
     io.out(
-      `demo: generated ${model} (${made.tensors.length} tensors, ${
-        humanBytes(made.bytes)
-      }, ${made.shards.length} shards)\n\n`,
+      `1. Load ${shown} (${lm.config.family}, ${lm.config.dtype ?? "float"}, ${
+        humanBytes(floatBytes)
+      } of tensors) in ${
+        seconds((performance.now() - t0) / 1000)
+      }. Its architecture:\n\n${String(lm.model)}\n\n`,
     );
-    const result = await withProgress(
-      io,
-      "quantize",
-      (bar) =>
-        quantizeCheckpoint(model, out, {
-          method,
-          ...(groupSize !== undefined ? { groupSize } : {}),
-          asymmetric: flag(p, "asymmetric"),
-          exclude: ["lm_head"],
-          onProgress: (s) => bar.update(s),
-        }),
+    await warmUp(lm);
+    io.out(`2. Generate from the float model:\n\n`);
+    await greedy(io, lm, prompt, 40);
+
+    const scheme = parseScheme(
+      `${method}${groupSize !== undefined ? `-g${groupSize}` : ""}${
+        asymmetric ? "-asym" : ""
+      }`,
     );
-    io.out(formatQuantizeSummary(result) + "\n");
-    const report = await evaluateCheckpoints(model, out);
-    io.out(formatEval(report));
-    // The scheme just used is one row of the comparison.
-    const used = `${method}${
-      result.scheme.groupSize !== null ? `-g${result.scheme.groupSize}` : ""
-    }${result.scheme.symmetric ? "" : "-asym"}`;
+    const quantizer = new Quantizer(lm.model);
+    await quantizer.quantize(method, ["lm_head"], {
+      asymmetric,
+      ...(groupSize !== undefined ? { groupSize } : {}),
+    });
+    const report = quantizer.report!;
     io.out(
-      `\nevery scheme on this model, as 'tinyq eval <model>' prints it ` +
-        `(the ${used} above is one row):\n\n`,
+      `3. Quantize in memory: await new Quantizer(lm.model).quantize("${method}", ["lm_head"]${
+        groupSize !== undefined || asymmetric
+          ? `, { ${
+            [
+              groupSize !== undefined ? `groupSize: ${groupSize}` : "",
+              asymmetric ? "asymmetric: true" : "",
+            ].filter(Boolean).join(", ")
+          } }`
+          : ""
+      })\n   ${report.quantized.length} Linear layers quantized (${scheme.name}); lm_head left in float; tensors ${
+        humanBytes(floatBytes)
+      } -> ${humanBytes(treeBytes(lm.model))}. The tree now:\n\n${
+        String(lm.model)
+      }\n\n`,
     );
-    const schemes = DEFAULT_SCHEMES.includes(used)
+    io.out(`4. Generate from the quantized model:\n\n`);
+    await greedy(io, lm, prompt, 40);
+
+    const schemes = DEFAULT_SCHEMES.includes(scheme.name)
       ? DEFAULT_SCHEMES
-      : [...DEFAULT_SCHEMES, used];
-    io.out(
-      formatSchemes(
-        await compareSchemes(model, { schemes, exclude: ["lm_head"] }),
-      ),
-    );
-    return report.verdict === "fail" ? 1 : 0;
-  }, (line) => io.err(`tinyq: note: ${line}\n`));
+      : [...DEFAULT_SCHEMES, scheme.name];
+    const floatLm = await loadCausalLM(path, load);
+    try {
+      const ids = floatLm.tokenizer.encode(SAMPLE_STORY);
+      const table = await withProgress(
+        io,
+        "perplexity",
+        (bar) =>
+          compareSchemePerplexity(
+            path!,
+            floatLm,
+            ids,
+            schemes.map(parseScheme),
+            {
+              exclude: ["lm_head"],
+              ...load,
+              bar,
+            },
+          ),
+      );
+      io.out(
+        `5. Every scheme on this model: perplexity of a ${ids.length}-token story, KL divergence\n` +
+          `   of the next-token distribution from the float model's, and top-1 agreement\n` +
+          `   (what 'tinyq perplexity ${shown} --schemes all' prints; lm_head left in float):\n\n` +
+          formatPerplexityRows(table.rows),
+      );
+    } finally {
+      floatLm.dispose();
+    }
+    return 0;
+  } finally {
+    lm.dispose();
+  }
 }

@@ -18,6 +18,11 @@ export interface ProgressState {
   layersDone: number;
   /** Layers in all. */
   layersTotal: number;
+  /**
+   * Counts other things than layers and bytes (e.g. `windows`): the bar then
+   * shows `layersDone/layersTotal unit` and an ETA from those counts.
+   */
+  unit?: string;
 }
 
 function clock(s: number): string {
@@ -39,17 +44,26 @@ export function renderProgress(
   elapsed: number,
   columns: number,
 ): string {
+  if (p.unit !== undefined) {
+    p = {
+      bytesDone: p.layersDone,
+      bytesTotal: p.layersTotal,
+      layersDone: p.layersDone,
+      layersTotal: p.layersTotal,
+      unit: p.unit,
+    };
+  }
   const frac = p.bytesTotal > 0 ? Math.min(1, p.bytesDone / p.bytesTotal) : 1;
   const rate = elapsed > 0 ? p.bytesDone / elapsed : 0;
   const eta = rate > 0 ? (p.bytesTotal - p.bytesDone) / rate : Infinity;
-  const tail =
-    ` ${
-      String(Math.floor(frac * 100)).padStart(3)
-    }%  ${p.layersDone}/${p.layersTotal} layers  ` +
-    `${(p.bytesDone / 2 ** 20).toFixed(0)}/${
-      (p.bytesTotal / 2 ** 20).toFixed(0)
-    } MiB  ` +
-    `${(rate / 1e6).toFixed(0)} MB/s  ETA ${clock(eta)}`;
+  const percent = ` ${String(Math.floor(frac * 100)).padStart(3)}%  `;
+  const tail = p.unit !== undefined
+    ? `${percent}${p.layersDone}/${p.layersTotal} ${p.unit}  ETA ${clock(eta)}`
+    : `${percent}${p.layersDone}/${p.layersTotal} layers  ` +
+      `${(p.bytesDone / 2 ** 20).toFixed(0)}/${
+        (p.bytesTotal / 2 ** 20).toFixed(0)
+      } MiB  ` +
+      `${(rate / 1e6).toFixed(0)} MB/s  ETA ${clock(eta)}`;
   const room = Math.max(
     10,
     Math.min(40, columns - label.length - tail.length - 4),

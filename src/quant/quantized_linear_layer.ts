@@ -272,6 +272,16 @@ export abstract class QuantizedLinearLayer<
     );
   }
 
+  /** `in_features=…, out_features=…, bias=…` (+ `group_size=…` for group-wise, `asymmetric=True` with zero points), as PyTorch prints a layer. */
+  override extraRepr(): string {
+    const g = this.groupSize;
+    return `in_features=${this.inFeatures}, out_features=${this.outFeatures}, bias=${
+      this.bias ? "True" : "False"
+    }${g !== undefined ? `, group_size=${g}` : ""}${
+      this.asymmetric ? ", asymmetric=True" : ""
+    }`;
+  }
+
   /** Frees the backend's copy of the weights (GPU buffers). */
   override dispose(): void {
     this.#kernel.release();

@@ -10,15 +10,20 @@
  *
  * Exit status: 0 on success, 1 for bad input or a failure (one line on stderr
  * naming the file, tensor or flag; a stack trace only with `--verbose`), 2 for
- * a usage error, 130/143 when interrupted by SIGINT/SIGTERM (the partial
- * output is removed first).
+ * a usage error, 128 + the signal's number when interrupted (SIGINT 130,
+ * SIGTERM 143, SIGHUP 129, SIGQUIT 131, …; the partial output is removed
+ * first). A failed write to stdout or stderr (a closed pipe, `/dev/full`)
+ * stops that stream's report but not the work: the exit status is the
+ * work's.
  *
  * @module
  */
 
-import { removeActiveTemps } from "./src/io/quantize_checkpoint.ts";
 import { TINYQ_VERSION } from "./src/io/formats/tinyq.ts";
 import { type CliIO, processIO, UsageError } from "./src/cli/_io.ts";
+import { guardIO } from "./src/cli/_safe_io.ts";
+import { installSignalHandlers } from "./src/cli/_signals.ts";
+import { onOutputNote } from "./src/io/atomic.ts";
 import { demoCommand } from "./src/cli/demo.ts";
 import { dequantizeCommand } from "./src/cli/dequantize.ts";
 import { evalCommand } from "./src/cli/eval.ts";
@@ -64,40 +69,13 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   perplexity: perplexityCommand,
 };
 
-// Commands that write outputs: an interrupt must remove their temporary files.
-const WRITERS = new Set(["quantize", "dequantize", "demo"]);
-
-function installSignalHandlers(io: CliIO): () => void {
-  const installed: [Deno.Signal, () => void][] = [];
-  for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
-    const handler = () => {
-      const removed = removeActiveTemps();
-      io.err(
-        `\ntinyq: interrupted by ${signal}${
-          removed.length ? "; removed the partial output" : ""
-        }\n`,
-      );
-      Deno.exit(code);
-    };
-    try {
-      Deno.addSignalListener(signal, handler);
-      installed.push([signal, handler]);
-    } catch {
-      // SIGTERM cannot be listened to on Windows.
-    }
-  }
-  return () => {
-    for (const [s, h] of installed) Deno.removeSignalListener(s, h);
-  };
-}
-
 /**
  * Runs the `tinyq` command line on `args` (without the program name) and
  * returns the exit status instead of exiting, so it can be called from code
  * and tests. Output goes to `io` (the process's stdout and stderr by default).
  *
  * @param args The command line, e.g. `["quantize", "model", "--out", "q"]`.
- * @param io Where to write; defaults to the process's streams.
+ * @param rawIO Where to write; defaults to the process's streams.
  * @returns 0 on success, 1 for bad input or a failure, 2 for a usage error.
  *
  * @example Quantize the demo checkpoint from code
@@ -115,8 +93,11 @@ function installSignalHandlers(io: CliIO): () => void {
  */
 export async function main(
   args: readonly string[],
-  io: CliIO = processIO(),
+  rawIO: CliIO = processIO(),
 ): Promise<number> {
+  // Reporting never aborts the work: a failed write to stdout or stderr
+  // (a closed pipe, a full disk) only stops that stream.
+  const io = guardIO(rawIO);
   const [name, ...rest] = args;
   const verbose = rest.includes("--verbose") || rest.includes("-v");
   if (
@@ -142,7 +123,8 @@ export async function main(
     );
     return 2;
   }
-  const uninstall = WRITERS.has(name) ? installSignalHandlers(io) : () => {};
+  const uninstall = installSignalHandlers(io);
+  const stopNotes = onOutputNote((line) => io.err(`tinyq: note: ${line}\n`));
   try {
     return await command(rest, io);
   } catch (e) {
@@ -157,6 +139,7 @@ export async function main(
     if (verbose && e instanceof Error && e.stack) io.err(e.stack + "\n");
     return 1;
   } finally {
+    stopNotes();
     uninstall();
   }
 }

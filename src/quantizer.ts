@@ -8,7 +8,10 @@ import type { Module } from "./module.ts";
 import { Checkpoint } from "./io/checkpoint.ts";
 import { saveModule } from "./io/save_module.ts";
 import type { ReplaceReport } from "./quant/replace.ts";
-import { replaceLinearWithTargetAndQuantize } from "./quant/replace.ts";
+import {
+  replaceLinearWithTargetAndQuantize,
+  unmatchedExcludes,
+} from "./quant/replace.ts";
 import {
   METHODS,
   parseQuantMethod,
@@ -43,6 +46,7 @@ export class Quantizer {
   #model: Module | null;
   #quantized: Module | null = null;
   #report: ReplaceReport | null = null;
+  #unmatched: readonly string[] = [];
   #method: QuantMethod | null = null;
   #checkpoint: Checkpoint | null = null;
 
@@ -66,6 +70,14 @@ export class Quantizer {
     return this.#report;
   }
 
+  /**
+   * The `exclude` entries of {@linkcode Quantizer.quantize} that matched no
+   * Linear layer (a typo: those layers were quantized), or `[]`.
+   */
+  get unmatchedExcludes(): readonly string[] {
+    return this.#unmatched;
+  }
+
   /** The method of the last {@linkcode Quantizer.quantize}, or null. */
   get method(): QuantMethod | null {
     return this.#method;
@@ -73,7 +85,9 @@ export class Quantizer {
 
   /**
    * Replaces the model's Linear layers by quantized ones of `method`, in
-   * place, leaving those matched by `exclude` (child names or path globs).
+   * place, leaving those matched by `exclude` (child names, path globs, or
+   * weight tensor names such as `lm_head.weight`). A model is quantized
+   * once: a second call throws (load the model again for another method).
    * `asymmetric` stores zero points; `groupSize` (w4a16 only) sets the
    * inputs per 4-bit group. A layer whose input size the group size does not
    * divide is an error naming its weight, before any layer is replaced.
@@ -95,6 +109,13 @@ export class Quantizer {
     options: QuantizerOptions = {},
   ): Promise<Module> {
     const m = parseQuantMethod(method);
+    if (this.#method !== null) {
+      // A second pass would quantize only the layers the first excluded and
+      // leave `method` naming one of two schemes: refuse instead.
+      throw new Error(
+        `The model is already quantized (${this.#method}); load it again to quantize it with ${m}`,
+      );
+    }
     const { layer, layout } = METHODS[m];
     if (options.groupSize !== undefined && layout.bits !== 4) {
       throw new RangeError(
@@ -112,6 +133,10 @@ export class Quantizer {
           : {}),
       },
     );
+    this.#unmatched = unmatchedExcludes(exclude, [
+      ...this.#report.quantized,
+      ...this.#report.excluded,
+    ]);
     this.#method = m;
     this.#quantized = this.model;
     return this.#quantized;

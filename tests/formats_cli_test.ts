@@ -540,7 +540,12 @@ Deno.test("dequantize round-trips all three formats to TinyQ's floats, up to the
         assert.deepEqual(floats(got), floats(t), name);
       }
       for (const m of raw.metadata) {
-        assert.deepEqual(Object.keys(m), ["format"], `${format}: metadata`);
+        assert.deepEqual(
+          Object.keys(m),
+          ["format", "dequantized_by"],
+          `${format}: metadata`,
+        );
+        assert.match(m.dequantized_by!, /^tinyq \d+\.\d+\.\d+$/);
       }
       const files = [...(await snapshot(back)).keys()];
       assert.ok(!files.includes("quanto_qmap.json"), format);
@@ -962,10 +967,12 @@ Deno.test("export formats refuse what int8 weight-only per-channel cannot record
       "--format",
       "compressed-tensors",
     ]);
-    assert.equal(r.code, 1);
+    // An impossible flag pair is a usage error (issue 14), found before
+    // the input is opened.
+    assert.equal(r.code, 2);
     assert.equal(
       r.stderr,
-      "tinyq quantize: error: the compressed-tensors format does not store w8a16 8-bit asymmetric weights\n",
+      "tinyq quantize: the compressed-tensors format does not store w8a16 8-bit asymmetric weights (see tinyq quantize --help)\n",
     );
     await assert.rejects(Deno.stat(out), Deno.errors.NotFound);
     // W8A32 keeps float activations: the same file as W8A16 bar the method.

@@ -35,6 +35,15 @@ async function fakeCache(cache: string): Promise<string> {
   return repo;
 }
 
+// The parent's Deno cache, so that a child given another HOME does not
+// download the npm packages again (and print that on stderr).
+const DENO_DIR: string = JSON.parse(
+  new TextDecoder().decode(
+    new Deno.Command(Deno.execPath(), { args: ["info", "--json"] })
+      .outputSync().stdout,
+  ),
+).denoDir;
+
 async function tinyq(
   args: string[],
   env: Record<string, string>,
@@ -47,6 +56,7 @@ async function tinyq(
       HF_HUB_CACHE: "",
       HF_HOME: "",
       XDG_CACHE_HOME: "",
+      DENO_DIR,
       ...env,
     },
     cwd,

@@ -8,6 +8,11 @@
 import type { CheckpointFormat } from "../io/formats/format.ts";
 import { findFormat, FORMATS } from "../io/formats/registry.ts";
 import { parseSize } from "../io/quantize_checkpoint.ts";
+import {
+  checkFormatScheme,
+  quantizationSummary,
+} from "../io/_quantization_summary.ts";
+import { type QuantMethod, weightSchemeOf } from "../quant/schemes.ts";
 import { type Parsed, str } from "./_args.ts";
 import { UsageError } from "./_io.ts";
 
@@ -54,4 +59,29 @@ export function formatFlag(
     );
   }
   return format;
+}
+
+/**
+ * Refuses, as a usage error, a `--format` that cannot record `--method` and
+ * its scheme (quanto with w8a8, compressed-tensors with asymmetric w8a8, any
+ * format without 4-bit storage with w4a16), before any file is opened.
+ */
+export function checkFormatMethod(
+  command: string,
+  format: CheckpointFormat,
+  method: QuantMethod,
+  options: { groupSize?: number; asymmetric?: boolean },
+): void {
+  try {
+    const scheme = weightSchemeOf(method, options);
+    checkFormatScheme(format, method, scheme);
+    // What the format writes for an empty model: its refusals are the
+    // ones it would make after reading the checkpoint.
+    const s = quantizationSummary(method, scheme, new Map(), [], []);
+    format.fileMetadata(s);
+    format.configBlock(s);
+    format.extraFiles(s);
+  } catch (e) {
+    throw new UsageError(command, e instanceof Error ? e.message : String(e));
+  }
 }

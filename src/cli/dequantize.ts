@@ -36,7 +36,8 @@ Options:
                             torch_dtype set to it (default: the restored weights
                             in the original dtype, the rest unchanged)
       --max-shard-size <s>  re-shard the output (e.g. 2GB)
-  -f, --force               replace an existing output
+  -f, --force               replace a previous TinyQ output there (never
+                            other files or folders: those are refused)
       --json                print the summary as JSON on stdout
   -v, --verbose             one line per tensor; stack traces on errors
   -h, --help                show this help

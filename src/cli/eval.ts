@@ -7,6 +7,7 @@
  * @module
  */
 
+import { memberName, moduleLabel } from "../_member_name.ts";
 import {
   type BackendChoice,
   getBackend,
@@ -19,6 +20,7 @@ import { Linear } from "../linear.ts";
 import { Tensor } from "../tensor.ts";
 import { seededNormals } from "../demo/demo_checkpoint.ts";
 import { flag, list, parseCommandArgs, str } from "./_args.ts";
+import { warnUnmatchedExcludes } from "./_exclude.ts";
 import { type CliIO, UsageError } from "./_io.ts";
 import { type ErrorStats, errorStats, formatDb } from "./_error_stats.ts";
 import {
@@ -161,7 +163,7 @@ export async function evaluateCheckpoints(
   let bytesDone = 0;
   for (const path of q.modules) {
     for (const n of format.storedNames(path)) stored.add(n);
-    const wName = `${path}.weight`;
+    const wName = memberName(path, "weight");
     const we = orig.entry(wName);
     if (!we) {
       throw new CheckpointError(
@@ -252,9 +254,13 @@ export async function evaluateCheckpoints(
   for (const l of orig.linears()) {
     if (
       !q.modules.includes(l.path) && !excluded.has(l.path) &&
-      !quant.entry(`${l.path}.weight`)
+      !quant.entry(memberName(l.path, "weight"))
     ) {
-      changed.push(`${l.path}.weight (missing from the quantized checkpoint)`);
+      changed.push(
+        `${
+          memberName(l.path, "weight")
+        } (missing from the quantized checkpoint)`,
+      );
     }
   }
   let worst: LayerEval | null = null;
@@ -271,7 +277,7 @@ export async function evaluateCheckpoints(
     ? "pass"
     : "warn";
   const where = worst
-    ? `worst output SNR ${worstDb.toFixed(1)} dB (${worst.path})`
+    ? `worst output SNR ${worstDb.toFixed(1)} dB (${moduleLabel(worst.path)})`
     : "no quantized layers";
   const verdictLine = verdict === "fail" && changed.length > 0
     ? `FAIL: ${changed.length} tensor(s) that should pass through unchanged differ: ${
@@ -306,7 +312,7 @@ export function formatEval(r: EvalReport, width = 80): string {
   const table = formatTableFit(
     ["layer", "shape", "max|dW|", "SNR(W) dB", "SNR(y) dB", "cos(y)"],
     r.layers.map((l) => [
-      l.path,
+      moduleLabel(l.path),
       shape(l.shape),
       l.weight.maxAbs.toExponential(2),
       formatDb(l.weight.snrDb),
@@ -411,6 +417,10 @@ export async function evalCommand(
   const tokens = intFlag("eval", "tokens", str(p, "tokens"), 1);
   const seed = intFlag("eval", "seed", str(p, "seed"), 0);
   if (p.positionals.length === 1) {
+    if (exclude.length > 0) {
+      using ckpt = await Checkpoint.open(p.positionals[0]!);
+      warnUnmatchedExcludes(io, exclude, ckpt.linears().map((l) => l.path));
+    }
     const report = await withProgress(
       io,
       "eval",

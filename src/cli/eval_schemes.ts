@@ -11,6 +11,7 @@
  * @module
  */
 
+import { memberName } from "../_member_name.ts";
 import { getBackend } from "../backend/select.ts";
 import { DTYPE_SIZE, type FloatDType, isFloatDType } from "../dtype.ts";
 import { Checkpoint, CheckpointError } from "../io/checkpoint.ts";
@@ -226,7 +227,7 @@ export async function compareSchemes(
   let weightBytes = 0;
   let params = 0;
   const bytesTotal = linears.reduce(
-    (s, l) => s + ckpt.entry(`${l.path}.weight`)!.info.byteLength,
+    (s, l) => s + ckpt.entry(memberName(l.path, "weight"))!.info.byteLength,
     0,
   );
   const stored = specs.map(() => 0);
@@ -245,7 +246,7 @@ export async function compareSchemes(
     keptFloat: [],
   }));
   for (const [index, l] of linears.entries()) {
-    const entry = ckpt.entry(`${l.path}.weight`)!;
+    const entry = ckpt.entry(memberName(l.path, "weight"))!;
     const out = l.outFeatures!, inF = l.inFeatures!;
     const weight = await new CheckpointTensor(ckpt, entry, l.transposed).load();
     if (!isFloatDType(weight.dtype)) {
@@ -259,7 +260,7 @@ export async function compareSchemes(
     weightBytes += entry.info.byteLength;
     params += out * inF;
     const w = weight.toF32Array();
-    const biasEntry = ckpt.entry(`${l.path}.bias`);
+    const biasEntry = ckpt.entry(memberName(l.path, "bias"));
     const bias = biasEntry ? await ckpt.read(biasEntry.name) : null;
     const float = Linear.fromTensors(new Tensor(w, [out, inF]), bias);
     const x16 = new Tensor(

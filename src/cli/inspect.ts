@@ -4,6 +4,7 @@
  * @module
  */
 
+import { memberName } from "../_member_name.ts";
 import { getBackend } from "../backend/select.ts";
 import { Checkpoint, formatLayer, type TensorPlan } from "../io/checkpoint.ts";
 import { PytorchFile } from "../io/tensor_file.ts";
@@ -15,6 +16,7 @@ import type {
 import { FORMATS } from "../io/formats/registry.ts";
 import { TINYQ_VERSION } from "../io/formats/tinyq.ts";
 import { specBytes } from "../io/formats/format.ts";
+import { warnUnmatchedExcludes } from "./_exclude.ts";
 import { flag, list, parseCommandArgs } from "./_args.ts";
 import { formatFlag } from "./_flags.ts";
 import type { CliIO } from "./_io.ts";
@@ -52,7 +54,7 @@ function planFor(
   format: CheckpointFormat,
 ): { plan: TensorPlan[]; layers: Map<string, FormatLayer> } {
   const layers = new Map<string, FormatLayer>(
-    ckpt.linears().map((l) => [`${l.path}.weight`, formatLayer(l)]),
+    ckpt.linears().map((l) => [memberName(l.path, "weight"), formatLayer(l)]),
   );
   const plan = ckpt.plan(exclude).map((t): TensorPlan => {
     const l = layers.get(t.name);
@@ -88,6 +90,11 @@ export async function inspectCommand(
   // previewed in the format asked for.
   const format = ckpt.format ?? asked ?? FORMATS[0]!;
   const { plan, layers } = planFor(ckpt, list(p, "exclude"), format);
+  warnUnmatchedExcludes(
+    io,
+    list(p, "exclude"),
+    ckpt.linears().map((l) => l.path),
+  );
   const backend = await getBackend().then(
     (b) => ({ name: b.name as string, reason: b.reason }),
     (e) => ({

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { moduleLabel } from "../_member_name.ts";
 import {
   quantizeCheckpoint,
   type QuantizeResult,
@@ -11,7 +12,14 @@ import {
 } from "../io/quantize_checkpoint.ts";
 import { FORMATS } from "../io/formats/registry.ts";
 import { flag, list, parseCommandArgs, str } from "./_args.ts";
-import { formatFlag, maxShardSizeFlag, outFlag } from "./_flags.ts";
+import { warnUnmatchedExcludes } from "./_exclude.ts";
+import { escapeControls } from "./_safe_io.ts";
+import {
+  checkFormatMethod,
+  formatFlag,
+  maxShardSizeFlag,
+  outFlag,
+} from "./_flags.ts";
 import { type CliIO, UsageError } from "./_io.ts";
 import { parseMethodFlags } from "./_method.ts";
 import { describeScheme } from "../quant/schemes.ts";
@@ -54,7 +62,9 @@ Options:
                             ('tinyq eval <input>' compares every scheme)
   -x, --exclude <name>      leave a Linear in float: a module name (lm_head) or
                             a glob over dotted paths (model.layers.*.mlp.down_proj,
-                            ** crosses dots); repeatable
+                            ** crosses dots), or its weight's tensor name
+                            (lm_head.weight); repeatable; one that matches
+                            no Linear layer is a warning
       --max-shard-size <s>  re-shard the output (e.g. 2GB, 500MB, 1GiB)
       --format <name>       output layout, one of ${
     FORMATS.map((f) => f.name).join(", ")
@@ -78,12 +88,15 @@ Options:
   -n, --dry-run             print what would be quantized, excluded and kept,
                             the output's size and files and the warnings;
                             write nothing
-  -f, --force               replace an existing output
+  -f, --force               replace a previous TinyQ output there (never
+                            other files or folders: those are refused)
       --json                print the summary as JSON on stdout
   -v, --verbose             one line per tensor; stack traces on errors
   -h, --help                show this help
 
-Exit status: 0 done, 1 bad input or failure (one line on stderr), 2 usage error.
+Exit status: 0 done, 1 bad input or failure (one line on stderr), 2 usage
+error, 128+n on signal n (130 SIGINT, 143 SIGTERM; the partial output is
+removed). A closed or full stdout stops the report, not the work.
 Example:
   tinyq quantize ./Llama-3.2-1B --out ./Llama-3.2-1B-int8 --exclude lm_head
 `;
@@ -104,9 +117,12 @@ export function formatQuantizeSummary(r: QuantizeResult): string {
     } quantized (${r.method}, ${describeScheme(r.scheme)}), ` +
     `${r.excluded.length} excluded${
       r.excluded.length
-        ? ` (${r.excluded.slice(0, 4).join(", ")}${
-          r.excluded.length > 4 ? ", …" : ""
-        })`
+        ? ` (${
+          r.excluded.slice(0, 4).map((p) =>
+            escapeControls(moduleLabel(p), false)
+          )
+            .join(", ")
+        }${r.excluded.length > 4 ? ", …" : ""})`
         : ""
     }, ` +
     `${n(r.kept, "tensor")} kept as is`,
@@ -206,9 +222,10 @@ export function quantizeJson(r: QuantizeResult): Record<string, unknown> {
 /** One llama.cpp-style line per tensor. */
 export function tensorLine(e: TensorEvent, converted = "i8"): string {
   const w = String(e.total).length;
-  const head = `[${String(e.index).padStart(w)}/${e.total}] ${e.name} - ${
-    shape(e.shape)
-  }, type = ${e.dtype}`;
+  // A name is one line: its own newlines are escaped too.
+  const head = `[${String(e.index).padStart(w)}/${e.total}] ${
+    escapeControls(e.name, false)
+  } - ${shape(e.shape)}, type = ${e.dtype}`;
   if (e.action === "quantized" || e.action === "dequantized") {
     return `${head}, converting to ${converted} .. size = ${
       mib(e.bytesIn)
@@ -253,6 +270,10 @@ export async function quantizeCommand(
   );
   const maxShardSize = maxShardSizeFlag("quantize", p);
   const format = formatFlag("quantize", p) ?? FORMATS[0]!;
+  checkFormatMethod("quantize", format, methodText, {
+    ...(groupSize !== undefined ? { groupSize } : {}),
+    asymmetric: flag(p, "asymmetric"),
+  });
   const exclude = list(p, "exclude");
   if (exclude.some((x) => x === "")) {
     throw new UsageError("quantize", "--exclude needs a module name or glob");
@@ -297,6 +318,7 @@ export async function quantizeCommand(
           : undefined,
       }),
   );
+  warnUnmatchedExcludes(io, exclude, [...result.quantized, ...result.excluded]);
   io.err(formatNotes(result));
   io.out(
     flag(p, "json")

@@ -4,6 +4,8 @@
  * @module
  */
 
+import { escapeControls } from "./_safe_io.ts";
+
 /** Column alignment. */
 export type Align = "left" | "right";
 
@@ -16,6 +18,9 @@ export function formatTable(
   rows: readonly (readonly string[])[],
   align: readonly Align[] = [],
 ): string {
+  // Escaped before measuring, so a name with control characters keeps its
+  // column (the output stream escapes them anyway).
+  rows = rows.map((r) => r.map((c) => escapeControls(c, false)));
   const widths = header.map((h, i) =>
     Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length))
   );

@@ -12,6 +12,7 @@ import type { Checkpoint, CheckpointEntry } from "./checkpoint.ts";
 import { EXPORT_METADATA_KEY } from "./formats/_export.ts";
 import type { Unit } from "./_shard_writer.ts";
 import { INDEX_NAME, PYTORCH_INDEX_NAME } from "./_folder.ts";
+import { DEQUANTIZED_BY_KEY } from "./_replace_check.ts";
 import type { OutputJob } from "./_output_dir.ts";
 
 /**
@@ -24,7 +25,10 @@ export function shardMetadata(
 ): Map<string, string> {
   const m = new Map<string, string>([["format", "pt"]]);
   for (const [k, v] of Object.entries(file?.metadata ?? {})) {
-    if (k !== "quantization" && k !== EXPORT_METADATA_KEY) m.set(k, v);
+    if (
+      k !== "quantization" && k !== EXPORT_METADATA_KEY &&
+      k !== DEQUANTIZED_BY_KEY
+    ) m.set(k, v);
   }
   for (const [k, v] of Object.entries(extra)) m.set(k, v);
   return m;
@@ -91,5 +95,6 @@ export function outputConfig(
 
 /** The path of the module whose `weight` tensor `name` is, or null. */
 export function weightOwner(name: string): string | null {
+  if (name === "weight") return ""; // a root-level Linear (nn.Linear's state dict)
   return name.endsWith(".weight") ? name.slice(0, -".weight".length) : null;
 }

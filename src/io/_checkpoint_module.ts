@@ -8,6 +8,7 @@
  * @module
  */
 
+import { memberName } from "../_member_name.ts";
 import { Linear } from "../linear.ts";
 import { Module } from "../module.ts";
 import { Tensor } from "../tensor.ts";
@@ -116,11 +117,11 @@ export async function buildModule(
           e.name,
         );
       }
-      const biasEntry = src.entry(`${path}.bias`);
+      const biasEntry = src.entry(memberName(path, "bias"));
       if (layer.linear) {
         const weight = new CheckpointTensor(
           src,
-          src.entry(`${path}.weight`)!,
+          src.entry(memberName(path, "weight"))!,
           layer.transposed,
         );
         const bias = biasEntry ? new CheckpointTensor(src, biasEntry) : null;
@@ -148,7 +149,7 @@ export async function loadQuantizedLayer(
   int8Arrays?: Int8Arrays,
 ): Promise<QuantizedLinear> {
   const method = src.quantization?.method;
-  const biasEntry = src.entry(`${path}.bias`);
+  const biasEntry = src.entry(memberName(path, "bias"));
   const bias = biasEntry ? await src.read(biasEntry.name) : null;
   if (src.quantization?.bits === 4) {
     const w = await src.decodeInt4Linear(path);

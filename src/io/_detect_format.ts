@@ -17,7 +17,7 @@ import {
   osReason,
   unlessNotFound,
 } from "./_checkpoint_error.ts";
-import type { Layout } from "./_folder.ts";
+import { fileKind, type Layout } from "./_folder.ts";
 
 /** A quantization a format recognised in a checkpoint. */
 export interface DetectedQuantization {
@@ -83,6 +83,14 @@ async function readBeside(
 ): Promise<string | null> {
   if (layout.kind !== "folder") return null;
   const path = join(layout.dir, name);
+  // A FIFO would block the read forever: only a regular file is read.
+  const info = await unlessNotFound(Deno.stat(path)).catch(() => null);
+  if (info && !info.isFile) {
+    throw new CheckpointError(
+      path,
+      `is ${fileKind(info)}, not a regular file; refused`,
+    );
+  }
   try {
     return await unlessNotFound(Deno.readTextFile(path));
   } catch (e) {

@@ -17,6 +17,7 @@
  * @module
  */
 
+import { memberName } from "../_member_name.ts";
 import type { DType } from "../dtype.ts";
 
 /** One row of the family table. */
@@ -236,6 +237,14 @@ export type LinearVerdict =
 
 const FLOAT_WEIGHT = new Set<DType>(["f32", "f16", "bf16"]);
 
+// A weight with a zero-sized dimension holds nothing to quantize; it is
+// copied as is. Quantizing it would make scales for rows of nothing: a
+// [16777216, 0] weight (0 bytes) would become 64 MiB of scales.
+const EMPTY: LinearVerdict = {
+  linear: false,
+  reason: "zero-sized dimension: nothing to quantize, copied as is",
+};
+
 /**
  * Decides whether the module is a Linear layer. In a table family a listed
  * module whose weight is not a 2-D float matrix is an error (the file is not
@@ -257,7 +266,7 @@ export function classifyModule(
     if (!weight) {
       return { linear: false, reason: "no weight of its own (tied)" };
     }
-    const wName = `${m.path}.weight`;
+    const wName = memberName(m.path, "weight");
     if (weight.shape.length !== 2) {
       return {
         linear: false,
@@ -274,12 +283,13 @@ export function classifyModule(
           `BF16, got ${weight.dtype.toUpperCase()}`,
       };
     }
+    if (weight.shape.includes(0)) return EMPTY;
     const transposed = matchTail(m.path, f.transposed) !== undefined;
     const out = weight.shape[transposed ? 1 : 0]!;
     if (bias && (bias.shape.length !== 1 || bias.shape[0] !== out)) {
       return {
         linear: false,
-        tensor: `${m.path}.bias`,
+        tensor: memberName(m.path, "bias"),
         error: `a Linear bias must be [${out}], got [${bias.shape.join(", ")}]`,
       };
     }
@@ -314,6 +324,7 @@ export function classifyModule(
   if (NOT_LINEAR_NAME.test(name)) {
     return { linear: false, reason: `name "${name}" is an embedding/norm` };
   }
+  if (weight.shape.includes(0)) return EMPTY;
   if (!FLOAT_WEIGHT.has(weight.dtype)) {
     return { linear: false, reason: `${weight.dtype.toUpperCase()} weight` };
   }

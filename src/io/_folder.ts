@@ -115,7 +115,39 @@ export async function insidePath(
   return path;
 }
 
+/** What a file that is not a regular file is, in words. */
+export function fileKind(info: Deno.FileInfo): string {
+  if (info.isFifo) return "a FIFO";
+  if (info.isCharDevice || info.isBlockDevice) return "a device";
+  if (info.isSocket) return "a socket";
+  if (info.isDirectory) return "a folder";
+  return "not a regular file";
+}
+
+/**
+ * Checks that `path` (symlinks followed) is a regular file before it is
+ * opened: opening a FIFO would wait forever for a writer.
+ */
+export async function assertRegularFile(
+  path: string,
+  blame: string = path,
+): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (e) {
+    throw new CheckpointError(blame, `cannot read: ${osReason(e)}`);
+  }
+  if (!info.isFile) {
+    throw new CheckpointError(
+      blame,
+      `is ${fileKind(info)}, not a regular file; refused`,
+    );
+  }
+}
+
 async function readJson(path: string, blame: string): Promise<unknown> {
+  await assertRegularFile(path, blame);
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -199,7 +231,10 @@ export async function locate(input: string): Promise<Layout> {
     };
   }
   if (!info.isDirectory) {
-    throw new CheckpointError(input, "is neither a file nor a folder");
+    throw new CheckpointError(
+      input,
+      `is ${fileKind(info)}, neither a regular file nor a folder`,
+    );
   }
   const config = await readConfig(input);
   const folder = (
@@ -222,6 +257,7 @@ export async function locate(input: string): Promise<Layout> {
   }
   if (await exists(SINGLE_NAME)) {
     await insidePath(input, SINGLE_NAME, "the file", join(input, SINGLE_NAME));
+    await assertRegularFile(join(input, SINGLE_NAME));
     return folder([SINGLE_NAME]);
   }
   const found: string[] = [];
@@ -239,6 +275,7 @@ export async function locate(input: string): Promise<Layout> {
     if (await exists(PYTORCH_SINGLE_NAME)) {
       const path = join(input, PYTORCH_SINGLE_NAME);
       await insidePath(input, PYTORCH_SINGLE_NAME, "the file", path);
+      await assertRegularFile(path);
       return folder([PYTORCH_SINGLE_NAME]);
     }
     throw new CheckpointError(
@@ -259,6 +296,7 @@ export async function locate(input: string): Promise<Layout> {
     );
   }
   await insidePath(input, found[0]!, "the file", join(input, found[0]!));
+  await assertRegularFile(join(input, found[0]!));
   return folder(found);
 }
 
@@ -275,7 +313,13 @@ async function indexed(
   const names = [...new Set(weightMap.values())].sort();
   const blame = join(input, indexName);
   for (const n of names) {
-    await insidePath(input, n, "weight_map names the shard", blame);
+    const path = await insidePath(
+      input,
+      n,
+      "weight_map names the shard",
+      blame,
+    );
+    await assertRegularFile(path);
   }
   return folder(names, weightMap, indexName);
 }

@@ -19,12 +19,15 @@ import {
 import { Readers } from "./_serial_file.ts";
 import { specBytes } from "./formats/format.ts";
 import {
+  fileKind,
   INDEX_NAME,
   insidePath,
   outputShardName,
   SINGLE_NAME,
 } from "./_folder.ts";
 import { shardName, splitBySize } from "./_sharding.ts";
+import { checkReplaceable } from "./_replace_check.ts";
+import { FORMATS } from "./formats/registry.ts";
 
 /** Units of one input shard, with that shard's metadata. */
 export interface InputGroup {
@@ -86,16 +89,32 @@ export interface OutputReport {
 const OTHER_WEIGHTS =
   /\.(safetensors|bin|pt|pth|ckpt|gguf|h5|msgpack|onnx)$|^pytorch_model\.bin\.index\.json$|^tf_model\.h5\.index\.json$/;
 
-async function copyOthers(
-  src: string,
-  dst: string | null,
-  rel: string,
+/** A file or folder of the input to copy into the output. */
+interface CopyItem {
+  /** Relative path. */
+  readonly rel: string;
+  readonly folder: boolean;
+}
+
+/**
+ * Decides, before anything is written, what of the input folder is copied:
+ * every file is checked to be a regular file inside the folder and readable
+ * (errors name it), so nothing fails after the shards are written.
+ */
+async function planCopies(
   root: string,
+  rel: string,
   consumed: ReadonlySet<string>,
+  plan: CopyItem[],
   report: OutputReport,
 ): Promise<void> {
   const entries: Deno.DirEntry[] = [];
-  for await (const e of Deno.readDir(join(src, rel))) entries.push(e);
+  const here = join(root, rel);
+  try {
+    for await (const e of Deno.readDir(here)) entries.push(e);
+  } catch (e) {
+    throw new CheckpointError(here, `cannot list the folder: ${osReason(e)}`);
+  }
   entries.sort((a, b) => a.name < b.name ? -1 : 1);
   for (const e of entries) {
     const r = rel ? `${rel}/${e.name}` : e.name;
@@ -104,23 +123,59 @@ async function copyOthers(
       report.skipped.push(`${r} (weights in another file format)`);
       continue;
     }
+    const path = join(root, r);
     try {
-      await insidePath(root, r, "the file", join(root, r));
+      await insidePath(root, r, "the file", path);
     } catch (err) {
       report.skipped.push(
         `${r} (${err instanceof CheckpointError ? err.detail : osReason(err)})`,
       );
       continue;
     }
-    if (e.isDirectory) {
-      if (dst !== null) await Deno.mkdir(join(dst, r));
-      await copyOthers(src, dst, r, root, consumed, report);
-    } else if (e.isSymlink && (await Deno.stat(join(src, r))).isDirectory) {
-      report.skipped.push(`${r} (symlinked folder)`);
-    } else {
-      if (dst !== null) await Deno.copyFile(join(src, r), join(dst, r));
-      report.copied.push(r);
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.stat(path);
+    } catch (err) {
+      throw new CheckpointError(path, `cannot read: ${osReason(err)}`);
     }
+    if (e.isDirectory) {
+      plan.push({ rel: r, folder: true });
+      await planCopies(root, r, consumed, plan, report);
+    } else if (info.isDirectory) {
+      report.skipped.push(`${r} (symlinked folder)`);
+    } else if (!info.isFile) {
+      report.skipped.push(`${r} (${fileKind(info)}, not a regular file)`);
+    } else {
+      try {
+        (await Deno.open(path, { read: true })).close();
+      } catch (err) {
+        throw new CheckpointError(path, `cannot read: ${osReason(err)}`);
+      }
+      plan.push({ rel: r, folder: false });
+    }
+  }
+}
+
+async function copyPlanned(
+  src: string,
+  dst: string,
+  plan: readonly CopyItem[],
+  report: OutputReport,
+): Promise<void> {
+  for (const item of plan) {
+    if (item.folder) {
+      await Deno.mkdir(join(dst, item.rel));
+      continue;
+    }
+    try {
+      await Deno.copyFile(join(src, item.rel), join(dst, item.rel));
+    } catch (e) {
+      throw new CheckpointError(
+        join(src, item.rel),
+        `cannot copy: ${osReason(e)}`,
+      );
+    }
+    report.copied.push(item.rel);
   }
 }
 
@@ -167,6 +222,22 @@ export async function writeOutput(job: OutputJob): Promise<OutputReport> {
       }
     }
   }
+  // Before the heavy work: what will be copied, and what the output holds.
+  const plan: CopyItem[] = [];
+  if (job.inputDir !== null && job.kind === "folder") {
+    const consumed = new Set([
+      ...job.consumed,
+      ...Object.keys(job.extraFiles),
+    ]);
+    await planCopies(job.inputDir, "", consumed, plan, report);
+  }
+  const planned = new Set([
+    ...report.shards,
+    ...(shards.length > 1 || job.indexed ? [INDEX_NAME] : []),
+    ...(job.config ? ["config.json"] : []),
+    ...Object.keys(job.extraFiles),
+    ...plan.filter((p) => !p.folder).map((p) => p.rel),
+  ]);
   if (job.dryRun) {
     if (job.kind === "folder" && (shards.length > 1 || job.indexed)) {
       report.files.push(INDEX_NAME);
@@ -175,20 +246,27 @@ export async function writeOutput(job: OutputJob): Promise<OutputReport> {
     if (job.kind === "folder") {
       report.files.push(...Object.keys(job.extraFiles));
     }
-    if (job.inputDir !== null && job.kind === "folder") {
-      const consumed = new Set([
-        ...job.consumed,
-        ...Object.keys(job.extraFiles),
-      ]);
-      await copyOthers(job.inputDir, null, "", job.inputDir, consumed, report);
-    }
+    report.copied.push(...plan.filter((p) => !p.folder).map((p) => p.rel));
     return report;
   }
   const readers = new Readers();
   try {
     return await writeAtomically(
       job.dest,
-      { force: job.force, folder: job.kind === "folder", inputs: job.inputs },
+      {
+        force: job.force,
+        folder: job.kind === "folder",
+        inputs: job.inputs,
+        checkReplace: (existing, abs) =>
+          checkReplaceable(
+            job.dest,
+            abs,
+            existing,
+            job.kind,
+            planned,
+            FORMATS.flatMap((f) => f.detectFiles ?? []),
+          ),
+      },
       async (tmp) => {
         for (const s of shards) {
           const path = job.kind === "file" ? tmp : join(tmp, s.name);
@@ -234,26 +312,7 @@ export async function writeOutput(job: OutputJob): Promise<OutputReport> {
           await text(name, content);
         }
         if (job.inputDir !== null) {
-          const consumed = new Set([
-            ...job.consumed,
-            ...Object.keys(job.extraFiles),
-          ]);
-          try {
-            await copyOthers(
-              job.inputDir,
-              tmp,
-              "",
-              job.inputDir,
-              consumed,
-              report,
-            );
-          } catch (e) {
-            if (e instanceof CheckpointError) throw e;
-            throw new CheckpointError(
-              job.dest,
-              `cannot copy the input's other files: ${osReason(e)}`,
-            );
-          }
+          await copyPlanned(job.inputDir, tmp, plan, report);
         }
         return report;
       },

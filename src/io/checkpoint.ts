@@ -25,6 +25,7 @@
  * @module
  */
 
+import { memberName } from "../_member_name.ts";
 import { join } from "node:path";
 import type { Module } from "../module.ts";
 import type { Tensor } from "../tensor.ts";
@@ -151,7 +152,7 @@ export class Checkpoint {
     this.format = quantization?.format ?? null;
     this.#shapes = quantization?.shapes ?? new Map();
     for (const p of this.quantization?.modules ?? []) {
-      for (const n of [...this.format!.storedNames(p), `${p}.bias`]) {
+      for (const n of [...this.format!.storedNames(p), memberName(p, "bias")]) {
         if (this.#byName.has(n)) this.#owners.set(n, p);
       }
     }

@@ -5,6 +5,9 @@
  * @module
  */
 
+import { memberName } from "../_member_name.ts";
+import { DEQUANTIZED_BY_KEY } from "./_replace_check.ts";
+import { TINYQ_VERSION } from "./formats/tinyq.ts";
 import { type FloatDType, isFloatDType } from "../dtype.ts";
 import { Tensor } from "../tensor.ts";
 import { Checkpoint } from "./checkpoint.ts";
@@ -151,7 +154,10 @@ export async function dequantizeCheckpoint(
     const groups: InputGroup[] = ckpt.shardNames.map((shard) => ({
       name: shard,
       units: [],
-      metadata: shardMetadata(ckpt.file(shard)),
+      // Marked, so that `--force` knows this output for TinyQ's own.
+      metadata: shardMetadata(ckpt.file(shard), {
+        [DEQUANTIZED_BY_KEY]: `tinyq ${TINYQ_VERSION}`,
+      }),
     }));
     const groupOf = new Map(groups.map((g) => [g.name, g]));
     let inputBytes = 0;
@@ -184,7 +190,7 @@ export async function dequantizeCheckpoint(
         kind: "produce",
         label: e.name,
         specs: [{
-          name: `${path}.weight`,
+          name: memberName(path, "weight"),
           dtype,
           shape: t ? [inF, out] : [out, inF],
         }],

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { memberName } from "../_member_name.ts";
 import type { FloatDType } from "../dtype.ts";
 import { numel } from "../tensor.ts";
 import { excludeMatcher } from "../quant/replace.ts";
@@ -297,7 +298,9 @@ export async function quantizeCheckpoint(
         res.kept++;
       }
     }
-    const excludedWeights = new Set(excluded.map((p) => `${p}.weight`));
+    const excludedWeights = new Set(
+      excluded.map((p) => memberName(p, "weight")),
+    );
     const hooks = progressHooks(
       ckpt,
       groups,

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { memberName } from "../_member_name.ts";
 import { type DType, DTYPE_SIZE } from "../dtype.ts";
 import { Linear } from "../linear.ts";
 import type { Module } from "../module.ts";
@@ -200,9 +201,14 @@ export async function saveModule(
   ) => {
     const { specs, produce } = layerBytes(format, path, layer, dtype, scheme);
     qAfter += specs.reduce((s, t) => s + specBytes(t), 0);
-    add(shard, { kind: "produce", label: `${path}.weight`, specs, produce });
+    add(shard, {
+      kind: "produce",
+      label: memberName(path, "weight"),
+      specs,
+      produce,
+    });
     quantized.push(path);
-    emitted.add(`${path}.weight`);
+    emitted.add(memberName(path, "weight"));
   };
   for (const e of source?.entries ?? []) {
     inputBytes += e.info.byteLength;
@@ -229,10 +235,12 @@ export async function saveModule(
   // Whatever the module holds beyond the source goes into the last shard.
   const last = shardList[shardList.length - 1]!;
   for (const [path, layer] of layers) {
-    if (!emitted.has(`${path}.weight`)) {
+    if (!emitted.has(memberName(path, "weight"))) {
       qunit(last, path, layer, layer.bias?.dtype ?? "f32");
-      if (layer.bias) add(last, tensorUnit(`${path}.bias`, layer.bias, source));
-      emitted.add(`${path}.bias`);
+      if (layer.bias) {
+        add(last, tensorUnit(memberName(path, "bias"), layer.bias, source));
+      }
+      emitted.add(memberName(path, "bias"));
     }
   }
   for (const [name, t] of module.namedTensors()) {
@@ -316,7 +324,7 @@ export async function saveModule(
   for (const p of quantized) {
     const l = layers.get(p)!;
     qParams += l.outFeatures * l.inFeatures;
-    qBefore += (source?.entry(`${p}.weight`)?.info.byteLength) ??
+    qBefore += (source?.entry(memberName(p, "weight"))?.info.byteLength) ??
       l.outFeatures * l.inFeatures * 4;
   }
   return {

@@ -24,6 +24,12 @@ export type {
  * A Linear layer with int8 weights [out, in] and one f32 scale per output row;
  * its tensors are named as in the native file format: `int8_weights`,
  * `scales`, `zero_points` (asymmetric only) and `bias`.
+ *
+ * Weights are immutable once a forward has run: the backends keep packed or
+ * GPU copies keyed by the tensor objects. Change them with `quantize()` or
+ * by assigning new tensors (`int8Weights`, `scales`, …), which the next
+ * forward sees on every backend; editing a tensor's `data` in place is not
+ * seen by the wasm and WebGPU backends.
  */
 export abstract class Int8LinearLayer extends QuantizedLinearLayer<Int8Weight> {
   /** Creates the buffers: zero weights, unit scales, a zero bias unless `bias: false`. */

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { memberName } from "../_member_name.ts";
 import { Linear } from "../linear.ts";
 import type { Module } from "../module.ts";
 import { materialize, type Tensor } from "../tensor.ts";
@@ -78,7 +79,9 @@ function globToRegExp(glob: string): RegExp {
 /**
  * Returns a predicate telling whether a module path is excluded: an entry
  * equal to the module's own name (TinyQ's rule, e.g. `lm_head`), or a glob
- * matching its dotted path or the path of one of its ancestors.
+ * matching its dotted path or the path of one of its ancestors. An entry
+ * naming a weight tensor (`lm_head.weight`, as `tinyq inspect` prints it)
+ * stands for its module.
  *
  * @example
  * ```ts
@@ -88,13 +91,22 @@ function globToRegExp(glob: string): RegExp {
  * assert.ok(excluded("lm_head"));
  * assert.ok(excluded("model.layers.3.mlp.down_proj"));
  * assert.ok(!excluded("model.layers.3.mlp.up_proj"));
+ * assert.ok(excludeMatcher(["lm_head.weight"])("lm_head"));
  * ```
  */
 export function excludeMatcher(
   exclude: readonly string[],
 ): (path: string) => boolean {
-  const names = new Set(exclude);
-  const globs = exclude.map(globToRegExp);
+  // `weight` alone is the root module's weight (a plain nn.Linear).
+  const entries = exclude.map((x) =>
+    x === "weight"
+      ? ""
+      : x.endsWith(".weight")
+      ? x.slice(0, -".weight".length)
+      : x
+  );
+  const names = new Set(entries);
+  const globs = entries.map(globToRegExp);
   return (path) => {
     const parts = path.split(".");
     if (names.has(parts[parts.length - 1]!)) return true;
@@ -104,6 +116,24 @@ export function excludeMatcher(
     }
     return false;
   };
+}
+
+/**
+ * The entries of `exclude` that match none of the Linear layers `paths` — a
+ * typo, which would otherwise leave the layer quantized without a word.
+ *
+ * @example
+ * ```ts
+ * import { unmatchedExcludes } from "./replace.ts";
+ * import assert from "node:assert/strict";
+ * assert.deepEqual(unmatchedExcludes(["lm_head.weight", "lm_haed"], ["fc", "lm_head"]), ["lm_haed"]);
+ * ```
+ */
+export function unmatchedExcludes(
+  exclude: readonly string[],
+  paths: readonly string[],
+): string[] {
+  return exclude.filter((x) => !paths.some(excludeMatcher([x])));
 }
 
 /**
@@ -136,7 +166,7 @@ export async function replaceLinearWithTargetAndQuantize(
   const targets: [Module, string, string, Linear][] = [];
   const walk = (parent: Module, prefix: string) => {
     for (const [name, child] of parent.namedChildren()) {
-      const path = prefix ? `${prefix}.${name}` : name;
+      const path = prefix ? memberName(prefix, name) : name;
       if (child instanceof Linear) {
         if (isExcluded(path)) report.excluded.push(path);
         else targets.push([parent, name, path, child]);
@@ -156,7 +186,7 @@ export async function replaceLinearWithTargetAndQuantize(
       ...(options.groupSize !== undefined
         ? { groupSize: options.groupSize }
         : {}),
-      name: `${path}.weight`,
+      name: memberName(path, "weight"),
     })
   );
   for (const [i, [parent, name, path, linear]] of targets.entries()) {
@@ -164,7 +194,7 @@ export async function replaceLinearWithTargetAndQuantize(
     const bias = linear.bias ? await materialize(linear.bias) : null;
     const layer = layers[i]!;
     layer.quantize(weight, {
-      name: `${path}.weight`,
+      name: memberName(path, "weight"),
       asymmetric: options.asymmetric,
     });
     layer.bias = bias;

@@ -57,6 +57,9 @@ export interface W4A16Tensors {
  * once, and never makes a dequantized copy of the weight.
  *
  * @example
+ * Like the int8 layers, its weights are immutable once a forward has run:
+ * change them with `quantize()` or new tensors, not by editing `data`.
+ *
  * ```ts
  * import { Tensor, W4A16LinearLayer } from "@tinyq/tinyq";
  * import assert from "node:assert/strict";

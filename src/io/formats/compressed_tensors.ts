@@ -48,6 +48,7 @@
  * @module
  */
 
+import { memberName } from "../../_member_name.ts";
 import { type DType, isFloatDType } from "../../dtype.ts";
 import type { Tensor } from "../../tensor.ts";
 import type {
@@ -151,38 +152,46 @@ export const compressedTensorsFormat: CheckpointFormat = {
     if (scheme?.bits === 4) {
       const groups = inF / scheme.groupSize!;
       return [
-        { name: `${path}.weight_packed`, dtype: "i32", shape: [out, inF / 8] },
         {
-          name: `${path}.weight_scale`,
+          name: memberName(path, "weight_packed"),
+          dtype: "i32",
+          shape: [out, inF / 8],
+        },
+        {
+          name: memberName(path, "weight_scale"),
           dtype: scaleDtype,
           shape: [out, groups],
         },
         ...(scheme.symmetric ? [] : [{
-          name: `${path}.weight_zero_point`,
+          name: memberName(path, "weight_zero_point"),
           dtype: "i32" as const,
           shape: [Math.ceil(out / 8), groups],
         }]),
-        { name: `${path}.weight_shape`, dtype: "i64", shape: [2] },
+        { name: memberName(path, "weight_shape"), dtype: "i64", shape: [2] },
       ];
     }
     if (scheme?.method === "w8a8") {
       return [
-        { name: `${path}.weight`, dtype: "i8", shape: [out, inF] },
-        { name: `${path}.weight_scale`, dtype: scaleDtype, shape: [out, 1] },
+        { name: memberName(path, "weight"), dtype: "i8", shape: [out, inF] },
+        {
+          name: memberName(path, "weight_scale"),
+          dtype: scaleDtype,
+          shape: [out, 1],
+        },
       ];
     }
     return [
       {
-        name: `${path}.weight_packed`,
+        name: memberName(path, "weight_packed"),
         dtype: "i32",
         shape: [out, Math.ceil(inF / 4)],
       },
       {
-        name: `${path}.weight_scale`,
+        name: memberName(path, "weight_scale"),
         dtype: scaleDtype,
         shape: [out, 1],
       },
-      { name: `${path}.weight_shape`, dtype: "i64", shape: [2] },
+      { name: memberName(path, "weight_shape"), dtype: "i64", shape: [2] },
     ];
   },
 
@@ -241,12 +250,12 @@ export const compressedTensorsFormat: CheckpointFormat = {
 
   storedNames(path: string): string[] {
     return [
-      `${path}.weight_packed`,
-      `${path}.weight`, // int-quantized (W8A8): int8 under the float name
-      `${path}.weight_scale`,
-      `${path}.weight_shape`,
-      `${path}.weight_zero_point`,
-      `${path}.weight_g_idx`,
+      memberName(path, "weight_packed"),
+      memberName(path, "weight"), // int-quantized (W8A8): int8 under the float name
+      memberName(path, "weight_scale"),
+      memberName(path, "weight_shape"),
+      memberName(path, "weight_zero_point"),
+      memberName(path, "weight_g_idx"),
     ];
   },
 
@@ -254,13 +263,13 @@ export const compressedTensorsFormat: CheckpointFormat = {
     path: string,
     read: (name: string) => Promise<Tensor | null>,
   ): Promise<DecodedLinear> {
-    const packedName = `${path}.weight_packed`;
-    const plain = await read(`${path}.weight`);
+    const packedName = memberName(path, "weight_packed");
+    const plain = await read(memberName(path, "weight"));
     if (plain && !(await read(packedName))) {
       return intQuantized(path, plain, read);
     }
     const packed = await required(read, packedName, path);
-    const shapeName = `${path}.weight_shape`;
+    const shapeName = memberName(path, "weight_shape");
     const [out, inF] = shapeValues(
       await required(read, shapeName, path),
       shapeName,
@@ -281,13 +290,13 @@ export const compressedTensorsFormat: CheckpointFormat = {
       );
     }
     for (const extra of ["weight_zero_point", "weight_g_idx"]) {
-      if (await read(`${path}.${extra}`)) {
+      if (await read(memberName(path, extra))) {
         throw new TypeError(
           `"${path}.${extra}" is present; TinyQ reads symmetric per-channel weights without ${extra}`,
         );
       }
     }
-    const scaleName = `${path}.weight_scale`;
+    const scaleName = memberName(path, "weight_scale");
     const scales = perRowScales(
       await required(read, scaleName, path),
       out,
@@ -304,21 +313,21 @@ export const compressedTensorsFormat: CheckpointFormat = {
 
   async linearShape(path, read, tensors): Promise<[number, number]> {
     // int-quantized (W8A8) has no weight_shape: its int8 weight has the shape.
-    const plain = tensors?.get(`${path}.weight`);
+    const plain = tensors?.get(memberName(path, "weight"));
     if (
       plain && plain.shape.length === 2 &&
-      !tensors?.has(`${path}.weight_shape`)
+      !tensors?.has(memberName(path, "weight_shape"))
     ) {
       return [plain.shape[0]!, plain.shape[1]!];
     }
-    const name = `${path}.weight_shape`;
+    const name = memberName(path, "weight_shape");
     return shapeValues(await required(read, name, path), name);
   },
 
   async decodeInt4Linear(path, read): Promise<Int4Weight> {
-    const packedName = `${path}.weight_packed`;
+    const packedName = memberName(path, "weight_packed");
     const packed = await required(read, packedName, path);
-    const shapeName = `${path}.weight_shape`;
+    const shapeName = memberName(path, "weight_shape");
     const [out, inF] = shapeValues(
       await required(read, shapeName, path),
       shapeName,
@@ -335,7 +344,7 @@ export const compressedTensorsFormat: CheckpointFormat = {
         }`,
       );
     }
-    const scaleName = `${path}.weight_scale`;
+    const scaleName = memberName(path, "weight_scale");
     const scale = await required(read, scaleName, path);
     const groups = scale.ndim === 2 && scale.shape[0] === out
       ? scale.shape[1]!
@@ -351,12 +360,12 @@ export const compressedTensorsFormat: CheckpointFormat = {
         }`,
       );
     }
-    if (await read(`${path}.weight_g_idx`)) {
+    if (await read(memberName(path, "weight_g_idx"))) {
       throw new TypeError(
         `"${path}.weight_g_idx" is present; TinyQ reads groups in input order (no actorder)`,
       );
     }
-    const zpName = `${path}.weight_zero_point`;
+    const zpName = memberName(path, "weight_zero_point");
     const zp = await read(zpName);
     if (
       zp && (zp.dtype !== "i32" || zp.ndim !== 2 ||
@@ -427,15 +436,15 @@ async function intQuantized(
 ): Promise<DecodedLinear> {
   const [out, inF] = int8Matrix(
     weight,
-    `${path}.weight`,
+    memberName(path, "weight"),
     " in an int-quantized checkpoint",
   );
-  if (await read(`${path}.weight_zero_point`)) {
+  if (await read(memberName(path, "weight_zero_point"))) {
     throw new TypeError(
       `"${path}.weight_zero_point" is present; TinyQ reads W8A8 with symmetric weights`,
     );
   }
-  const scaleName = `${path}.weight_scale`;
+  const scaleName = memberName(path, "weight_scale");
   return {
     q: weight.data as Int8Array,
     scales: perRowScales(await required(read, scaleName, path), out, scaleName),

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { moduleLabel } from "../../_member_name.ts";
 import type { FormatLayer, FormatWarning } from "./format.ts";
 import { isLmHead } from "./_export.ts";
 
@@ -44,7 +45,7 @@ export function marlinShapeWarnings(
     if (bad.length > 0) {
       out.push({
         path: l.path,
-        message: `${l.path} [${l.outFeatures}, ${l.inFeatures}]: ${
+        message: `${moduleLabel(l.path)} [${l.outFeatures}, ${l.inFeatures}]: ${
           bad.join(" and ")
         }; vLLM's Marlin int8 kernel may refuse this layer`,
       });

@@ -36,6 +36,7 @@
  * @module
  */
 
+import { memberName } from "../../_member_name.ts";
 import type { DType } from "../../dtype.ts";
 import type { Tensor } from "../../tensor.ts";
 import type {
@@ -231,10 +232,14 @@ export const quantoFormat: CheckpointFormat = {
   ): TensorSpec[] {
     const dtype = scaleDtypeFor(sourceDtype);
     return [
-      { name: `${path}.weight._data`, dtype: "i8", shape: [out, inF] },
-      { name: `${path}.weight._scale`, dtype, shape: [out, 1] },
-      { name: `${path}.input_scale`, dtype, shape: [] },
-      { name: `${path}.output_scale`, dtype, shape: [] },
+      {
+        name: memberName(path, "weight._data"),
+        dtype: "i8",
+        shape: [out, inF],
+      },
+      { name: memberName(path, "weight._scale"), dtype, shape: [out, 1] },
+      { name: memberName(path, "input_scale"), dtype, shape: [] },
+      { name: memberName(path, "output_scale"), dtype, shape: [] },
     ];
   },
 
@@ -277,10 +282,10 @@ export const quantoFormat: CheckpointFormat = {
 
   storedNames(path: string): string[] {
     return [
-      `${path}.weight._data`,
-      `${path}.weight._scale`,
-      `${path}.input_scale`,
-      `${path}.output_scale`,
+      memberName(path, "weight._data"),
+      memberName(path, "weight._scale"),
+      memberName(path, "input_scale"),
+      memberName(path, "output_scale"),
     ];
   },
 
@@ -288,10 +293,10 @@ export const quantoFormat: CheckpointFormat = {
     path: string,
     read: (name: string) => Promise<Tensor | null>,
   ): Promise<DecodedLinear> {
-    const dataName = `${path}.weight._data`;
+    const dataName = memberName(path, "weight._data");
     const data = await required(read, dataName, path);
     const [out, inF] = int8Matrix(data, dataName, " (qint8)");
-    const scaleName = `${path}.weight._scale`;
+    const scaleName = memberName(path, "weight._scale");
     const scales = perRowScales(
       await required(read, scaleName, path),
       out,
@@ -334,7 +339,7 @@ function withTensors(
   context: DetectContext,
 ): QuantizationSummary {
   for (const m of summary.modules) {
-    if (!context.tensors.has(`${m}.weight._data`)) {
+    if (!context.tensors.has(memberName(m, "weight._data"))) {
       throw new TypeError(
         `${QUANTO_QMAP_NAME} maps "${m}" to qint8, but the checkpoint has no "${m}.weight._data"`,
       );

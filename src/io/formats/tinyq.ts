@@ -15,6 +15,7 @@
  * @module
  */
 
+import { memberName } from "../../_member_name.ts";
 import type { DType } from "../../dtype.ts";
 import type { Tensor } from "../../tensor.ts";
 import type { Int4Weight } from "../../backend/backend.ts";
@@ -166,20 +167,28 @@ export const tinyqFormat: CheckpointFormat = {
     if (scheme.bits === 4) {
       const groups = [out, inF / scheme.groupSize!];
       return [
-        { name: `${path}.int4_weights`, dtype: "u8", shape: [out, inF / 2] },
-        { name: `${path}.scales`, dtype: "f32", shape: groups },
+        {
+          name: memberName(path, "int4_weights"),
+          dtype: "u8",
+          shape: [out, inF / 2],
+        },
+        { name: memberName(path, "scales"), dtype: "f32", shape: groups },
         ...(scheme.symmetric ? [] : [{
-          name: `${path}.zero_points`,
+          name: memberName(path, "zero_points"),
           dtype: "u8" as const,
           shape: groups,
         }]),
       ];
     }
     return [
-      { name: `${path}.int8_weights`, dtype: "i8", shape: [out, inF] },
-      { name: `${path}.scales`, dtype: "f32", shape: [out] },
+      {
+        name: memberName(path, "int8_weights"),
+        dtype: "i8",
+        shape: [out, inF],
+      },
+      { name: memberName(path, "scales"), dtype: "f32", shape: [out] },
       ...(scheme.symmetric ? [] : [{
-        name: `${path}.zero_points`,
+        name: memberName(path, "zero_points"),
         dtype: "i8" as const,
         shape: [out],
       }]),
@@ -267,10 +276,10 @@ export const tinyqFormat: CheckpointFormat = {
 
   storedNames(path: string): string[] {
     return [
-      `${path}.int8_weights`,
-      `${path}.int4_weights`,
-      `${path}.scales`,
-      `${path}.zero_points`,
+      memberName(path, "int8_weights"),
+      memberName(path, "int4_weights"),
+      memberName(path, "scales"),
+      memberName(path, "zero_points"),
     ];
   },
 
@@ -278,8 +287,8 @@ export const tinyqFormat: CheckpointFormat = {
     path: string,
     read: (name: string) => Promise<Tensor | null>,
   ): Promise<Int4Weight> {
-    const w = await read(`${path}.int4_weights`);
-    const s = await read(`${path}.scales`);
+    const w = await read(memberName(path, "int4_weights"));
+    const s = await read(memberName(path, "scales"));
     if (!w || !s) {
       throw new TypeError(
         `"${path}" is listed as quantized (4-bit) but has no ${
@@ -304,9 +313,11 @@ export const tinyqFormat: CheckpointFormat = {
         }]`,
       );
     }
-    checkTensor(s, `${path}.scales`, "f32", [out, groups]);
-    const zp = await read(`${path}.zero_points`);
-    if (zp) checkTensor(zp, `${path}.zero_points`, "u8", [out, groups]);
+    checkTensor(s, memberName(path, "scales"), "f32", [out, groups]);
+    const zp = await read(memberName(path, "zero_points"));
+    if (zp) {
+      checkTensor(zp, memberName(path, "zero_points"), "u8", [out, groups]);
+    }
     return {
       packed: w.data as Uint8Array,
       scales: s.data as Float32Array,
@@ -321,8 +332,8 @@ export const tinyqFormat: CheckpointFormat = {
     path: string,
     read: (name: string) => Promise<Tensor | null>,
   ): Promise<DecodedLinear> {
-    const q = await read(`${path}.int8_weights`);
-    const s = await read(`${path}.scales`);
+    const q = await read(memberName(path, "int8_weights"));
+    const s = await read(memberName(path, "scales"));
     if (!q || !s) {
       throw new TypeError(
         `"${path}" is listed as quantized but has no ${
@@ -345,7 +356,7 @@ export const tinyqFormat: CheckpointFormat = {
         }]`,
       );
     }
-    const zp = await read(`${path}.zero_points`);
+    const zp = await read(memberName(path, "zero_points"));
     if (zp && (zp.dtype !== "i8" || zp.size !== out)) {
       throw new TypeError(`"${path}.zero_points" must be I8 [${out}]`);
     }

@@ -16,6 +16,29 @@ import { probeWebGpu } from "../backend/webgpu.ts";
 export type EngineBackend = "auto" | "cpu" | "webgpu";
 
 /**
+ * Whether {@linkcode createEngine} will make the CPU engine for `backend`
+ * (then a loader can put int8 weights straight into the CPU kernels' shared
+ * memory, so each is held once): `cpu`, and `auto` without a hardware
+ * adapter.
+ *
+ * @example
+ * ```ts
+ * import { engineRunsOnCpu } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * assert.equal(await engineRunsOnCpu("cpu"), true);
+ * assert.equal(await engineRunsOnCpu("webgpu"), false);
+ * ```
+ */
+export async function engineRunsOnCpu(
+  backend: EngineBackend,
+): Promise<boolean> {
+  if (backend === "cpu") return true;
+  if (backend === "webgpu") return false;
+  const probe = await probeWebGpu();
+  return !(probe.adapter && !probe.isFallback);
+}
+
+/**
  * Makes the engine for `backend`: `cpu` the typed-array engine, `webgpu` the
  * WebGPU engine (an error where `navigator.gpu` has no adapter), `auto` the
  * WebGPU engine on a hardware adapter and the CPU engine otherwise — a

@@ -30,6 +30,7 @@ export type EngineBackend = "auto" | "cpu" | "webgpu";
  * lm.dispose();
  * ```
  */
+// deno-lint-ignore require-await -- throws become rejections, as callers expect
 export async function createEngine(
   backend: EngineBackend,
   model: DecoderModel,

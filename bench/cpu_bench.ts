@@ -35,6 +35,8 @@ import {
   SHAPES,
   table,
 } from "./_cpu_cases.ts";
+import { CpuBackend } from "../src/backend/cpu.ts";
+import { wasmPool } from "../src/backend/_cpu_pool.ts";
 
 function gflops(s: Shape, ms: number): number {
   return (2 * s.m * s.k * s.n) / ms / 1e6;
@@ -80,8 +82,20 @@ async function main(): Promise<void> {
   const shapes = values.shapes ? parseShapes(values.shapes) : SHAPES;
   if (values.threads) Deno.env.set("TINYQ_THREADS", values.threads);
   const threads = values.threads ?? String(navigator.hardwareConcurrency);
+  const cpu = new CpuBackend("bench");
+  await cpu.warm();
+  const bw =
+    (await wasmPool(cpu.build ?? undefined)?.readBandwidth(cpu.threads)) ??
+      NaN;
+  const load = (await Deno.readTextFile("/proc/loadavg").catch(() => "? ? ?"))
+    .split(" ").slice(0, 3).join(" ");
   console.log(
-    `CPU kernels, ${threads} threads (deno ${Deno.version.deno}, ${Deno.build.target}); medians`,
+    `CPU kernels, ${threads} threads, ${cpu.info.reason} (deno ${Deno.version.deno}, ${Deno.build.target}); medians; load ${load}`,
+  );
+  console.log(
+    `read bandwidth (${cpu.threads} threads, 512 MiB, 16-byte loads): ${
+      (bw / 1e9).toFixed(1)
+    } GB/s; "% bw" = weight GB/s as a share of it (the roofline of decode)`,
   );
   const rows = [[
     "shape",
@@ -89,6 +103,7 @@ async function main(): Promise<void> {
     "ms",
     "GFLOP/s",
     "weight GB/s",
+    "% bw",
     "vs f32 Linear",
     "vs W8A16 f16",
   ]];
@@ -103,6 +118,7 @@ async function main(): Promise<void> {
         r.ms.toFixed(2),
         gflops(shape, r.ms).toFixed(1),
         (r.weightBytes / r.ms / 1e6).toFixed(1),
+        `${(100 * r.weightBytes / r.ms / 1e6 / (bw / 1e9)).toFixed(0)}%`,
         (r.ms / base).toFixed(2),
         (r.ms / w8a16).toFixed(2),
       ]);

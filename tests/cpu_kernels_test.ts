@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { CpuBackend } from "../src/backend/cpu.ts";
+import { referenceLinearW8A8 } from "../src/backend/cpu_lowbit.ts";
+import {
+  Checkpoint,
+  makeDemoCheckpoint,
+  quantizeCheckpoint,
+  setBackend,
+  Tensor,
+  W8A16LinearLayer,
+} from "../mod.ts";
 import {
   referenceLinearF32,
   referenceLinearInt8,
@@ -25,124 +34,147 @@ import { activations, randomF32, randomInt8Weight, rng } from "./_random.ts";
 const ONE = new CpuBackend("test", { threads: 1, kernel: "wasm" });
 const TWO = new CpuBackend("test", { threads: 2, kernel: "wasm" });
 const REF = new CpuBackend("test", { kernel: "reference" });
+/** Both builds of the kernels, each on one and two threads. */
+const BUILDS = [
+  ["relaxed", ONE, TWO],
+  [
+    "simd128",
+    new CpuBackend("test", { threads: 1, kernel: "simd128" }),
+    new CpuBackend("test", { threads: 2, kernel: "simd128" }),
+  ],
+] as const;
 
 Deno.test("CpuBackend runs the wasm kernels when asked and the reference when forced", () => {
   assert.equal(ONE.kernel, "wasm");
   assert.equal(TWO.threads, 2);
   assert.equal(REF.kernel, "reference");
-  assert.match(TWO.info.reason, /wasm SIMD, 2 threads/);
+  assert.equal(REF.build, null);
+  // Deno 2.9 validates relaxed SIMD, so "wasm" picks that build.
+  assert.equal(TWO.build, "relaxed");
+  assert.match(TWO.info.reason, /wasm relaxed SIMD, 2 threads/);
+  assert.equal(BUILDS[1][1].build, "simd128");
+  assert.match(BUILDS[1][2].info.reason, /wasm SIMD, 2 threads/);
 });
 
-Deno.test("linearInt8() matches x @ dequant(W)ᵀ + b on odd shapes, every dtype, bias and zero points", async () => {
-  const r = rng(1);
-  for (const m of [1, 3, 7, 16, 17, 64, 257]) {
-    for (const [n, k] of [[1, 15], [17, 33], [8, 16], [20, 100]]) {
-      for (const zp of [false, true]) {
-        const w = randomInt8Weight(n!, k!, r, zp);
-        const deq = (j: number, t: number) =>
-          (w.q[j * k! + t]! - (w.zeroPoints?.[j] ?? 0)) * w.scales[j]!;
-        for (const dtype of ["f32", "f16", "bf16"] as const) {
-          const bias = r() < 0.5 ? randomF32(n!, r) : null;
-          const x = activations(randomF32(m * k!, r, 3), dtype);
-          const y = await ONE.linearInt8(x, dtype, m, w, bias);
-          const label = `m=${m} n=${n} k=${k} zp=${zp} ${dtype} bias=${!!bias}`;
-          assertCloseToExact(
-            y,
-            floatArrayToF32(x, dtype),
-            m,
-            n!,
-            k!,
-            deq,
-            bias,
-            label,
-          );
+for (const [build, ONE, _TWO] of BUILDS) {
+  Deno.test(`${build}: linearInt8() matches x @ dequant(W)ᵀ + b on odd shapes, every dtype, bias and zero points`, async () => {
+    const r = rng(1);
+    for (const m of [1, 3, 7, 16, 17, 64, 257]) {
+      for (const [n, k] of [[1, 15], [17, 33], [8, 16], [20, 100]]) {
+        for (const zp of [false, true]) {
+          const w = randomInt8Weight(n!, k!, r, zp);
+          const deq = (j: number, t: number) =>
+            (w.q[j * k! + t]! - (w.zeroPoints?.[j] ?? 0)) * w.scales[j]!;
+          for (const dtype of ["f32", "f16", "bf16"] as const) {
+            const bias = r() < 0.5 ? randomF32(n!, r) : null;
+            const x = activations(randomF32(m * k!, r, 3), dtype);
+            const y = await ONE.linearInt8(x, dtype, m, w, bias);
+            const label =
+              `m=${m} n=${n} k=${k} zp=${zp} ${dtype} bias=${!!bias}`;
+            assertCloseToExact(
+              y,
+              floatArrayToF32(x, dtype),
+              m,
+              n!,
+              k!,
+              deq,
+              bias,
+              label,
+            );
+          }
+          ONE.release(w);
         }
+      }
+    }
+  });
+}
+
+for (const [build, ONE, _TWO] of BUILDS) {
+  Deno.test(`${build}: linearF32() matches x @ Wᵀ + b on odd shapes`, async () => {
+    const r = rng(2);
+    for (const m of [1, 3, 7, 17, 64, 257]) {
+      for (const [n, k] of [[1, 15], [17, 33], [9, 16], [20, 100], [5, 1]]) {
+        const w = { data: randomF32(n! * k!, r), n: n!, k: k! };
+        const bias = m % 2 ? randomF32(n!, r) : null;
+        const x = randomF32(m * k!, r, 2);
+        const y = await ONE.linearF32(x, m, w, bias);
+        assertCloseToExact(
+          y,
+          x,
+          m,
+          n!,
+          k!,
+          (j, t) => w.data[j * k! + t]!,
+          bias,
+          `m=${m} n=${n} k=${k}`,
+        );
         ONE.release(w);
       }
     }
-  }
-});
+  });
+}
 
-Deno.test("linearF32() matches x @ Wᵀ + b on odd shapes", async () => {
-  const r = rng(2);
-  for (const m of [1, 3, 7, 17, 64, 257]) {
-    for (const [n, k] of [[1, 15], [17, 33], [9, 16], [20, 100], [5, 1]]) {
-      const w = { data: randomF32(n! * k!, r), n: n!, k: k! };
-      const bias = m % 2 ? randomF32(n!, r) : null;
-      const x = randomF32(m * k!, r, 2);
-      const y = await ONE.linearF32(x, m, w, bias);
+for (const [build, ONE, TWO] of BUILDS) {
+  Deno.test(`${build}: two threads split the outputs and give the one-thread results bit for bit`, async () => {
+    const pool = wasmPool(build)!;
+    const r = rng(3);
+    // Shapes above the parallel threshold, with splits that end mid-tile.
+    const shapes = [
+      [1, 17, 65537],
+      [3, 257, 1399],
+      [13, 101, 900],
+      [64, 33, 500],
+      [257, 40, 111],
+    ];
+    for (const [m, n, k] of shapes) {
+      assert.ok(m! * n! * k! >= PARALLEL_MIN_MACS);
+      for (const zp of [false, true]) {
+        const w = randomInt8Weight(n!, k!, r, zp);
+        const bias = randomF32(n!, r);
+        for (const dtype of ["f32", "bf16"] as const) {
+          const x = activations(randomF32(m! * k!, r), dtype);
+          const before = pool.stats.parallelCalls;
+          const two = await TWO.linearInt8(x, dtype, m!, w, bias);
+          assert.equal(
+            pool.stats.parallelCalls,
+            before + 1,
+            "the call used the workers",
+          );
+          const one = await ONE.linearInt8(x, dtype, m!, w, bias);
+          assert.deepEqual(two, one, `m=${m} n=${n} k=${k} zp=${zp} ${dtype}`);
+        }
+        TWO.release(w);
+      }
+      const wf = { data: randomF32(n! * k!, r), n: n!, k: k! };
+      const x = randomF32(m! * k!, r);
+      const two = await TWO.linearF32(x, m!, wf, null);
+      assert.deepEqual(two, await ONE.linearF32(x, m!, wf, null));
       assertCloseToExact(
-        y,
+        two,
         x,
-        m,
+        m!,
         n!,
         k!,
-        (j, t) => w.data[j * k! + t]!,
-        bias,
-        `m=${m} n=${n} k=${k}`,
+        (j, t) => wf.data[j * k! + t]!,
+        null,
+        `f32 m=${m} n=${n}`,
       );
-      ONE.release(w);
+      TWO.release(wf);
     }
-  }
-});
+  });
+}
 
-Deno.test("two threads split the outputs and give the one-thread results bit for bit", async () => {
-  const pool = wasmPool()!;
-  const r = rng(3);
-  // Shapes above the parallel threshold, with splits that end mid-tile.
-  const shapes = [
-    [1, 17, 65537],
-    [3, 257, 1399],
-    [13, 101, 900],
-    [64, 33, 500],
-    [257, 40, 111],
-  ];
-  for (const [m, n, k] of shapes) {
-    assert.ok(m! * n! * k! >= PARALLEL_MIN_MACS);
-    for (const zp of [false, true]) {
-      const w = randomInt8Weight(n!, k!, r, zp);
-      const bias = randomF32(n!, r);
-      for (const dtype of ["f32", "bf16"] as const) {
-        const x = activations(randomF32(m! * k!, r), dtype);
-        const before = pool.stats.parallelCalls;
-        const two = await TWO.linearInt8(x, dtype, m!, w, bias);
-        assert.equal(
-          pool.stats.parallelCalls,
-          before + 1,
-          "the call used the workers",
-        );
-        const one = await ONE.linearInt8(x, dtype, m!, w, bias);
-        assert.deepEqual(two, one, `m=${m} n=${n} k=${k} zp=${zp} ${dtype}`);
-      }
-      TWO.release(w);
-    }
-    const wf = { data: randomF32(n! * k!, r), n: n!, k: k! };
-    const x = randomF32(m! * k!, r);
-    const two = await TWO.linearF32(x, m!, wf, null);
-    assert.deepEqual(two, await ONE.linearF32(x, m!, wf, null));
-    assertCloseToExact(
-      two,
-      x,
-      m!,
-      n!,
-      k!,
-      (j, t) => wf.data[j * k! + t]!,
-      null,
-      `f32 m=${m} n=${n}`,
-    );
-    TWO.release(wf);
-  }
-});
-
-Deno.test("linearInt8() on two threads is within tolerance at decode size", async () => {
-  const r = rng(4);
-  const w = randomInt8Weight(300, 4000, r, false);
-  const x = randomF32(4000, r);
-  const y = await TWO.linearInt8(x, "f32", 1, w, null);
-  const deq = (j: number, t: number) => w.q[j * 4000 + t]! * w.scales[j]!;
-  assertCloseToExact(y, x, 1, 300, 4000, deq, null, "1x4000x300");
-  TWO.release(w);
-});
+for (const [build, _ONE, TWO] of BUILDS) {
+  Deno.test(`${build}: linearInt8() on two threads is within tolerance at decode size`, async () => {
+    const r = rng(4);
+    const w = randomInt8Weight(300, 4000, r, false);
+    const x = randomF32(4000, r);
+    const y = await TWO.linearInt8(x, "f32", 1, w, null);
+    const deq = (j: number, t: number) => w.q[j * 4000 + t]! * w.scales[j]!;
+    assertCloseToExact(y, x, 1, 300, 4000, deq, null, "1x4000x300");
+    TWO.release(w);
+  });
+}
 
 Deno.test("concurrent calls on several weights each get their own result", async () => {
   const r = rng(5);
@@ -214,46 +246,55 @@ Deno.test("stale values in reused kernel memory never reach a result", async () 
   ONE.release(poison);
 });
 
-Deno.test("every f16 and bf16 activation bit pattern widens exactly (subnormals, ±Inf, NaN)", async () => {
-  // y = x · 1 · 1: the kernel's output is its f32 view of each input value.
-  const w: Int8Weight = {
-    q: new Int8Array([1]),
-    scales: new Float32Array([1]),
-    zeroPoints: null,
-    n: 1,
-    k: 1,
-  };
-  const bits = Uint16Array.from({ length: 65536 }, (_, i) => i);
-  for (const dtype of ["f16", "bf16"] as const) {
-    const x = dtype === "f16" ? new Float16Array(bits.buffer) : bits;
-    const y = await ONE.linearInt8(x, dtype, 65536, w, null);
-    const want = referenceLinearInt8(floatArrayToF32(x, dtype), 65536, w, null);
-    for (let i = 0; i < 65536; i++) {
-      if (
-        !Object.is(y[i], want[i]) &&
-        !(Number.isNaN(y[i]) && Number.isNaN(want[i]))
-      ) {
-        assert.fail(
-          `${dtype} bits 0x${i.toString(16)}: got ${y[i]}, want ${want[i]}`,
-        );
+for (const [build, ONE, _TWO] of BUILDS) {
+  Deno.test(`${build}: every f16 and bf16 activation bit pattern widens exactly (subnormals, ±Inf, NaN)`, async () => {
+    // y = x · 1 · 1: the kernel's output is its f32 view of each input value.
+    const w: Int8Weight = {
+      q: new Int8Array([1]),
+      scales: new Float32Array([1]),
+      zeroPoints: null,
+      n: 1,
+      k: 1,
+    };
+    const bits = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    for (const dtype of ["f16", "bf16"] as const) {
+      const x = dtype === "f16" ? new Float16Array(bits.buffer) : bits;
+      const y = await ONE.linearInt8(x, dtype, 65536, w, null);
+      const want = referenceLinearInt8(
+        floatArrayToF32(x, dtype),
+        65536,
+        w,
+        null,
+      );
+      for (let i = 0; i < 65536; i++) {
+        if (
+          !Object.is(y[i], want[i]) &&
+          !(Number.isNaN(y[i]) && Number.isNaN(want[i]))
+        ) {
+          assert.fail(
+            `${dtype} bits 0x${i.toString(16)}: got ${y[i]}, want ${want[i]}`,
+          );
+        }
       }
     }
-  }
-  ONE.release(w);
-});
+    ONE.release(w);
+  });
+}
 
-Deno.test("non-finite activations propagate as in the reference", async () => {
-  const w: Int8Weight = {
-    q: new Int8Array([1, 2, 0, 4, -3, 5, 7, 0, 0, 0, 0, 1]),
-    scales: new Float32Array([0.5, 1, 2]),
-    zeroPoints: null,
-    n: 3,
-    k: 4,
-  };
-  const x = new Float32Array([Infinity, 1, 2, 3, 1, NaN, 0, 0]);
-  const y = await ONE.linearInt8(x, "f32", 2, w, null);
-  assert.deepEqual(y, referenceLinearInt8(x, 2, w, null));
-});
+for (const [build, ONE, _TWO] of BUILDS) {
+  Deno.test(`${build}: non-finite activations propagate as in the reference`, async () => {
+    const w: Int8Weight = {
+      q: new Int8Array([1, 2, 0, 4, -3, 5, 7, 0, 0, 0, 0, 1]),
+      scales: new Float32Array([0.5, 1, 2]),
+      zeroPoints: null,
+      n: 3,
+      k: 4,
+    };
+    const x = new Float32Array([Infinity, 1, 2, 3, 1, NaN, 0, 0]);
+    const y = await ONE.linearInt8(x, "f32", 2, w, null);
+    assert.deepEqual(y, referenceLinearInt8(x, 2, w, null));
+  });
+}
 
 Deno.test("the reference kernel choice returns the reference's exact results", async () => {
   const r = rng(7);
@@ -316,7 +357,7 @@ Deno.test("TINYQ_THREADS and TINYQ_CPU_KERNEL values are checked", () => {
   assert.equal(parseKernel(" Reference ", "TINYQ_CPU_KERNEL"), "reference");
   assert.throws(
     () => parseKernel("js", "TINYQ_CPU_KERNEL"),
-    /TINYQ_CPU_KERNEL must be "wasm" or "reference", got "js"/,
+    /TINYQ_CPU_KERNEL must be "wasm", "simd128" or "reference", got "js"/,
   );
   assert.throws(
     () => new CpuBackend("t", { threads: 1.5 }),
@@ -566,4 +607,129 @@ Deno.test("Arena reuses freed blocks, merges neighbours and grows on demand", ()
     "the memory grew",
   );
   assert.equal(arena.alloc(2 ** 32), -1, "more than 4 GiB is refused");
+});
+
+Deno.test("prepare() makes a weight's copy before its first call, and the call uses it", async () => {
+  const pool = wasmPool()!;
+  const r = rng(21);
+  const w = randomInt8Weight(40, 96, r, true);
+  const before = pool.stats.residentWeights;
+  assert.equal(await TWO.prepare(w), true);
+  assert.equal(pool.stats.residentWeights, before + 1);
+  const x = randomF32(3 * 96, r);
+  const y = await TWO.linearInt8(x, "f32", 3, w, null);
+  assert.equal(pool.stats.residentWeights, before + 1, "no second copy");
+  assert.deepEqual(y, await ONE.linearInt8(x, "f32", 3, w, null));
+  TWO.release(w);
+  assert.equal(pool.stats.residentWeights, before);
+  assert.equal(await REF.prepare(w), false, "the reference keeps no copy");
+});
+
+Deno.test("warm() starts the workers once per thread count and leaves results unchanged", async () => {
+  for (const [build, one, two] of BUILDS) {
+    const pool = wasmPool(build)!;
+    await two.warm();
+    const started = pool.stats.workersStarted;
+    assert.ok(started >= 1, `${build}: a worker runs`);
+    await two.warm();
+    await one.warm();
+    assert.equal(pool.stats.workersStarted, started, `${build}: idempotent`);
+  }
+  const r = rng(22);
+  const w = randomInt8Weight(300, 4000, r, false);
+  const x = randomF32(4000, r);
+  assert.deepEqual(
+    await TWO.linearW8A8(x, 1, w, null),
+    referenceLinearW8A8(x, 1, w, null),
+  );
+  TWO.release(w);
+});
+
+Deno.test("the read-bandwidth probe reads its buffer on every thread", async () => {
+  const bw = await wasmPool()!.readBandwidth(2, 1 << 20, 2);
+  assert.ok(bw !== null && bw > 0 && Number.isFinite(bw));
+});
+
+Deno.test("the relaxed build differs from the SIMD128 build only where relaxed SIMD is used", () => {
+  const relaxed = kernelsModule("relaxed")!, plain = kernelsModule("simd128")!;
+  const names = (m: WebAssembly.Module) =>
+    WebAssembly.Module.exports(m).map((e) => e.name).sort();
+  // The relaxed build exports its marker; both export every kernel.
+  assert.deepEqual(
+    names(relaxed).filter((n) => n !== "relaxed_madd"),
+    names(plain),
+  );
+  assert.ok(names(relaxed).includes("relaxed_madd"));
+});
+
+Deno.test("a quantized layer's int8 weight lives once: after its first CPU forward the layer holds the kernels' copy", async () => {
+  setBackend("cpu");
+  const pool = wasmPool()!;
+  const w = new Tensor(randomF32(48 * 64, rng(23)), [48, 64]);
+  const layer = new W8A16LinearLayer(64, 48, { bias: false });
+  layer.quantize(w);
+  const original = layer.int8Weights.data as Int8Array;
+  const codes = Int8Array.from(original);
+  const x = new Tensor(randomF32(3 * 64, rng(24)), [3, 64]).to("f16");
+  const y1 = await layer.forward(x);
+  const adopted = layer.int8Weights.data as Int8Array;
+  assert.notEqual(adopted, original, "the layer's codes were replaced");
+  assert.ok(adopted.buffer instanceof SharedArrayBuffer, "by the shared copy");
+  assert.deepEqual(adopted, codes, "with the same values");
+  assert.ok(layer.scales.data.buffer instanceof SharedArrayBuffer);
+  const before = pool.stats.residentWeights;
+  const y2 = await layer.forward(x);
+  assert.equal(pool.stats.residentWeights, before, "no second copy");
+  assert.deepEqual(y2.data, y1.data);
+  layer.dispose();
+});
+
+Deno.test("a weight made in the kernels' memory by allocInt8Weight() runs without a copy", async () => {
+  const pool = wasmPool()!;
+  const r = rng(25);
+  const src = randomInt8Weight(40, 64, r, true);
+  const a = (await TWO.allocInt8Weight(40, 64, true))!;
+  assert.ok(a.q.buffer instanceof SharedArrayBuffer);
+  assert.ok(a.q.every((v) => v === 0), "zero-filled");
+  a.q.set(src.q);
+  a.scales.set(src.scales);
+  a.zeroPoints!.set(src.zeroPoints!);
+  const w = { ...a, n: 40, k: 64 };
+  const before = pool.stats.residentWeights;
+  const x = randomF32(5 * 64, r);
+  const y = await TWO.linearInt8(x, "f32", 5, w, null);
+  assert.equal(pool.stats.residentWeights, before, "no copy was made");
+  assert.deepEqual(y, await ONE.linearInt8(x, "f32", 5, src, null));
+  ONE.release(src);
+  assert.equal(await TWO.allocInt8Weight(4, 17, false), null, "padded rows");
+  assert.equal(await REF.allocInt8Weight(4, 16, false), null, "reference");
+});
+
+Deno.test("a quantized checkpoint's int8 layers can be read straight into the kernels' memory", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await makeDemoCheckpoint(`${dir}/m`, {
+      layers: 1,
+      hidden: 64,
+      intermediate: 128,
+    });
+    await quantizeCheckpoint(`${dir}/m`, `${dir}/q`, { method: "w8a16" });
+    using ckpt = await Checkpoint.open(`${dir}/q`);
+    const plain = await ckpt.toModule();
+    const shared = await ckpt.toModule({
+      int8Arrays: (n, k, asym) => TWO.allocInt8Weight(n, k, asym),
+    });
+    const path = "model.layers.0.mlp.down_proj";
+    const a = plain.getModule(path) as W8A16LinearLayer;
+    const b = shared.getModule(path) as W8A16LinearLayer;
+    assert.ok(b.int8Weights.data.buffer instanceof SharedArrayBuffer);
+    assert.ok(!(a.int8Weights.data.buffer instanceof SharedArrayBuffer));
+    assert.deepEqual([...b.int8Weights.data], [...a.int8Weights.data]);
+    assert.deepEqual([...b.scales.data], [...a.scales.data]);
+    setBackend("cpu");
+    const x = new Tensor(randomF32(2 * 128, rng(26)), [2, 128]).to("bf16");
+    assert.deepEqual((await b.forward(x)).data, (await a.forward(x)).data);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

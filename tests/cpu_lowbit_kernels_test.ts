@@ -86,92 +86,109 @@ function assertSameValues(
 const ONE = new CpuBackend("test", { threads: 1, kernel: "wasm" });
 const TWO = new CpuBackend("test", { threads: 2, kernel: "wasm" });
 const REF = new CpuBackend("test", { kernel: "reference" });
+/** Both builds of the kernels, each on one and two threads. */
+const BUILDS = [
+  ["relaxed", ONE, TWO],
+  [
+    "simd128",
+    new CpuBackend("test", { threads: 1, kernel: "simd128" }),
+    new CpuBackend("test", { threads: 2, kernel: "simd128" }),
+  ],
+] as const;
 
 // ------------------------------------------------------------------ W8A8
 
-Deno.test("linearW8A8() equals referenceLinearW8A8 bit for bit on odd shapes, zero points and bias", async () => {
-  const r = rng(1);
-  for (const m of [1, 3, 64, 257]) {
-    for (const [n, k] of [[1, 32], [17, 45], [17, 256], [20, 100], [5, 1]]) {
-      for (const zp of [false, true]) {
-        const w = randomInt8Weight(n!, k!, r, zp);
-        for (const withBias of [false, true]) {
-          const bias = withBias ? randomF32(n!, r) : null;
-          const x = randomF32(m * k!, r, 3);
-          const label = `m=${m} n=${n} k=${k} zp=${zp} bias=${withBias}`;
-          const want = referenceLinearW8A8(x, m, w, bias);
-          assertSameValues(await ONE.linearW8A8(x, m, w, bias), want, label);
-          assertSameValues(await TWO.linearW8A8(x, m, w, bias), want, label);
+for (const [build, ONE, TWO] of BUILDS) {
+  Deno.test(`${build}: linearW8A8() equals referenceLinearW8A8 bit for bit on odd shapes, zero points and bias`, async () => {
+    const r = rng(1);
+    for (const m of [1, 3, 64, 257]) {
+      for (const [n, k] of [[1, 32], [17, 45], [17, 256], [20, 100], [5, 1]]) {
+        for (const zp of [false, true]) {
+          const w = randomInt8Weight(n!, k!, r, zp);
+          for (const withBias of [false, true]) {
+            const bias = withBias ? randomF32(n!, r) : null;
+            const x = randomF32(m * k!, r, 3);
+            const label = `m=${m} n=${n} k=${k} zp=${zp} bias=${withBias}`;
+            const want = referenceLinearW8A8(x, m, w, bias);
+            assertSameValues(await ONE.linearW8A8(x, m, w, bias), want, label);
+            assertSameValues(await TWO.linearW8A8(x, m, w, bias), want, label);
+          }
+          ONE.release(w);
         }
-        ONE.release(w);
       }
     }
-  }
-});
+  });
+}
 
-Deno.test("linearW8A8() splits outputs over two threads with the reference's bits", async () => {
-  const pool = wasmPool()!;
-  const r = rng(2);
-  for (
-    const [m, n, k] of [[1, 17, 65536], [3, 257, 1399], [64, 33, 500], [
-      257,
-      17,
-      256,
-    ]]
-  ) {
-    assert.ok(m! * n! * k! >= PARALLEL_MIN_MACS);
-    for (const zp of [false, true]) {
-      const w = randomInt8Weight(n!, k!, r, zp);
-      const bias = randomF32(n!, r);
-      const x = randomF32(m! * k!, r);
-      const before = pool.stats.parallelCalls;
-      const y = await TWO.linearW8A8(x, m!, w, bias);
-      assert.equal(pool.stats.parallelCalls, before + 1, "used the workers");
-      assertSameValues(
-        y,
-        referenceLinearW8A8(x, m!, w, bias),
-        `m=${m} n=${n} k=${k} zp=${zp}`,
-      );
-      TWO.release(w);
+for (const [build, _ONE, TWO] of BUILDS) {
+  Deno.test(`${build}: linearW8A8() splits outputs over two threads with the reference's bits`, async () => {
+    const pool = wasmPool(build)!;
+    const r = rng(2);
+    for (
+      const [m, n, k] of [[1, 17, 65536], [3, 257, 1399], [64, 33, 500], [
+        257,
+        17,
+        256,
+      ]]
+    ) {
+      assert.ok(m! * n! * k! >= PARALLEL_MIN_MACS);
+      for (const zp of [false, true]) {
+        const w = randomInt8Weight(n!, k!, r, zp);
+        const bias = randomF32(n!, r);
+        const x = randomF32(m! * k!, r);
+        const before = pool.stats.parallelCalls;
+        const y = await TWO.linearW8A8(x, m!, w, bias);
+        assert.equal(pool.stats.parallelCalls, before + 1, "used the workers");
+        assertSameValues(
+          y,
+          referenceLinearW8A8(x, m!, w, bias),
+          `m=${m} n=${n} k=${k} zp=${zp}`,
+        );
+        TWO.release(w);
+      }
     }
-  }
-});
+  });
+}
 
-Deno.test("linearW8A8() keeps the reference's bits on edge rows: NaN, ±Inf, zeros, subnormals, ties, |acc| > 2²⁴", async () => {
-  const k = 2048, n = 6;
-  const r = rng(3);
-  const rows: number[][] = [
-    Array.from({ length: k }, (_, t) => (t === 7 ? NaN : 1)),
-    Array.from({ length: k }, (_, t) => (t === 2047 ? -Infinity : 0.5)),
-    new Array(k).fill(0),
-    Array.from({ length: k }, (_, t) => (t % 2 ? -0 : 0)),
-    Array.from({ length: k }, (_, t) => (t % 3 - 1) * 1e-45),
-    Array.from({ length: k }, (_, t) => (t % 5 - 2) * 3e-39),
-    // absmax 127: scale 1, so every x.5 is a tie (rounded to even).
-    Array.from({ length: k }, (_, t) => (t === 0 ? 127 : (t % 40) - 19.5)),
-    // All at ±absmax against ±127 weights: |acc| ≈ 127² · 2048 > 2²⁴.
-    Array.from({ length: k }, (_, t) => (t % 2 ? 3.25 : -3.25)),
-    Array.from({ length: k }, () => r() * 1e30),
-  ];
-  const m = rows.length;
-  const x = Float32Array.from(rows.flat());
-  const w = randomInt8Weight(n, k, r, false);
-  for (let t = 0; t < k; t++) w.q[t] = t % 2 ? 127 : -127; // row 0
-  for (let t = 0; t < k; t++) w.q[k + t] = -128;
-  for (const zp of [null, Int8Array.from([5, -128, 127, 0, -3, 9])]) {
-    const wz = { ...w, zeroPoints: zp };
-    for (const bias of [null, Float32Array.from([1, -0, 0, 2.5, -1e-30, 3])]) {
-      const want = referenceLinearW8A8(x, m, wz, bias);
-      assert.ok(Number.isNaN(want[0]) && Number.isNaN(want[n]));
-      assertSameValues(
-        await ONE.linearW8A8(x, m, wz, bias),
-        want,
-        `zp=${!!zp} bias=${!!bias}`,
-      );
+for (const [build, ONE, _TWO] of BUILDS) {
+  Deno.test(`${build}: linearW8A8() keeps the reference's bits on edge rows: NaN, ±Inf, zeros, subnormals, ties, |acc| > 2²⁴`, async () => {
+    const k = 2048, n = 6;
+    const r = rng(3);
+    const rows: number[][] = [
+      Array.from({ length: k }, (_, t) => (t === 7 ? NaN : 1)),
+      Array.from({ length: k }, (_, t) => (t === 2047 ? -Infinity : 0.5)),
+      new Array(k).fill(0),
+      Array.from({ length: k }, (_, t) => (t % 2 ? -0 : 0)),
+      Array.from({ length: k }, (_, t) => (t % 3 - 1) * 1e-45),
+      Array.from({ length: k }, (_, t) => (t % 5 - 2) * 3e-39),
+      // absmax 127: scale 1, so every x.5 is a tie (rounded to even).
+      Array.from({ length: k }, (_, t) => (t === 0 ? 127 : (t % 40) - 19.5)),
+      // All at ±absmax against ±127 weights: |acc| ≈ 127² · 2048 > 2²⁴.
+      Array.from({ length: k }, (_, t) => (t % 2 ? 3.25 : -3.25)),
+      Array.from({ length: k }, () => r() * 1e30),
+    ];
+    const m = rows.length;
+    const x = Float32Array.from(rows.flat());
+    const w = randomInt8Weight(n, k, r, false);
+    for (let t = 0; t < k; t++) w.q[t] = t % 2 ? 127 : -127; // row 0
+    for (let t = 0; t < k; t++) w.q[k + t] = -128;
+    for (const zp of [null, Int8Array.from([5, -128, 127, 0, -3, 9])]) {
+      const wz = { ...w, zeroPoints: zp };
+      for (
+        const bias of [null, Float32Array.from([1, -0, 0, 2.5, -1e-30, 3])]
+      ) {
+        const want = referenceLinearW8A8(x, m, wz, bias);
+        assert.ok(Number.isNaN(want[0]) && Number.isNaN(want[n]));
+        assertSameValues(
+          await ONE.linearW8A8(x, m, wz, bias),
+          want,
+          `zp=${!!zp} bias=${!!bias}`,
+        );
+      }
+      ONE.release(wz);
     }
-    ONE.release(wz);
-  }
-});
+  });
+}
 
 Deno.test("linearW8A8() beyond k = 65536 (int32 could overflow) still returns the reference's bits", async () => {
   const r = rng(4);
@@ -188,136 +205,150 @@ Deno.test("linearW8A8() beyond k = 65536 (int32 could overflow) still returns th
 
 // ----------------------------------------------------------------- W4A16
 
-Deno.test("linearInt4() is within f32 rounding of x·dequant(W)ᵀ + b: odd shapes, groups 32/64/128, sym/asym, every dtype", async () => {
-  const r = rng(5);
-  const shapes = [[1, 32, 32], [17, 64, 32], [17, 128, 64], [20, 256, 128], [
-    9,
-    384,
-    128,
-  ], [4, 32, 32]];
-  for (const m of [1, 3, 5, 64, 257]) {
-    for (const [n, k, g] of shapes) {
+for (const [build, ONE, TWO] of BUILDS) {
+  Deno.test(`${build}: linearInt4() is within f32 rounding of x·dequant(W)ᵀ + b: odd shapes, groups 32/64/128, sym/asym, every dtype`, async () => {
+    const r = rng(5);
+    const shapes = [[1, 32, 32], [17, 64, 32], [17, 128, 64], [20, 256, 128], [
+      9,
+      384,
+      128,
+    ], [4, 32, 32]];
+    for (const m of [1, 3, 5, 64, 257]) {
+      for (const [n, k, g] of shapes) {
+        for (const asym of [false, true]) {
+          const w = int4Weight(n!, k!, g!, r, asym);
+          for (const dtype of ["f32", "f16", "bf16"] as const) {
+            const bias = r() < 0.5 ? randomF32(n!, r) : null;
+            const x = activations(randomF32(m * k!, r, 3), dtype);
+            const label =
+              `m=${m} n=${n} k=${k} g=${g} asym=${asym} ${dtype} bias=${!!bias}`;
+            const y = await ONE.linearInt4(x, dtype, m, w, bias);
+            assertCloseToExact(y, floatArrayToF32(x, dtype), m, w, bias, label);
+            assert.deepEqual(await TWO.linearInt4(x, dtype, m, w, bias), y);
+          }
+          ONE.release(w);
+        }
+      }
+    }
+  });
+}
+
+for (const [build, ONE, TWO] of BUILDS) {
+  Deno.test(`${build}: linearInt4() on two threads splits the outputs and gives the one-thread results bit for bit`, async () => {
+    const pool = wasmPool(build)!;
+    const r = rng(6);
+    const shapes = [
+      [1, 64, 16384, 128],
+      [1, 17, 65536, 64],
+      [3, 257, 1408, 128],
+      [13, 101, 896, 32],
+      [64, 40, 512, 64],
+      [257, 40, 128, 128],
+    ];
+    for (const [m, n, k, g] of shapes) {
+      assert.ok(m! * n! * k! >= PARALLEL_MIN_MACS);
       for (const asym of [false, true]) {
         const w = int4Weight(n!, k!, g!, r, asym);
-        for (const dtype of ["f32", "f16", "bf16"] as const) {
-          const bias = r() < 0.5 ? randomF32(n!, r) : null;
-          const x = activations(randomF32(m * k!, r, 3), dtype);
-          const label =
-            `m=${m} n=${n} k=${k} g=${g} asym=${asym} ${dtype} bias=${!!bias}`;
-          const y = await ONE.linearInt4(x, dtype, m, w, bias);
-          assertCloseToExact(y, floatArrayToF32(x, dtype), m, w, bias, label);
-          assert.deepEqual(await TWO.linearInt4(x, dtype, m, w, bias), y);
-        }
-        ONE.release(w);
-      }
-    }
-  }
-});
-
-Deno.test("linearInt4() on two threads splits the outputs and gives the one-thread results bit for bit", async () => {
-  const pool = wasmPool()!;
-  const r = rng(6);
-  const shapes = [
-    [1, 64, 16384, 128],
-    [1, 17, 65536, 64],
-    [3, 257, 1408, 128],
-    [13, 101, 896, 32],
-    [64, 40, 512, 64],
-    [257, 40, 128, 128],
-  ];
-  for (const [m, n, k, g] of shapes) {
-    assert.ok(m! * n! * k! >= PARALLEL_MIN_MACS);
-    for (const asym of [false, true]) {
-      const w = int4Weight(n!, k!, g!, r, asym);
-      const bias = randomF32(n!, r);
-      for (const dtype of ["f32", "bf16"] as const) {
-        const x = activations(randomF32(m! * k!, r), dtype);
-        const before = pool.stats.parallelCalls;
-        const two = await TWO.linearInt4(x, dtype, m!, w, bias);
-        assert.equal(pool.stats.parallelCalls, before + 1, "used the workers");
-        const label = `m=${m} n=${n} k=${k} g=${g} asym=${asym} ${dtype}`;
-        assert.deepEqual(two, await ONE.linearInt4(x, dtype, m!, w, bias));
-        if (m! <= 3) {
-          assertCloseToExact(
-            two,
-            floatArrayToF32(x, dtype),
-            m!,
-            w,
-            bias,
-            label,
-          );
-        }
-      }
-      TWO.release(w);
-    }
-  }
-});
-
-Deno.test("linearInt4() subtracts zero points exactly: rows of codes equal to the zero point give exactly the bias", async () => {
-  const r = rng(7);
-  for (const m of [1, 3, 20]) {
-    const n = 5, k = 256, g = 64;
-    const w = int4Weight(n, k, g, r, true);
-    // Row 2: every code equals its group's zero point (weights all 0).
-    for (let t = 0; t < k; t += 2) {
-      const zp = w.zeroPoints![2 * (k / g) + Math.floor(t / g)]!;
-      w.packed[(2 * k + t) >> 1] = zp | (zp << 4);
-    }
-    const bias = Float32Array.from([1, 2, -0.375, 4, 5]);
-    // Large activations with an outlier: a sum through Σx would not cancel.
-    const x = randomF32(m * k, r, 1000);
-    x[17] = 3e7;
-    const y = await ONE.linearInt4(x, "f32", m, w, bias);
-    for (let i = 0; i < m; i++) assert.equal(y[i * n + 2], -0.375, `m=${m}`);
-    assertCloseToExact(y, x, m, w, bias, `m=${m}`);
-    ONE.release(w);
-  }
-});
-
-Deno.test("linearInt4() stays exact for huge activations (no overflow from the scaled 2²⁴ path)", async () => {
-  const r = rng(8);
-  const n = 6, k = 128;
-  for (const asym of [false, true]) {
-    const w = int4Weight(n, k, 32, r, asym);
-    for (const m of [1, 3, 5, 20]) {
-      for (const scale of [2 ** 89, 2 ** 91, 1e30, 1e36]) {
+        const bias = randomF32(n!, r);
         for (const dtype of ["f32", "bf16"] as const) {
-          const x = activations(randomF32(m * k, r, scale), dtype);
-          const y = await ONE.linearInt4(x, dtype, m, w, null);
-          const label = `asym=${asym} m=${m} |x| ≤ ${scale} ${dtype}`;
-          assert.ok(y.every(Number.isFinite), `${label}: finite`);
-          assertCloseToExact(y, floatArrayToF32(x, dtype), m, w, null, label);
+          const x = activations(randomF32(m! * k!, r), dtype);
+          const before = pool.stats.parallelCalls;
+          const two = await TWO.linearInt4(x, dtype, m!, w, bias);
+          assert.equal(
+            pool.stats.parallelCalls,
+            before + 1,
+            "used the workers",
+          );
+          const label = `m=${m} n=${n} k=${k} g=${g} asym=${asym} ${dtype}`;
+          assert.deepEqual(two, await ONE.linearInt4(x, dtype, m!, w, bias));
+          if (m! <= 3) {
+            assertCloseToExact(
+              two,
+              floatArrayToF32(x, dtype),
+              m!,
+              w,
+              bias,
+              label,
+            );
+          }
+        }
+        TWO.release(w);
+      }
+    }
+  });
+}
+
+for (const [build, ONE, _TWO] of BUILDS) {
+  Deno.test(`${build}: linearInt4() subtracts zero points exactly: rows of codes equal to the zero point give exactly the bias`, async () => {
+    const r = rng(7);
+    for (const m of [1, 3, 20]) {
+      const n = 5, k = 256, g = 64;
+      const w = int4Weight(n, k, g, r, true);
+      // Row 2: every code equals its group's zero point (weights all 0).
+      for (let t = 0; t < k; t += 2) {
+        const zp = w.zeroPoints![2 * (k / g) + Math.floor(t / g)]!;
+        w.packed[(2 * k + t) >> 1] = zp | (zp << 4);
+      }
+      const bias = Float32Array.from([1, 2, -0.375, 4, 5]);
+      // Large activations with an outlier: a sum through Σx would not cancel.
+      const x = randomF32(m * k, r, 1000);
+      x[17] = 3e7;
+      const y = await ONE.linearInt4(x, "f32", m, w, bias);
+      for (let i = 0; i < m; i++) assert.equal(y[i * n + 2], -0.375, `m=${m}`);
+      assertCloseToExact(y, x, m, w, bias, `m=${m}`);
+      ONE.release(w);
+    }
+  });
+}
+
+for (const [build, ONE, _TWO] of BUILDS) {
+  Deno.test(`${build}: linearInt4() stays exact for huge activations (no overflow from the scaled 2²⁴ path)`, async () => {
+    const r = rng(8);
+    const n = 6, k = 128;
+    for (const asym of [false, true]) {
+      const w = int4Weight(n, k, 32, r, asym);
+      for (const m of [1, 3, 5, 20]) {
+        for (const scale of [2 ** 89, 2 ** 91, 1e30, 1e36]) {
+          for (const dtype of ["f32", "bf16"] as const) {
+            const x = activations(randomF32(m * k, r, scale), dtype);
+            const y = await ONE.linearInt4(x, dtype, m, w, null);
+            const label = `asym=${asym} m=${m} |x| ≤ ${scale} ${dtype}`;
+            assert.ok(y.every(Number.isFinite), `${label}: finite`);
+            assertCloseToExact(y, floatArrayToF32(x, dtype), m, w, null, label);
+          }
         }
       }
+      ONE.release(w);
+    }
+  });
+}
+
+for (const [build, ONE, _TWO] of BUILDS) {
+  Deno.test(`${build}: linearInt4() propagates NaN and ±Inf as the reference does`, async () => {
+    const r = rng(9);
+    const n = 9, k = 64;
+    const w = int4Weight(n, k, 32, r, true);
+    // Row 0 of the weight all zero (code = zero point): Inf · 0 = NaN.
+    for (let t = 0; t < k; t += 2) {
+      const zp = w.zeroPoints![Math.floor(t / 32)]!;
+      w.packed[t >> 1] = zp | (zp << 4);
+    }
+    for (const m of [1, 2, 20]) {
+      const x = randomF32(m * k, r);
+      x[3] = Infinity;
+      if (m > 1) x[k + 40] = NaN;
+      const want = referenceLinearInt4(x, m, w, null);
+      const got = await ONE.linearInt4(x, "f32", m, w, null);
+      for (let i = 0; i < got.length; i++) {
+        if (!Number.isFinite(want[i]!)) {
+          assert.ok(Object.is(got[i], want[i]), `m=${m} [${i}]`);
+        }
+      }
+      assert.ok(Number.isNaN(got[0]!));
     }
     ONE.release(w);
-  }
-});
-
-Deno.test("linearInt4() propagates NaN and ±Inf as the reference does", async () => {
-  const r = rng(9);
-  const n = 9, k = 64;
-  const w = int4Weight(n, k, 32, r, true);
-  // Row 0 of the weight all zero (code = zero point): Inf · 0 = NaN.
-  for (let t = 0; t < k; t += 2) {
-    const zp = w.zeroPoints![Math.floor(t / 32)]!;
-    w.packed[t >> 1] = zp | (zp << 4);
-  }
-  for (const m of [1, 2, 20]) {
-    const x = randomF32(m * k, r);
-    x[3] = Infinity;
-    if (m > 1) x[k + 40] = NaN;
-    const want = referenceLinearInt4(x, m, w, null);
-    const got = await ONE.linearInt4(x, "f32", m, w, null);
-    for (let i = 0; i < got.length; i++) {
-      if (!Number.isFinite(want[i]!)) {
-        assert.ok(Object.is(got[i], want[i]), `m=${m} [${i}]`);
-      }
-    }
-    assert.ok(Number.isNaN(got[0]!));
-  }
-  ONE.release(w);
-});
+  });
+}
 
 Deno.test("linearInt4() reads packed bytes at any byte offset, and k = 0 gives the bias", async () => {
   const r = rng(10);

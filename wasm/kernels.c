@@ -110,13 +110,51 @@ INLINE float bf16_to_f32_scalar(uint32_t h) {
   return wasm_f32x4_extract_lane(wasm_i32x4_splat((int32_t)(h << 16)), 0);
 }
 
+// Relaxed SIMD (the relaxed build, -DTINYQ_RELAXED). clang 14 has no
+// builtins for the final relaxed opcodes, so the kernels call these marker
+// functions and tools/build_wasm.ts rewrites every call into the instruction
+// (f32x4.relaxed_madd: a·b + c, fused or not, the CPU's choice). The plain
+// build uses a multiply and an add. Float results differ by rounding only,
+// within the kernels' tolerance; the integer kernels use neither.
+#ifdef TINYQ_RELAXED
+__attribute__((noinline, export_name("relaxed_madd")))
+v128_t relaxed_madd(v128_t a, v128_t b, v128_t c) {
+  return wasm_f32x4_add(wasm_f32x4_mul(a, b), c);
+}
+#define MADD(a, b, c) relaxed_madd(a, b, c)
+#else
+#define MADD(a, b, c) wasm_f32x4_add(wasm_f32x4_mul(a, b), c)
+#endif
+
 // ------------------------------------------------------------ activations
+
+// 1 when every |x| ≤ 2^64 (so no NaN or ±Inf either): then no sum of
+// x · q · 2^24 over fewer than 2^32 terms can overflow, and the decode
+// kernels may carry int8 codes as q · 2^24 (one shift fewer per four
+// weights); else 0, and they convert exactly.
+EXPORT(fits_scaled)
+int fits_scaled(const float *x, size_t count) {
+  const uint32_t *bits = (const uint32_t *)x;
+  v128_t mx = wasm_i32x4_splat(0);
+  const v128_t mask = wasm_i32x4_splat(0x7fffffff);
+  size_t c = 0;
+  for (; c + 4 <= count; c += 4)
+    mx = wasm_u32x4_max(mx, wasm_v128_and(wasm_v128_load(bits + c), mask));
+  mx = wasm_u32x4_max(mx, wasm_i32x4_shuffle(mx, mx, 2, 3, 0, 1));
+  mx = wasm_u32x4_max(mx, wasm_i32x4_shuffle(mx, mx, 1, 0, 3, 2));
+  uint32_t m = (uint32_t)wasm_i32x4_extract_lane(mx, 0);
+  for (; c < count; c++) {
+    uint32_t a = bits[c] & 0x7fffffff;
+    m = a > m ? a : m;
+  }
+  return m <= 0x5f800000u;  // 2^64
+}
 
 // Widens `rows` rows of `cols` f16 (kind 1) or bf16 (kind 2) values to f32
 // rows of stride `stride`, zero-filling the pad.
 EXPORT(widen_rows)
-void widen_rows(const uint16_t *src, int kind, int rows, int cols, float *dst,
-                int stride) {
+int widen_rows(const uint16_t *src, int kind, int rows, int cols, float *dst,
+               int stride) {
   for (int r = 0; r < rows; r++) {
     const uint16_t *s = src + (size_t)r * cols;
     float *d = dst + (size_t)r * stride;
@@ -139,6 +177,7 @@ void widen_rows(const uint16_t *src, int kind, int rows, int cols, float *dst,
     }
     for (; c < stride; c++) d[c] = 0.0f;
   }
+  return fits_scaled(dst, (size_t)rows * stride);
 }
 
 // ------------------------------------------------- int8 weights, one row
@@ -165,43 +204,106 @@ INLINE float finish(float acc, const float *scales, const float *bias, int j) {
   return bias ? scaled + bias[j] : scaled;
 }
 
+// Bytes 4s..4s+3 of b (int8 codes) as f32: one swizzle moves each into the
+// top byte of an i32 lane, whose conversion gives q · 2^24 exactly (no
+// sign-extension chain: 2 operations per four weights against ~4), or q
+// itself after an arithmetic shift when `exact`.
+INLINE v128_t byte_f32(v128_t b, int s, int exact) {
+  int8_t o = (int8_t)(4 * s), z = -128;
+  v128_t t = wasm_i8x16_swizzle(
+      b, wasm_i8x16_make(z, z, z, o, z, z, z, (int8_t)(o + 1), z, z, z,
+                         (int8_t)(o + 2), z, z, z, (int8_t)(o + 3)));
+  if (exact) t = wasm_i32x4_shr(t, 24);
+  return wasm_f32x4_convert_i32x4(t);
+}
+
 // Matrix-vector product for one activation row: four weight rows per pass so
 // each activation load serves four rows; the weights stream once, as bytes.
+// In the relaxed build, without zero points, the codes are converted by
+// byte_f32 and summed with fused multiply-adds in two chains per row (twice
+// the speed of dot16_i8 there; in the plain build, without the fused
+// multiply-add, it measured slower, so that build keeps dot16_i8); `exact`
+// as fits_scaled says (the 2^24 factor is removed exactly at the end, a power
+// of two). With zero points, q − zp is formed in exact i16 arithmetic first.
+#ifdef TINYQ_RELAXED
+#define SWIZZLE_GEMV 1
+#else
+#define SWIZZLE_GEMV 0
+#endif
 INLINE void gemv_i8_impl(const float *x, int kp, const int8_t *q,
                          const int8_t *zp, const float *scales,
                          const float *bias, float *y, int j0, int j1,
-                         int with_zp) {
+                         int with_zp, int exact) {
   int j = j0;
+  const float unit = exact ? 1.0f : 0x1p-24f;  // for the byte_f32 path only
   v128_t z0 = wasm_i16x8_splat(0), z1 = z0, z2 = z0, z3 = z0;
   for (; j + 4 <= j1; j += 4) {
     const int8_t *q0 = q + (size_t)j * kp;
     const int8_t *q1 = q0 + kp, *q2 = q1 + kp, *q3 = q2 + kp;
-    if (with_zp) {
-      z0 = wasm_i16x8_splat(zp[j]);
-      z1 = wasm_i16x8_splat(zp[j + 1]);
-      z2 = wasm_i16x8_splat(zp[j + 2]);
-      z3 = wasm_i16x8_splat(zp[j + 3]);
-    }
     v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
-    for (int t = 0; t < kp; t += 16) {
-      a0 = wasm_f32x4_add(a0, dot16_i8(wasm_v128_load(q0 + t), z0, x + t, with_zp));
-      a1 = wasm_f32x4_add(a1, dot16_i8(wasm_v128_load(q1 + t), z1, x + t, with_zp));
-      a2 = wasm_f32x4_add(a2, dot16_i8(wasm_v128_load(q2 + t), z2, x + t, with_zp));
-      a3 = wasm_f32x4_add(a3, dot16_i8(wasm_v128_load(q3 + t), z3, x + t, with_zp));
+    if (with_zp || !SWIZZLE_GEMV) {
+      if (with_zp) {
+        z0 = wasm_i16x8_splat(zp[j]);
+        z1 = wasm_i16x8_splat(zp[j + 1]);
+        z2 = wasm_i16x8_splat(zp[j + 2]);
+        z3 = wasm_i16x8_splat(zp[j + 3]);
+      }
+      for (int t = 0; t < kp; t += 16) {
+        a0 = wasm_f32x4_add(a0, dot16_i8(wasm_v128_load(q0 + t), z0, x + t, with_zp));
+        a1 = wasm_f32x4_add(a1, dot16_i8(wasm_v128_load(q1 + t), z1, x + t, with_zp));
+        a2 = wasm_f32x4_add(a2, dot16_i8(wasm_v128_load(q2 + t), z2, x + t, with_zp));
+        a3 = wasm_f32x4_add(a3, dot16_i8(wasm_v128_load(q3 + t), z3, x + t, with_zp));
+      }
+      y[j] = finish(hsum(a0), scales, bias, j);
+      y[j + 1] = finish(hsum(a1), scales, bias, j + 1);
+      y[j + 2] = finish(hsum(a2), scales, bias, j + 2);
+      y[j + 3] = finish(hsum(a3), scales, bias, j + 3);
+      continue;
     }
-    y[j] = finish(hsum(a0), scales, bias, j);
-    y[j + 1] = finish(hsum(a1), scales, bias, j + 1);
-    y[j + 2] = finish(hsum(a2), scales, bias, j + 2);
-    y[j + 3] = finish(hsum(a3), scales, bias, j + 3);
+    v128_t b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    for (int t = 0; t < kp; t += 16) {
+      v128_t x0 = wasm_v128_load(x + t), x1 = wasm_v128_load(x + t + 4);
+      v128_t x2 = wasm_v128_load(x + t + 8), x3 = wasm_v128_load(x + t + 12);
+      v128_t w0 = wasm_v128_load(q0 + t), w1 = wasm_v128_load(q1 + t);
+      v128_t w2 = wasm_v128_load(q2 + t), w3 = wasm_v128_load(q3 + t);
+      a0 = MADD(byte_f32(w0, 0, exact), x0, a0);
+      b0 = MADD(byte_f32(w0, 1, exact), x1, b0);
+      a1 = MADD(byte_f32(w1, 0, exact), x0, a1);
+      b1 = MADD(byte_f32(w1, 1, exact), x1, b1);
+      a2 = MADD(byte_f32(w2, 0, exact), x0, a2);
+      b2 = MADD(byte_f32(w2, 1, exact), x1, b2);
+      a3 = MADD(byte_f32(w3, 0, exact), x0, a3);
+      b3 = MADD(byte_f32(w3, 1, exact), x1, b3);
+      a0 = MADD(byte_f32(w0, 2, exact), x2, a0);
+      b0 = MADD(byte_f32(w0, 3, exact), x3, b0);
+      a1 = MADD(byte_f32(w1, 2, exact), x2, a1);
+      b1 = MADD(byte_f32(w1, 3, exact), x3, b1);
+      a2 = MADD(byte_f32(w2, 2, exact), x2, a2);
+      b2 = MADD(byte_f32(w2, 3, exact), x3, b2);
+      a3 = MADD(byte_f32(w3, 2, exact), x2, a3);
+      b3 = MADD(byte_f32(w3, 3, exact), x3, b3);
+    }
+    y[j] = finish(hsum(wasm_f32x4_add(a0, b0)) * unit, scales, bias, j);
+    y[j + 1] = finish(hsum(wasm_f32x4_add(a1, b1)) * unit, scales, bias, j + 1);
+    y[j + 2] = finish(hsum(wasm_f32x4_add(a2, b2)) * unit, scales, bias, j + 2);
+    y[j + 3] = finish(hsum(wasm_f32x4_add(a3, b3)) * unit, scales, bias, j + 3);
   }
   for (; j < j1; j++) {
     const int8_t *q0 = q + (size_t)j * kp;
-    if (with_zp) z0 = wasm_i16x8_splat(zp[j]);
     v128_t a0 = wasm_f32x4_splat(0);
-    for (int t = 0; t < kp; t += 16) {
-      a0 = wasm_f32x4_add(a0, dot16_i8(wasm_v128_load(q0 + t), z0, x + t, with_zp));
+    if (with_zp || !SWIZZLE_GEMV) {
+      if (with_zp) z0 = wasm_i16x8_splat(zp[j]);
+      for (int t = 0; t < kp; t += 16)
+        a0 = wasm_f32x4_add(a0, dot16_i8(wasm_v128_load(q0 + t), z0, x + t, with_zp));
+      y[j] = finish(hsum(a0), scales, bias, j);
+      continue;
     }
-    y[j] = finish(hsum(a0), scales, bias, j);
+    for (int t = 0; t < kp; t += 16) {
+      v128_t w0 = wasm_v128_load(q0 + t);
+      for (int s4 = 0; s4 < 4; s4++)
+        a0 = MADD(byte_f32(w0, s4, exact), wasm_v128_load(x + t + 4 * s4), a0);
+    }
+    y[j] = finish(hsum(a0) * unit, scales, bias, j);
   }
 }
 
@@ -213,42 +315,60 @@ INLINE void gemv_i8_impl(const float *x, int kp, const int8_t *q,
 INLINE void gemv_rows_i8_impl(int MR, const float *x, int kp, const int8_t *q,
                               const int8_t *zp, const float *scales,
                               const float *bias, float *y, int n, int j0,
-                              int j1, int with_zp) {
+                              int j1, int with_zp, int exact) {
+  const int swizzle = SWIZZLE_GEMV && !with_zp;
+  const float unit = swizzle && !exact ? 0x1p-24f : 1.0f;
   for (int j = j0; j < j1; j++) {
     const int8_t *qr = q + (size_t)j * kp;
     v128_t z = wasm_i16x8_splat(with_zp ? zp[j] : 0);
-    v128_t acc[4];
-    for (int i = 0; i < MR; i++) acc[i] = wasm_f32x4_splat(0);
+    v128_t acc[4], acc2[4];
+    for (int i = 0; i < MR; i++) acc[i] = acc2[i] = wasm_f32x4_splat(0);
     for (int t = 0; t < kp; t += 16) {
       v128_t b = wasm_v128_load(qr + t);
-      v128_t lo = wasm_i16x8_extend_low_i8x16(b);
-      v128_t hi = wasm_i16x8_extend_high_i8x16(b);
-      if (with_zp) {
-        lo = wasm_i16x8_sub(lo, z);
-        hi = wasm_i16x8_sub(hi, z);
+      v128_t f0, f1, f2, f3;
+      if (!swizzle) {
+        v128_t lo = wasm_i16x8_sub(wasm_i16x8_extend_low_i8x16(b), z);
+        v128_t hi = wasm_i16x8_sub(wasm_i16x8_extend_high_i8x16(b), z);
+        f0 = i16_to_f32(lo, 0), f1 = i16_to_f32(lo, 1);
+        f2 = i16_to_f32(hi, 0), f3 = i16_to_f32(hi, 1);
+      } else {
+        f0 = byte_f32(b, 0, exact), f1 = byte_f32(b, 1, exact);
+        f2 = byte_f32(b, 2, exact), f3 = byte_f32(b, 3, exact);
       }
-      v128_t f0 = i16_to_f32(lo, 0), f1 = i16_to_f32(lo, 1);
-      v128_t f2 = i16_to_f32(hi, 0), f3 = i16_to_f32(hi, 1);
       for (int i = 0; i < MR; i++) {
         const float *xi = x + (size_t)i * kp + t;
-        v128_t p01 = wasm_f32x4_add(wasm_f32x4_mul(f0, wasm_v128_load(xi)),
-                                    wasm_f32x4_mul(f1, wasm_v128_load(xi + 4)));
-        v128_t p23 = wasm_f32x4_add(wasm_f32x4_mul(f2, wasm_v128_load(xi + 8)),
-                                    wasm_f32x4_mul(f3, wasm_v128_load(xi + 12)));
-        acc[i] = wasm_f32x4_add(acc[i], wasm_f32x4_add(p01, p23));
+        v128_t p = MADD(f0, wasm_v128_load(xi), acc[i]);
+        v128_t p2 = MADD(f1, wasm_v128_load(xi + 4), acc2[i]);
+        acc[i] = MADD(f2, wasm_v128_load(xi + 8), p);
+        acc2[i] = MADD(f3, wasm_v128_load(xi + 12), p2);
       }
     }
     for (int i = 0; i < MR; i++)
-      y[(size_t)i * n + j] = finish(hsum(acc[i]), scales, bias, j);
+      y[(size_t)i * n + j] =
+          finish(hsum(wasm_f32x4_add(acc[i], acc2[i])) * unit, scales, bias, j);
   }
 }
 
 INLINE void gemv_rows_i8(int MR, const float *x, int kp, const int8_t *q,
                          const int8_t *zp, const float *scales,
-                         const float *bias, float *y, int n, int j0, int j1) {
-  if (zp) gemv_rows_i8_impl(MR, x, kp, q, zp, scales, bias, y, n, j0, j1, 1);
-  else gemv_rows_i8_impl(MR, x, kp, q, zp, scales, bias, y, n, j0, j1, 0);
+                         const float *bias, float *y, int n, int j0, int j1,
+                         int exact) {
+  if (zp) gemv_rows_i8_impl(MR, x, kp, q, zp, scales, bias, y, n, j0, j1, 1, 1);
+  else if (exact) gemv_rows_i8_impl(MR, x, kp, q, zp, scales, bias, y, n, j0, j1, 0, 1);
+  else gemv_rows_i8_impl(MR, x, kp, q, zp, scales, bias, y, n, j0, j1, 0, 0);
 }
+
+// Activation rows of the float register tile (see micro): 6 × 2 with fused
+// multiply-adds (12 accumulators hide their latency: measured 14% faster
+// than 4 × 2 at m = 128), 4 × 2 in the plain build, where the separate
+// multiply needs a register more and 6 × 2 spills (23% slower).
+#ifndef FMR
+#ifdef TINYQ_RELAXED
+#define FMR 6
+#else
+#define FMR 4
+#endif
+#endif
 
 // ------------------------------------------------------ f32 weights, one row
 
@@ -290,12 +410,12 @@ static void gemv_f32(const float *x, int kp, const float *w, const float *bias,
 // --------------------------------------------------- matrix-matrix products
 
 // Register tile: MR activation rows × NR weight rows over kc columns, one
-// f32x4 accumulator per pair (MR·NR ≤ 8 keeps everything in 16 xmm
-// registers; 4×2 measured best against 2×4, 3×3, 4×3, 5×2, 6×2 and an
-// outer-product layout). `first` says whether y holds a partial sum.
+// f32x4 accumulator per pair (MR ≤ FMR, NR ≤ 2; in the plain build 4×2
+// measured best against 2×4, 3×3, 4×3, 5×2, 6×2 and an outer-product
+// layout). `first` says whether y holds a partial sum.
 INLINE void micro(int MR, int NR, const float *x, int xs, const float *w,
                   int ws, int kc, float *y, int n, int first) {
-  v128_t acc[4][2];
+  v128_t acc[FMR][2];
   for (int i = 0; i < MR; i++)
     for (int r = 0; r < NR; r++) acc[i][r] = wasm_f32x4_splat(0);
   // Unrolled twice: V8 issues one instruction per wasm op here, so loop
@@ -306,8 +426,7 @@ INLINE void micro(int MR, int NR, const float *x, int xs, const float *w,
     for (int r = 0; r < NR; r++) wv[r] = wasm_v128_load(w + (size_t)r * ws + t);
     for (int i = 0; i < MR; i++) {
       v128_t xv = wasm_v128_load(x + (size_t)i * xs + t);
-      for (int r = 0; r < NR; r++)
-        acc[i][r] = wasm_f32x4_add(acc[i][r], wasm_f32x4_mul(xv, wv[r]));
+      for (int r = 0; r < NR; r++) acc[i][r] = MADD(xv, wv[r], acc[i][r]);
     }
   }
   for (int i = 0; i < MR; i++)
@@ -324,13 +443,13 @@ INLINE void tile_rows(const float *x, int m, int kp, int k0, const float *w,
                       int ws, int nb, int kc, float *y, int n, int jt,
                       int first) {
   int i = 0;
-  for (; i + 4 <= m; i += 4) {
+  for (; i + FMR <= m; i += FMR) {
     const float *xi = x + (size_t)i * kp + k0;
     float *yi = y + (size_t)i * n + jt;
     int r = 0;
     for (; r + 2 <= nb; r += 2)
-      micro(4, 2, xi, kp, w + (size_t)r * ws, ws, kc, yi + r, n, first);
-    if (r < nb) micro(4, 1, xi, kp, w + (size_t)r * ws, ws, kc, yi + r, n, first);
+      micro(FMR, 2, xi, kp, w + (size_t)r * ws, ws, kc, yi + r, n, first);
+    if (r < nb) micro(FMR, 1, xi, kp, w + (size_t)r * ws, ws, kc, yi + r, n, first);
   }
   for (; i < m; i++) {
     const float *xi = x + (size_t)i * kp + k0;
@@ -388,23 +507,24 @@ INLINE void gemm_i8_impl(const float *x, int m, int kp, const int8_t *q,
 
 // y[:, j0:j1] = x · (q − zp)ᵀ · scale + bias for x [m, kp] f32, q [n, kp]
 // int8; `zp` and `bias` may be 0 (null). `buf` is NB·KC floats of per-thread
-// scratch, used when m > 1.
+// scratch, used when m > GEMV_MAX_ROWS; `exact` is 1 unless fits_scaled(x).
 EXPORT(linear_i8)
 void linear_i8(const float *x, int m, int kp, const int8_t *q,
                const int8_t *zp, const float *scales, const float *bias,
-               float *y, int n, int j0, int j1, float *buf) {
+               float *y, int n, int j0, int j1, float *buf, int exact) {
   if (m == 1) {
-    if (zp) gemv_i8_impl(x, kp, q, zp, scales, bias, y, j0, j1, 1);
-    else gemv_i8_impl(x, kp, q, zp, scales, bias, y, j0, j1, 0);
+    if (zp) gemv_i8_impl(x, kp, q, zp, scales, bias, y, j0, j1, 1, 1);
+    else if (exact) gemv_i8_impl(x, kp, q, zp, scales, bias, y, j0, j1, 0, 1);
+    else gemv_i8_impl(x, kp, q, zp, scales, bias, y, j0, j1, 0, 0);
   } else if (m <= GEMV_MAX_ROWS) {
     for (int i = 0; i < m; i += 4) {
       const float *xi = x + (size_t)i * kp;
       float *yi = y + (size_t)i * n;
       switch (m - i < 4 ? m - i : 4) {
-        case 1: gemv_rows_i8(1, xi, kp, q, zp, scales, bias, yi, n, j0, j1); break;
-        case 2: gemv_rows_i8(2, xi, kp, q, zp, scales, bias, yi, n, j0, j1); break;
-        case 3: gemv_rows_i8(3, xi, kp, q, zp, scales, bias, yi, n, j0, j1); break;
-        default: gemv_rows_i8(4, xi, kp, q, zp, scales, bias, yi, n, j0, j1); break;
+        case 1: gemv_rows_i8(1, xi, kp, q, zp, scales, bias, yi, n, j0, j1, exact); break;
+        case 2: gemv_rows_i8(2, xi, kp, q, zp, scales, bias, yi, n, j0, j1, exact); break;
+        case 3: gemv_rows_i8(3, xi, kp, q, zp, scales, bias, yi, n, j0, j1, exact); break;
+        default: gemv_rows_i8(4, xi, kp, q, zp, scales, bias, yi, n, j0, j1, exact); break;
       }
     }
   } else {
@@ -895,24 +1015,24 @@ INLINE void nibbles(v128_t b, v128_t z, v128_t *lo, v128_t *hi) {
   *hi = wasm_i8x16_sub(wasm_v128_and(wasm_u16x8_shr(b, 4), m), z);
 }
 
-// Σ over one 32-column block of x · (code − zp) (·2^24 unless exact), as
-// f32x4 partial sums; xp is the block of x in even/odd order.
-INLINE v128_t dot32_i4(v128_t b, v128_t z, const float *xp, int exact) {
+// acc + Σ over one 32-column block of x · (code − zp) (·2^24 unless exact),
+// as f32x4 partial sums in two chains (acc, acc2); xp is the block of x in
+// even/odd order.
+INLINE void dot32_i4(v128_t b, v128_t z, const float *xp, int exact,
+                     v128_t *acc, v128_t *acc2) {
   v128_t lo, hi;
   nibbles(b, z, &lo, &hi);
-  v128_t p0 = wasm_f32x4_add(
-      wasm_f32x4_mul(nib_f32(lo, 0, exact), wasm_v128_load(xp)),
-      wasm_f32x4_mul(nib_f32(lo, 1, exact), wasm_v128_load(xp + 4)));
-  v128_t p1 = wasm_f32x4_add(
-      wasm_f32x4_mul(nib_f32(lo, 2, exact), wasm_v128_load(xp + 8)),
-      wasm_f32x4_mul(nib_f32(lo, 3, exact), wasm_v128_load(xp + 12)));
-  v128_t p2 = wasm_f32x4_add(
-      wasm_f32x4_mul(nib_f32(hi, 0, exact), wasm_v128_load(xp + 16)),
-      wasm_f32x4_mul(nib_f32(hi, 1, exact), wasm_v128_load(xp + 20)));
-  v128_t p3 = wasm_f32x4_add(
-      wasm_f32x4_mul(nib_f32(hi, 2, exact), wasm_v128_load(xp + 24)),
-      wasm_f32x4_mul(nib_f32(hi, 3, exact), wasm_v128_load(xp + 28)));
-  return wasm_f32x4_add(wasm_f32x4_add(p0, p1), wasm_f32x4_add(p2, p3));
+  v128_t p = *acc, q = *acc2;
+  p = MADD(nib_f32(lo, 0, exact), wasm_v128_load(xp), p);
+  q = MADD(nib_f32(lo, 1, exact), wasm_v128_load(xp + 4), q);
+  p = MADD(nib_f32(lo, 2, exact), wasm_v128_load(xp + 8), p);
+  q = MADD(nib_f32(lo, 3, exact), wasm_v128_load(xp + 12), q);
+  p = MADD(nib_f32(hi, 0, exact), wasm_v128_load(xp + 16), p);
+  q = MADD(nib_f32(hi, 1, exact), wasm_v128_load(xp + 20), q);
+  p = MADD(nib_f32(hi, 2, exact), wasm_v128_load(xp + 24), p);
+  q = MADD(nib_f32(hi, 3, exact), wasm_v128_load(xp + 28), q);
+  *acc = p;
+  *acc2 = q;
 }
 
 INLINE v128_t zero_point(const uint8_t *zp, size_t at) {
@@ -947,9 +1067,14 @@ INLINE void gemv_i4_impl(const float *x, int k, const uint8_t *w,
       for (int t = g * gs; t < (g + 1) * gs; t += 32) {
         const uint8_t *c = wb + (size_t)(t >> 5) * (16 * I4_BLOCK);
         _Pragma("clang loop unroll(full)")
-        for (int r = 0; r < I4_BLOCK; r++)
-          p[r] = wasm_f32x4_add(
-              p[r], dot32_i4(wasm_v128_load(c + 16 * r), z[r], x + t, exact));
+        for (int r = 0; r < I4_BLOCK; r += 2) {
+          v128_t p2 = wasm_f32x4_splat(0), p3 = p2;
+          dot32_i4(wasm_v128_load(c + 16 * r), z[r], x + t, exact, &p[r], &p2);
+          dot32_i4(wasm_v128_load(c + 16 * r + 16), z[r + 1], x + t, exact,
+                   &p[r + 1], &p3);
+          p[r] = wasm_f32x4_add(p[r], p2);
+          p[r + 1] = wasm_f32x4_add(p[r + 1], p3);
+        }
       }
       _Pragma("clang loop unroll(full)")
       for (int r = 0; r < I4_BLOCK; r++)
@@ -971,10 +1096,11 @@ INLINE void gemv_i4_impl(const float *x, int k, const uint8_t *w,
     for (int g = 0; g < groups; g++) {
       v128_t z0 = zero_point(zp, s0 + g);
       v128_t p0 = wasm_f32x4_splat(0);
+      v128_t p1 = wasm_f32x4_splat(0);
       for (int t = g * gs; t < (g + 1) * gs; t += 32)
-        p0 = wasm_f32x4_add(
-            p0, dot32_i4(wasm_v128_load(wr + (size_t)(t >> 5) * stride), z0,
-                         x + t, exact));
+        dot32_i4(wasm_v128_load(wr + (size_t)(t >> 5) * stride), z0, x + t,
+                 exact, &p0, &p1);
+      p0 = wasm_f32x4_add(p0, p1);
       a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(wasm_f32x4_mul(p0, unit),
                                              wasm_f32x4_splat(scales[s0 + g])));
     }
@@ -1021,11 +1147,10 @@ INLINE void gemv_rows_i4(int MR, const float *x, int k, const uint8_t *w,
           v128_t w2 = nib_f32(nib[h], 2, exact), w3 = nib_f32(nib[h], 3, exact);
           for (int i = 0; i < MR; i++) {
             const float *xi = x + (size_t)i * k + t + 16 * h;
-            v128_t p0 = wasm_f32x4_add(wasm_f32x4_mul(w0, wasm_v128_load(xi)),
-                                       wasm_f32x4_mul(w1, wasm_v128_load(xi + 4)));
-            v128_t p1 = wasm_f32x4_add(wasm_f32x4_mul(w2, wasm_v128_load(xi + 8)),
-                                       wasm_f32x4_mul(w3, wasm_v128_load(xi + 12)));
-            p[i] = wasm_f32x4_add(p[i], wasm_f32x4_add(p0, p1));
+            v128_t p0 = MADD(w0, wasm_v128_load(xi), p[i]);
+            p0 = MADD(w1, wasm_v128_load(xi + 4), p0);
+            p0 = MADD(w2, wasm_v128_load(xi + 8), p0);
+            p[i] = MADD(w3, wasm_v128_load(xi + 12), p0);
           }
         }
       }
@@ -1147,4 +1272,21 @@ int prepare_int4_x(const void *src, int kind, int m, int k, float *dst) {
   mx = wasm_u32x4_max(mx, wasm_i32x4_shuffle(mx, mx, 2, 3, 0, 1));
   mx = wasm_u32x4_max(mx, wasm_i32x4_shuffle(mx, mx, 1, 0, 3, 2));
   return (uint32_t)wasm_i32x4_extract_lane(mx, 0) <= 0x6c800000u;  // 2^90
+}
+
+// ------------------------------------------------------- bandwidth probe
+
+// Reads `bytes` (a multiple of 64) from src with four independent 16-byte
+// load streams and returns a sum of them, so that nothing is optimised away:
+// the benchmarks' read-bandwidth probe, run on every thread of the pool.
+EXPORT(read_bytes)
+int read_bytes(const uint8_t *src, int bytes) {
+  v128_t a = wasm_i32x4_splat(0), b = a, c = a, d = a;
+  for (int i = 0; i < bytes; i += 64) {
+    a = wasm_i32x4_add(a, wasm_v128_load(src + i));
+    b = wasm_i32x4_add(b, wasm_v128_load(src + i + 16));
+    c = wasm_i32x4_add(c, wasm_v128_load(src + i + 32));
+    d = wasm_i32x4_add(d, wasm_v128_load(src + i + 48));
+  }
+  return hsum_i32(wasm_i32x4_add(wasm_i32x4_add(a, b), wasm_i32x4_add(c, d)));
 }

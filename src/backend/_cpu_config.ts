@@ -5,8 +5,10 @@
  *   `navigator.hardwareConcurrency`, at most 16: the products are mostly
  *   bound by memory bandwidth, and each worker costs an isolate); 1 runs
  *   everything on the calling thread.
- * - `TINYQ_CPU_KERNEL=wasm|reference`: `wasm` (default) runs the WebAssembly
- *   SIMD kernels; `reference` forces the plain typed-array kernels
+ * - `TINYQ_CPU_KERNEL=wasm|simd128|reference`: `wasm` (default) runs the
+ *   WebAssembly kernels, the relaxed-SIMD build where the runtime validates
+ *   it, else the SIMD128 one; `simd128` forces the SIMD128 build;
+ *   `reference` forces the plain typed-array kernels
  *   (src/backend/cpu_reference.ts, the reference* kernels of
  *   src/backend/cpu_lowbit.ts, src/quant/quantize_rows.ts) everywhere.
  *
@@ -15,8 +17,11 @@
  * @module
  */
 
-/** Which CPU kernels run: the WebAssembly SIMD ones or the plain reference. */
-export type CpuKernel = "wasm" | "reference";
+/**
+ * Which CPU kernels run: the WebAssembly ones (the best build), the SIMD128
+ * build of them, or the plain reference.
+ */
+export type CpuKernel = "wasm" | "simd128" | "reference";
 
 /** The most threads a pool may use. */
 export const MAX_THREADS = 256;
@@ -50,9 +55,9 @@ export function parseThreads(value: string | number, source: string): number {
 /** Parses a kernel choice; `source` names where it came from for the error. */
 export function parseKernel(value: string, source: string): CpuKernel {
   const v = value.trim().toLowerCase();
-  if (v === "wasm" || v === "reference") return v;
+  if (v === "wasm" || v === "simd128" || v === "reference") return v;
   throw new RangeError(
-    `${source} must be "wasm" or "reference", got "${value}"`,
+    `${source} must be "wasm", "simd128" or "reference", got "${value}"`,
   );
 }
 

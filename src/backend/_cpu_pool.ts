@@ -25,12 +25,20 @@ import type {
 import {
   alignUp as align,
   Arena,
+  bestBuild,
   kernelsModule,
   type LinearOut,
   paddedK,
   TILE_FLOATS,
+  type WasmBuild,
 } from "./_cpu_wasm.ts";
-import { WORKER_SOURCE } from "./_cpu_worker.ts";
+import {
+  CONTROL_BYTES,
+  CONTROL_TEXT,
+  CTL,
+  KERNEL_NAMES,
+  WORKER_SOURCE,
+} from "./_cpu_worker.ts";
 
 /** Below this many multiply-adds a call stays on one thread: a worker round trip costs ~0.1 ms. */
 export const PARALLEL_MIN_MACS = 1 << 20;
@@ -79,14 +87,22 @@ function residentBudget(): number {
 
 interface Slot {
   worker: Worker;
+  /** Arenas sent to the worker. */
   arenas: Set<number>;
+  /** Arenas the worker has instantiated (it answered a job on them). */
+  ready: Set<number>;
   pending: { resolve: () => void; reject: (e: Error) => void } | null;
   dead: boolean;
+  /** The control words shared with the worker (see _cpu_worker.ts). */
+  ctl: Int32Array;
+  text: Uint8Array;
+  /** The number of the last job sent through the control words. */
+  job: number;
 }
 
 type Weight = Int8Weight | F32Weight | Int4Weight;
 
-type KernelName = "linear_i8" | "linear_f32" | "linear_w8a8" | "linear_i4";
+type KernelName = typeof KERNEL_NAMES[number];
 
 /** Counters for tests and benchmarks. */
 export interface PoolStats {
@@ -121,8 +137,12 @@ class WasmPool {
     residentWeights: 0,
   };
 
-  constructor(module: WebAssembly.Module) {
+  /** Which build of the kernels this pool runs. */
+  readonly build: WasmBuild;
+
+  constructor(module: WebAssembly.Module, build: WasmBuild) {
     this.#module = module;
+    this.build = build;
   }
 
   /** Runs `fn` after every call before it has finished. */
@@ -195,6 +215,10 @@ class WasmPool {
 
   /** The weight's copy: kept from an earlier call, or made now. */
   #copyOf(w: Weight): Resident | null {
+    if ("q" in w) {
+      const pinned = this.#pinned.get(w.q);
+      if (pinned && pinned.kp === w.k) return pinned;
+    }
     const kept = this.#resident.get(w);
     if (kept) {
       this.#lru.delete(kept);
@@ -285,6 +309,204 @@ class WasmPool {
     return r;
   }
 
+  /**
+   * Makes the weight's copy now (after the calls already queued), so that
+   * its first call does not pay for it; false when it finds no room (the
+   * call will then use the reference kernel, or try again).
+   */
+  prepare(w: Weight): Promise<boolean> {
+    return this.#exclusive(() => {
+      const r = this.#copyOf(w);
+      if (r?.transient) r.arena.free(r.off, r.bytes);
+      return r !== null && !r.transient;
+    });
+  }
+
+  /**
+   * Starts the workers a call on `threads` threads uses, instantiates the
+   * kernels on each, and runs every kernel there and here on small inputs
+   * until V8 has optimised them (its first, baseline code runs them at about
+   * a third of the speed): the first real call then runs at the steady
+   * state. Queued like a call; idempotent per thread count.
+   */
+  warm(threads: number): Promise<void> {
+    return this.#exclusive(async () => {
+      const t = 1 + this.#ensureWorkers(threads - 1);
+      if (t <= this.#warmed) return;
+      const arena = this.#arenas[0] ?? this.#alloc(64, undefined)?.arena;
+      if (!arena) return;
+      const plan = warmPlan();
+      const got = arena.alloc(plan.bytes * t);
+      if (got < 0) return;
+      try {
+        new Uint8Array(arena.buffer, got, plan.bytes * t).fill(0);
+        const waits: Promise<void>[] = [];
+        for (let i = 0; i < t; i++) {
+          const base = got + i * plan.bytes;
+          const calls = plan.calls(base);
+          if (i > 0) {
+            waits.push(this.#postAll(this.#slots[i - 1]!, arena, calls));
+          }
+        }
+        await tierUp(arena, plan.calls(got));
+        await Promise.allSettled(waits);
+        this.#warmed = t;
+      } finally {
+        arena.free(got, plan.bytes * t);
+      }
+    });
+  }
+
+  #warmed = 0;
+
+  /**
+   * Read bandwidth of this machine as the kernels see it, in bytes per
+   * second: `threads` threads (this one and workers) each stream their share
+   * of a `bytes` buffer in shared memory with 16-byte loads (read_bytes in
+   * wasm/kernels.c); the median of `reps` passes after one untimed pass. The
+   * benchmarks print achieved weight bandwidth next to it. Null when the
+   * buffer finds no room.
+   */
+  readBandwidth(
+    threads: number,
+    bytes = 512 * 2 ** 20,
+    reps = 7,
+  ): Promise<number | null> {
+    return this.#exclusive(async () => {
+      const got = this.#alloc(bytes + 64);
+      if (!got) return null;
+      const { arena, off } = got;
+      try {
+        new Uint8Array(arena.buffer, off, bytes).fill(1);
+        const t = 1 + this.#ensureWorkers(threads - 1);
+        const share = Math.floor(bytes / t / 64) * 64;
+        const times: number[] = [];
+        for (let r = 0; r <= reps; r++) {
+          const t0 = performance.now();
+          const waits: Promise<void>[] = [];
+          for (let i = 1; i < t; i++) {
+            waits.push(
+              this.#post(this.#slots[i - 1]!, arena, "read_bytes", [
+                off + i * share,
+                share,
+              ]),
+            );
+          }
+          arena.exports.read_bytes(off, share);
+          await Promise.all(waits);
+          if (r > 0) times.push(performance.now() - t0);
+        }
+        times.sort((a, b) => a - b);
+        return (share * t) / (times[times.length >> 1]! / 1000);
+      } finally {
+        arena.free(off, bytes + 64);
+      }
+    });
+  }
+
+  async #postAll(
+    slot: Slot,
+    arena: Arena,
+    calls: [KernelName, number[]][],
+  ): Promise<void> {
+    for (const [fn, args] of calls) {
+      if (this.#signal(slot, arena, fn, args)) await this.#join(slot);
+      else await this.#post(slot, arena, fn, args);
+    }
+  }
+
+  // Copies handed over by adopt(), keyed by the view of their codes; freed
+  // when that view is collected.
+  readonly #pinned = new WeakMap<Int8Array, Resident>();
+  readonly #pinFinalizer = new FinalizationRegistry<Resident>((r) => {
+    this.#exclusive(() => r.arena.free(r.off, r.bytes));
+  });
+
+  /**
+   * Hands an int8 weight's copy over to its owner, so that the weight lives
+   * once: returns views of the copy in shared memory holding exactly
+   * `w.q`, `w.scales` and `w.zeroPoints` (rows unpadded: k a multiple of
+   * 16), which the owner puts in place of its arrays. The copy is then
+   * pinned — no longer counted in the cache budget, never dropped by it or
+   * by release() — and freed when the codes' view is garbage-collected; a
+   * weight whose `q` is that view runs on it without a copy. Null where it
+   * cannot (padded rows, no room, larger than the budget).
+   */
+  adopt(
+    w: Int8Weight,
+  ): Promise<
+    { q: Int8Array; scales: Float32Array; zeroPoints: Int8Array | null } | null
+  > {
+    return this.#exclusive(() => {
+      if (paddedK(w.k) !== w.k) return null;
+      if (this.#pinned.has(w.q)) {
+        return { q: w.q, scales: w.scales, zeroPoints: w.zeroPoints };
+      }
+      const r = this.#copyOf(w);
+      if (!r) return null;
+      if (r.transient) {
+        r.arena.free(r.off, r.bytes);
+        return null;
+      }
+      this.#resident.delete(w);
+      this.#finalizer.unregister(w);
+      this.#forget(r);
+      const { buffer } = r.arena, { n, k } = w;
+      const q = new Int8Array(buffer, r.off, n * k);
+      const views = {
+        q,
+        scales: new Float32Array(buffer, r.scales, n),
+        zeroPoints: r.zp ? new Int8Array(buffer, r.zp, n) : null,
+      };
+      this.#pinned.set(q, r);
+      this.#pinFinalizer.register(q, r);
+      return views;
+    });
+  }
+
+  /**
+   * Room for an int8 weight [n, k] (k a multiple of 16) made directly in
+   * shared memory, for a loader that reads or quantizes into it so that no
+   * second copy is ever made: views for the codes, the scales and (when
+   * `asymmetric`) the zero points, zero-filled, pinned like an adopted copy
+   * (freed when the codes' view is garbage-collected). A weight whose arrays
+   * are these views runs without a copy. Null where it cannot.
+   */
+  allocInt8(
+    n: number,
+    k: number,
+    asymmetric: boolean,
+  ): Promise<
+    { q: Int8Array; scales: Float32Array; zeroPoints: Int8Array | null } | null
+  > {
+    return this.#exclusive(() => {
+      if (paddedK(k) !== k || n <= 0) return null;
+      const scalesAt = align(n * k);
+      const zpAt = scalesAt + align(4 * n);
+      const bytes = zpAt + (asymmetric ? n : 0);
+      const got = this.#alloc(bytes);
+      if (!got) return null;
+      const { arena, off } = got;
+      new Uint8Array(arena.buffer, off, bytes).fill(0);
+      const r: Resident = {
+        arena,
+        off,
+        bytes,
+        kp: k,
+        scales: off + scalesAt,
+        zp: asymmetric ? off + zpAt : 0,
+      };
+      const q = new Int8Array(arena.buffer, off, n * k);
+      this.#pinned.set(q, r);
+      this.#pinFinalizer.register(q, r);
+      return {
+        q,
+        scales: new Float32Array(arena.buffer, r.scales, n),
+        zeroPoints: asymmetric ? new Int8Array(arena.buffer, r.zp, n) : null,
+      };
+    });
+  }
+
   /** Frees a weight's copy (after the calls already queued). */
   release(w: object): void {
     const r = this.#resident.get(w);
@@ -313,7 +535,8 @@ class WasmPool {
         io,
         out,
         tile,
-      ) => [io.x, m, r.kp, r.off, r.zp, r.scales, ...out, tile],
+        fast,
+      ) => [io.x, m, r.kp, r.off, r.zp, r.scales, ...out, tile, fast ? 0 : 1],
     }));
   }
 
@@ -494,17 +717,14 @@ class WasmPool {
       (_, i) => Math.min(n, Math.round((units * i) / t) * SPLIT_ALIGN),
     );
     const waits: Promise<void>[] = [];
+    const signalled: Slot[] = [];
     if (t > 1) {
       this.stats.parallelCalls++;
       for (let i = 1; i < t; i++) {
-        waits.push(
-          this.#post(
-            this.#slots[i - 1]!,
-            arena,
-            fn,
-            args(bounds[i]!, bounds[i + 1]!, i),
-          ),
-        );
+        const slot = this.#slots[i - 1]!;
+        const a = args(bounds[i]!, bounds[i + 1]!, i);
+        if (this.#signal(slot, arena, fn, a)) signalled.push(slot);
+        else waits.push(this.#post(slot, arena, fn, a));
       }
     }
     let failure: unknown = null;
@@ -515,6 +735,7 @@ class WasmPool {
     } catch (e) {
       failure = e;
     }
+    for (const slot of signalled) waits.push(this.#join(slot));
     const results = await Promise.allSettled(waits);
     if (failure) throw failure;
     for (const res of results) if (res.status === "rejected") throw res.reason;
@@ -541,13 +762,64 @@ class WasmPool {
     return Math.min(count, this.#slots.length);
   }
 
+  /**
+   * Sends a job through the slot's control words, if the worker has the
+   * arena and nothing else in flight; false: use a message instead.
+   */
+  #signal(slot: Slot, arena: Arena, fn: KernelName, args: number[]): boolean {
+    if (slot.dead || slot.pending || !slot.ready.has(arena.id)) return false;
+    if (args.length > CONTROL_TEXT / 4 - CTL.args) return false;
+    const { ctl } = slot;
+    ctl[CTL.arena] = arena.id;
+    ctl[CTL.fn] = KERNEL_NAMES.indexOf(fn);
+    ctl[CTL.argc] = args.length;
+    ctl.set(args, CTL.args);
+    slot.job = (slot.job + 1) | 0;
+    Atomics.store(ctl, CTL.job, slot.job);
+    Atomics.notify(ctl, CTL.job);
+    return true;
+  }
+
+  /**
+   * Waits for a job sent by #signal: blocking for up to a few milliseconds
+   * (a decode-sized job is done by then, and blocking wakes fastest), then
+   * yielding to the event loop between checks, so that a worker's exit is
+   * noticed and long jobs do not block the caller's other work.
+   */
+  async #join(slot: Slot): Promise<void> {
+    const { ctl } = slot, job = slot.job;
+    const until = performance.now() + 5;
+    while (Atomics.load(ctl, CTL.done) !== job) {
+      if (performance.now() < until) {
+        Atomics.wait(ctl, CTL.done, (job - 1) | 0, 1);
+        continue;
+      }
+      await new Promise((r) => setTimeout(r, 0));
+      if (slot.dead && Atomics.load(ctl, CTL.done) !== job) {
+        throw new Error("CPU kernel worker exited");
+      }
+    }
+    if (ctl[CTL.status] !== 0) {
+      const end = slot.text.indexOf(0);
+      const msg = new TextDecoder().decode(
+        slot.text.slice(0, end < 0 ? undefined : end),
+      );
+      throw new Error(`CPU kernel worker failed: ${msg}`);
+    }
+  }
+
   #startWorker(): Slot {
     const worker = new Worker(WORKER_SOURCE, { eval: true });
+    const control = new SharedArrayBuffer(CONTROL_BYTES);
     const slot: Slot = {
       worker,
       arenas: new Set(),
+      ready: new Set(),
       pending: null,
       dead: false,
+      ctl: new Int32Array(control, 0, CONTROL_TEXT / 4),
+      text: new Uint8Array(control, CONTROL_TEXT),
+      job: 0,
     };
     const fail = (e: Error) => {
       slot.dead = true;
@@ -563,7 +835,7 @@ class WasmPool {
     });
     worker.on("error", (e: Error) => fail(e));
     worker.on("exit", () => fail(new Error("CPU kernel worker exited")));
-    worker.postMessage(this.#module);
+    worker.postMessage({ module: this.#module, control });
     worker.unref();
     this.stats.workersStarted++;
     return slot;
@@ -580,7 +852,13 @@ class WasmPool {
         reject(new Error("CPU kernel worker is not running"));
         return;
       }
-      slot.pending = { resolve, reject };
+      slot.pending = {
+        resolve: () => {
+          slot.ready.add(arena.id);
+          resolve();
+        },
+        reject,
+      };
       const first = !slot.arenas.has(arena.id);
       slot.arenas.add(arena.id);
       slot.worker.ref();
@@ -591,6 +869,143 @@ class WasmPool {
         args,
       });
     });
+  }
+}
+
+/**
+ * The warm-up's calls on one thread's block of zeroed scratch: every kernel
+ * on every path it has (one row, a few rows, many rows; exact and scaled),
+ * WARM_ROUNDS times on a small shape, which is enough calls and loop
+ * iterations for V8 to optimise each function (measured: the first
+ * 4096 × 4096 call after it runs at the steady state).
+ */
+function warmPlan(): {
+  bytes: number;
+  calls(base: number): [KernelName, number[]][];
+} {
+  const k = 256, n = 16, m = 20;
+  const x = 0, y = x + 4 * m * k, q = y + 4 * m * n, scales = q + n * k;
+  const xq = scales + 4 * n * (k / 32), xs = xq + 2 * m * k, xsum = xs + 4 * m;
+  const tile = xsum + 4 * m, bytes = tile + 4 * TILE_FLOATS;
+  return {
+    bytes,
+    calls(b) {
+      const out: [KernelName, number[]][] = [];
+      for (let round = 0; round < WARM_ROUNDS; round++) {
+        for (const rows of [1, 4, m]) {
+          out.push(["widen_rows", [b + q, 1, rows, k, b + x, k]]);
+          for (const exact of [0, 1]) {
+            out.push([
+              "linear_i8",
+              [
+                b + x,
+                rows,
+                k,
+                b + q,
+                0,
+                b + scales,
+                0,
+                b + y,
+                n,
+                0,
+                n,
+                b + tile,
+                exact,
+              ],
+            ]);
+            out.push([
+              "linear_i4",
+              [
+                b + x,
+                rows,
+                k,
+                b + q,
+                0,
+                b + scales,
+                32,
+                0,
+                b + y,
+                n,
+                0,
+                n,
+                b + tile,
+                exact,
+              ],
+            ]);
+          }
+          out.push(["linear_f32", [b + x, rows, k, b + x, 0, b + y, n, 0, n]]);
+          out.push(["quantize_tokens", [
+            b + x,
+            rows,
+            k,
+            k,
+            b + xq,
+            b + xs,
+            b + xsum,
+          ]]);
+          out.push([
+            "linear_w8a8",
+            [
+              b + xq,
+              b + xs,
+              b + xsum,
+              rows,
+              k,
+              b + q,
+              0,
+              b + scales,
+              0,
+              b + y,
+              n,
+              0,
+              n,
+            ],
+          ]);
+          out.push(["prepare_int4_x", [b + q, 1, rows, k, b + x]]);
+        }
+      }
+      return out;
+    },
+  };
+}
+
+const WARM_ROUNDS = 12;
+
+/** The longest the warm-up waits for V8's optimised code, in ms. */
+const WARM_MAX_MS = 400;
+
+/**
+ * Runs the warm-up calls here, then keeps running one round of them (every
+ * kernel, yielding to the event loop between rounds) until each kernel's
+ * round time has fallen below 3/4 of its time in the first timed round
+ * (measured: the linear kernels drop to ~1/3, the conversions to ~2/3) — V8
+ * has swapped in the optimised code, which its background compiler can take
+ * tens of milliseconds to produce on a busy machine — or WARM_MAX_MS pass.
+ * Workers share the compiled module, so they get the optimised code too.
+ */
+async function tierUp(
+  arena: Arena,
+  calls: [KernelName, number[]][],
+): Promise<void> {
+  const run = (fn: KernelName, args: number[]) =>
+    (arena.exports[fn] as (...a: number[]) => void)(...args);
+  for (const [fn, args] of calls) run(fn, args);
+  const round = calls.slice(0, calls.length / WARM_ROUNDS);
+  const first = new Map<KernelName, number>();
+  const deadline = performance.now() + WARM_MAX_MS;
+  while (performance.now() < deadline) {
+    const times = new Map<KernelName, number>();
+    for (const [fn, args] of round) {
+      const t0 = performance.now();
+      run(fn, args);
+      times.set(fn, (times.get(fn) ?? 0) + performance.now() - t0);
+    }
+    if (first.size === 0) {
+      for (const [fn, t] of times) first.set(fn, t);
+    } else if ([...times].every(([fn, t]) => t < 0.75 * first.get(fn)!)) {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 0));
   }
 }
 
@@ -623,7 +1038,8 @@ const KINDS: Record<FloatDType, number> = { f32: 0, f16: 1, bf16: 2 };
 
 /**
  * Float activations as f32 rows of stride `kp` (pad zeroed): copied, or
- * staged and widened in the kernels.
+ * staged and widened in the kernels; `fill` returns whether the decode
+ * kernels may carry codes scaled by 2^24 (fits_scaled in wasm/kernels.c).
  */
 function floatRows(
   x: Activations,
@@ -638,17 +1054,23 @@ function floatRows(
     stage: wide,
     fill(arena, io) {
       if (wide) {
-        arena.exports.widen_rows(io.stage, KINDS[xDtype], m, k, io.x, kp);
-      } else {
-        copyRows(
-          new Uint8Array(arena.buffer, io.x, 4 * m * kp),
-          bytesOf(x.subarray(0, m * k)),
+        return arena.exports.widen_rows(
+          io.stage,
+          KINDS[xDtype],
           m,
-          4 * k,
-          4 * kp,
+          k,
+          io.x,
+          kp,
         );
       }
-      return 0;
+      copyRows(
+        new Uint8Array(arena.buffer, io.x, 4 * m * kp),
+        bytesOf(x.subarray(0, m * k)),
+        m,
+        4 * k,
+        4 * kp,
+      );
+      return arena.exports.fits_scaled(io.x, m * kp);
     },
   };
 }
@@ -675,13 +1097,18 @@ function copyRows(
   }
 }
 
-let pool: WasmPool | null | undefined;
+const pools = new Map<WasmBuild, WasmPool | null>();
 
-/** The process-wide pool, or null where the kernels cannot run. */
-export function wasmPool(): WasmPool | null {
+/**
+ * The process-wide pool of one build of the kernels (default: the best this
+ * runtime runs), or null where they cannot run.
+ */
+export function wasmPool(build: WasmBuild = bestBuild()): WasmPool | null {
+  let pool = pools.get(build);
   if (pool === undefined) {
-    const module = kernelsModule();
-    pool = module ? new WasmPool(module) : null;
+    const module = kernelsModule(build);
+    pool = module ? new WasmPool(module, build) : null;
+    pools.set(build, pool);
   }
   return pool;
 }

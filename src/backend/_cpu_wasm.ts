@@ -5,7 +5,10 @@
  * @module
  */
 
-import { KERNELS_WASM_BASE64 } from "./generated/cpu_kernels_wasm.ts";
+import {
+  KERNELS_RELAXED_WASM_BASE64,
+  KERNELS_WASM_BASE64,
+} from "./generated/cpu_kernels_wasm.ts";
 
 /**
  * The arguments every linear kernel ends with: bias (0: none) and y, then
@@ -28,7 +31,9 @@ export interface KernelExports {
     cols: number,
     dst: number,
     stride: number,
-  ): void;
+  ): number;
+  fits_scaled(x: number, count: number): number;
+  read_bytes(src: number, bytes: number): number;
   linear_i8(
     ...args: [
       x: number,
@@ -39,6 +44,7 @@ export interface KernelExports {
       scales: number,
       ...LinearOut,
       buf: number,
+      exact: number,
     ]
   ): void;
   linear_f32(
@@ -123,25 +129,48 @@ function blockSize(bytes: number): number {
   return Math.max(ALIGN, alignUp(bytes));
 }
 
-let compiled: WebAssembly.Module | null | undefined;
+/**
+ * The two builds of wasm/kernels.c: `relaxed` uses relaxed SIMD
+ * (`f32x4.relaxed_madd`) where the runtime validates it, `simd128` is the
+ * plain SIMD128 build, the fallback. Integer kernels are the same code in
+ * both; float sums may round differently (fused or not), within tolerance.
+ */
+export type WasmBuild = "relaxed" | "simd128";
+
+const compiled = new Map<WasmBuild, WebAssembly.Module | null>();
+
+function decode(base64: string): Uint8Array<ArrayBuffer> {
+  return Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+}
 
 /**
- * The compiled kernels, or null where this runtime cannot compile them (no
- * WebAssembly or no SIMD).
+ * The compiled kernels of one build (default: the best this runtime runs),
+ * or null where it cannot compile them (no WebAssembly, no SIMD, or no
+ * relaxed SIMD for the relaxed build).
  */
-export function kernelsModule(): WebAssembly.Module | null {
-  if (compiled === undefined) {
+export function kernelsModule(
+  build: WasmBuild = bestBuild(),
+): WebAssembly.Module | null {
+  let module = compiled.get(build);
+  if (module === undefined) {
     try {
-      const bytes = Uint8Array.from(
-        atob(KERNELS_WASM_BASE64),
-        (c) => c.charCodeAt(0),
+      const bytes = decode(
+        build === "relaxed" ? KERNELS_RELAXED_WASM_BASE64 : KERNELS_WASM_BASE64,
       );
-      compiled = new WebAssembly.Module(bytes);
+      module = WebAssembly.validate(bytes)
+        ? new WebAssembly.Module(bytes)
+        : null;
     } catch {
-      compiled = null;
+      module = null;
     }
+    compiled.set(build, module);
   }
-  return compiled;
+  return module;
+}
+
+/** `relaxed` where the runtime compiles the relaxed build, else `simd128`. */
+export function bestBuild(): WasmBuild {
+  return kernelsModule("relaxed") ? "relaxed" : "simd128";
 }
 
 /**

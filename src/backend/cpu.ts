@@ -49,7 +49,8 @@ import {
   parseKernel,
   parseThreads,
 } from "./_cpu_config.ts";
-import { wasmPool } from "./_cpu_pool.ts";
+import { type WasmPool, wasmPool } from "./_cpu_pool.ts";
+import type { WasmBuild } from "./_cpu_wasm.ts";
 import {
   checkActivations,
   checkInt4Weight,
@@ -59,12 +60,17 @@ import {
 } from "./_checks.ts";
 
 export type { CpuKernel } from "./_cpu_config.ts";
+export type { WasmBuild } from "./_cpu_wasm.ts";
 
 /** Options of {@linkcode CpuBackend}; each defaults to its environment variable. */
 export interface CpuBackendOptions {
   /** Threads for the matrix products (default `TINYQ_THREADS`, else the CPU count, at most 16). */
   threads?: number;
-  /** `"wasm"` (default, or `TINYQ_CPU_KERNEL`) or `"reference"`. */
+  /**
+   * `"wasm"` (default, or `TINYQ_CPU_KERNEL`: the relaxed-SIMD build where
+   * the runtime validates it, else SIMD128), `"simd128"` (that build
+   * forced) or `"reference"`.
+   */
   kernel?: CpuKernel;
 }
 
@@ -93,8 +99,11 @@ export class CpuBackend implements Backend {
   readonly info: BackendInfo;
   /** Threads the matrix products use. */
   readonly threads: number;
-  /** The kernels in use: `"wasm"`, or `"reference"` (asked for, or no WebAssembly). */
+  /** The kernels in use: `"wasm"`, `"simd128"`, or `"reference"` (asked for, or no WebAssembly). */
   readonly kernel: CpuKernel;
+  /** The WebAssembly build in use (`"relaxed"` or `"simd128"`), null for the reference. */
+  readonly build: WasmBuild | null;
+  readonly #pool: WasmPool | null;
 
   /**
    * Creates the CPU backend; `reason` says why it was chosen. Throws a
@@ -108,13 +117,22 @@ export class CpuBackend implements Backend {
     const kernel = options.kernel === undefined
       ? defaultKernel()
       : parseKernel(options.kernel, "kernel");
-    this.kernel = kernel === "wasm" && wasmPool() ? "wasm" : "reference";
-    const detail = this.kernel === "wasm"
-      ? `wasm SIMD, ${this.threads} thread${this.threads === 1 ? "" : "s"}`
-      : kernel === "wasm"
+    this.#pool = kernel === "reference"
+      ? null
+      : wasmPool(kernel === "simd128" ? "simd128" : undefined);
+    this.kernel = this.#pool ? kernel : "reference";
+    this.build = this.#pool?.build ?? null;
+    const detail = this.#pool
+      ? `wasm ${
+        this.#pool.build === "relaxed" ? "relaxed SIMD" : "SIMD"
+      }, ${this.threads} thread${this.threads === 1 ? "" : "s"}`
+      : kernel !== "reference"
       ? "reference kernels: WebAssembly SIMD unavailable"
       : "reference kernels";
     this.info = { name: "cpu", reason: `${reason} (${detail})` };
+    // In the background: workers are unref()ed, so this never keeps a
+    // process alive, and a failure here only means a slower first call.
+    this.warm().catch(() => {});
   }
 
   /** See {@linkcode Backend.linearInt8}. */
@@ -128,7 +146,7 @@ export class CpuBackend implements Backend {
     checkShapes("linearInt8", x.length, m, w.k, w.n, bias);
     checkInt8Weight(w, "linearInt8");
     if (m * w.n === 0) return new Float32Array(m * w.n);
-    const pool = this.kernel === "wasm" ? wasmPool() : null;
+    const pool = this.#pool;
     const y = pool &&
       await pool.linearInt8(x, xDtype, m, w, bias, this.threads);
     return y ?? referenceLinearInt8(floatArrayToF32(x, xDtype), m, w, bias);
@@ -150,7 +168,7 @@ export class CpuBackend implements Backend {
       );
     }
     if (m * w.n === 0) return new Float32Array(m * w.n);
-    const pool = this.kernel === "wasm" ? wasmPool() : null;
+    const pool = this.#pool;
     const y = pool && await pool.linearF32(x, m, w, bias, this.threads);
     return y ?? referenceLinearF32(x, m, w, bias);
   }
@@ -191,7 +209,7 @@ export class CpuBackend implements Backend {
     checkShapes("linearW8A8", x.length, m, w.k, w.n, bias);
     checkInt8Weight(w, "linearW8A8");
     if (this.kernel === "reference") return referenceLinearW8A8(x, m, w, bias);
-    const pool = w.k <= W8A8_MAX_K && m * w.n > 0 ? wasmPool() : null;
+    const pool = w.k <= W8A8_MAX_K && m * w.n > 0 ? this.#pool : null;
     const y = pool && await pool.linearW8A8(x, m, w, bias, this.threads);
     return y ?? linearW8A8(x, m, w, bias);
   }
@@ -235,14 +253,84 @@ export class CpuBackend implements Backend {
     if (this.kernel === "reference") {
       return referenceLinearInt4(floatArrayToF32(x, xDtype), m, w, bias);
     }
-    const pool = m * w.n * w.k > 0 ? wasmPool() : null;
+    const pool = m * w.n * w.k > 0 ? this.#pool : null;
     const y = pool &&
       await pool.linearInt4(x, xDtype, m, w, bias, this.threads);
     return y ?? linearInt4(floatArrayToF32(x, xDtype), m, w, bias);
   }
 
+  /**
+   * Makes the copy of a weight the kernels keep now rather than on its first
+   * call (a model loader calls this for every weight, so that the first
+   * forward runs at the steady state). Returns false where the reference
+   * kernels run or the copy found no room. Calling it is never required.
+   */
+  async prepare(w: Int8Weight | F32Weight | Int4Weight): Promise<boolean> {
+    return this.#pool ? await this.#pool.prepare(w) : false;
+  }
+
+  /**
+   * Starts this backend's worker threads and gets the kernels optimised on
+   * each, so that the first call runs at the steady state; the constructor
+   * starts it in the background, and every call waits for it.
+   */
+  warm(): Promise<void> {
+    return this.#pool?.warm(this.threads) ?? Promise.resolve();
+  }
+
+  /**
+   * Lets an int8 weight live once: the kernels' copy of it (made now if
+   * needed) is handed over as views of shared memory with exactly the
+   * weight's codes, scales and zero points, which the caller puts in place
+   * of its own arrays (so the originals can be collected); calls on a weight
+   * made of these views use them without a copy, and their memory is freed
+   * when the codes' view is collected. Null where the reference kernels run
+   * or the copy cannot be handed over (k not a multiple of 16, no room).
+   * Quantized layers call it after their first forward on the CPU.
+   */
+  async adoptWeight(
+    w: Int8Weight,
+  ): Promise<
+    { q: Int8Array; scales: Float32Array; zeroPoints: Int8Array | null } | null
+  > {
+    return this.#pool ? await this.#pool.adopt(w) : null;
+  }
+
+  /**
+   * Arrays for an int8 weight [n, k] made directly in the kernels' shared
+   * memory — codes, scales and, when `asymmetric`, zero points, zero-filled
+   * — for a loader that reads or quantizes into them, so that the weight is
+   * never held twice (an {@linkcode CpuBackend.adoptWeight} without the
+   * copy). A weight built from them runs without a copy; their memory is
+   * freed when the codes' array is garbage-collected. Null where the
+   * reference kernels run, k is not a multiple of 16, or there is no room.
+   *
+   * @example
+   * ```ts
+   * import { CpuBackend } from "@tinyq/tinyq";
+   * import assert from "node:assert/strict";
+   * const cpu = new CpuBackend("example", { threads: 1 });
+   * const a = await cpu.allocInt8Weight(2, 16, false);
+   * assert.ok(a);
+   * a.q.fill(1);
+   * a.scales.fill(0.5);
+   * const w = { q: a.q, scales: a.scales, zeroPoints: null, n: 2, k: 16 };
+   * const y = await cpu.linearInt8(new Float32Array(16).fill(1), "f32", 1, w, null);
+   * assert.deepEqual([...y], [8, 8]);
+   * ```
+   */
+  async allocInt8Weight(
+    n: number,
+    k: number,
+    asymmetric: boolean,
+  ): Promise<
+    { q: Int8Array; scales: Float32Array; zeroPoints: Int8Array | null } | null
+  > {
+    return this.#pool ? await this.#pool.allocInt8(n, k, asymmetric) : null;
+  }
+
   /** Frees the copy of a weight the kernels keep (it is made again if used). */
   release(w: Int8Weight | F32Weight | Int4Weight): void {
-    wasmPool()?.release(w);
+    this.#pool?.release(w);
   }
 }

@@ -134,6 +134,21 @@ const FOREIGN_QUANTIZED: readonly [RegExp, string][] = [
 ];
 
 /**
+ * Where an int8 layer's arrays may live: given [out, in] and whether it has
+ * zero points, arrays of those sizes (codes [out·in], scales [out], zero
+ * points [out] or null) for the reader to fill, or null to keep its own.
+ * `CpuBackend.allocInt8Weight` is one: the weight is then read straight
+ * into the CPU kernels' shared memory and never held twice.
+ */
+export type Int8Arrays = (
+  outFeatures: number,
+  inFeatures: number,
+  asymmetric: boolean,
+) => Promise<
+  { q: Int8Array; scales: Float32Array; zeroPoints: Int8Array | null } | null
+>;
+
+/**
  * An open checkpoint: its files, config, family and tensors, with nothing
  * read beyond the headers.
  *
@@ -444,8 +459,10 @@ export class Checkpoint {
    * holding lazy tensors for everything else. In a quantized checkpoint the
    * quantized layers come back as the layers of the recorded method (see
    * {@linkcode Checkpoint.quantizedLayer}; their tensors read now).
+   * `options.int8Arrays`, when given, supplies the arrays int8 layers are
+   * built on (see {@linkcode Int8Arrays}).
    */
-  async toModule(): Promise<Module> {
+  async toModule(options: { int8Arrays?: Int8Arrays } = {}): Promise<Module> {
     const root = new Module();
     const byPath = new Map(this.layers().map((l) => [l.path, l]));
     const nodeAt = (path: string, name: string): Module => {
@@ -492,7 +509,10 @@ export class Checkpoint {
           const bias = biasEntry ? new CheckpointTensor(this, biasEntry) : null;
           parent.setChild(childName, Linear.fromTensors(weight, bias));
         } else {
-          parent.setChild(childName, await this.quantizedLayer(path));
+          parent.setChild(
+            childName,
+            await this.quantizedLayer(path, options.int8Arrays),
+          );
         }
         continue;
       }
@@ -528,7 +548,10 @@ export class Checkpoint {
    * await Deno.remove(dir, { recursive: true });
    * ```
    */
-  async quantizedLayer(path: string): Promise<QuantizedLinear> {
+  async quantizedLayer(
+    path: string,
+    int8Arrays?: Int8Arrays,
+  ): Promise<QuantizedLinear> {
     const method = this.quantization?.method;
     const biasEntry = this.#byName.get(memberName(path, "bias"));
     const bias = biasEntry ? await this.read(biasEntry.name) : null;
@@ -553,10 +576,22 @@ export class Checkpoint {
         options: { bias: boolean },
       ) => Int8LinearLayer;
     const ql = new Target(d.inFeatures, d.outFeatures, { bias: false });
-    ql.int8Weights = new Tensor(d.q, [d.outFeatures, d.inFeatures]);
-    ql.scales = new Tensor(d.scales, [d.outFeatures]);
+    // Moved into the caller's arrays (the CPU kernels' shared memory) where
+    // it offers them, so that the decoded ones are dropped layer by layer.
+    const into = await int8Arrays?.(
+      d.outFeatures,
+      d.inFeatures,
+      d.zeroPoints !== null,
+    );
+    if (into) {
+      into.q.set(d.q);
+      into.scales.set(d.scales);
+      if (d.zeroPoints) into.zeroPoints?.set(d.zeroPoints);
+    }
+    ql.int8Weights = new Tensor(into?.q ?? d.q, [d.outFeatures, d.inFeatures]);
+    ql.scales = new Tensor(into?.scales ?? d.scales, [d.outFeatures]);
     ql.zeroPoints = d.zeroPoints
-      ? new Tensor(d.zeroPoints, [d.outFeatures], "i8")
+      ? new Tensor(into?.zeroPoints ?? d.zeroPoints, [d.outFeatures], "i8")
       : null;
     ql.bias = bias;
     return ql;

@@ -30,8 +30,7 @@ export type EngineBackend = "auto" | "cpu" | "webgpu";
  * lm.dispose();
  * ```
  */
-// async on purpose: a bad backend is a rejected promise, as callers await it.
-// deno-lint-ignore require-await
+// deno-lint-ignore require-await -- throws become rejections, as callers expect
 export async function createEngine(
   backend: EngineBackend,
   model: DecoderModel,

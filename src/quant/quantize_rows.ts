@@ -143,10 +143,12 @@ let staging: Arena | null | undefined;
 let useWasm: boolean | undefined;
 
 function stagingArena(): Arena | null {
-  if (useWasm === undefined) useWasm = defaultKernel() === "wasm";
+  if (useWasm === undefined) useWasm = defaultKernel() !== "reference";
   if (!useWasm) return null;
   if (staging === undefined) {
-    const module = kernelsModule();
+    const module = kernelsModule(
+      defaultKernel() === "simd128" ? "simd128" : undefined,
+    );
     try {
       staging = module ? new Arena(-1, module) : null;
     } catch {

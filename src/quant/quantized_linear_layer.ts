@@ -242,6 +242,37 @@ export abstract class QuantizedLinearLayer<
     );
   }
 
+  #adopted = false;
+
+  /**
+   * Once, after the first forward on a backend that keeps its own copy of
+   * an int8 weight (the CPU kernels' shared memory): takes that copy's views
+   * in place of this layer's int8_weights, scales and zero_points tensors,
+   * so the weight lives once (the original arrays can be collected).
+   */
+  async #adopt(backend: Backend, weight: W): Promise<void> {
+    this.#adopted = true;
+    const adopt = (backend as {
+      adoptWeight?: (w: Int8Weight) => Promise<
+        {
+          q: Int8Array;
+          scales: Float32Array;
+          zeroPoints: Int8Array | null;
+        } | null
+      >;
+    }).adoptWeight;
+    if (typeof adopt !== "function" || !("q" in weight)) return;
+    const views = await adopt.call(backend, weight);
+    // The tensors may have been replaced while the call ran.
+    if (!views || this.kernelWeight() !== weight) return;
+    const { n, k } = weight;
+    this.setTensor(this.layout.weightsName, new Tensor(views.q, [n, k], "i8"));
+    this.setTensor("scales", new Tensor(views.scales, [n], "f32"));
+    if (views.zeroPoints) {
+      this.setTensor("zero_points", new Tensor(views.zeroPoints, [n], "i8"));
+    }
+  }
+
   /** Frees the backend's copy of the weights before they are replaced. */
   protected releaseKernelWeight(): void {
     this.#kernel.release();
@@ -267,8 +298,13 @@ export abstract class QuantizedLinearLayer<
       this.inFeatures,
       this.outFeatures,
       this.bias,
-      async (m, bias) =>
-        await kernel(await activeBackend(), m, this.kernelWeight(), bias),
+      async (m, bias) => {
+        const backend = await activeBackend();
+        const weight = this.kernelWeight();
+        const y = await kernel(backend, m, weight, bias);
+        if (!this.#adopted) await this.#adopt(backend, weight);
+        return y;
+      },
     );
   }
 

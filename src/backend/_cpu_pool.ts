@@ -435,9 +435,7 @@ class WasmPool {
    */
   adopt(
     w: Int8Weight,
-  ): Promise<
-    Int8WeightArrays | null
-  > {
+  ): Promise<Int8WeightArrays | null> {
     return this.#exclusive(() => {
       if (paddedK(w.k) !== w.k) return null;
       if (this.#pinned.has(w.q)) {
@@ -477,9 +475,7 @@ class WasmPool {
     n: number,
     k: number,
     asymmetric: boolean,
-  ): Promise<
-    Int8WeightArrays | null
-  > {
+  ): Promise<Int8WeightArrays | null> {
     return this.#exclusive(() => {
       if (paddedK(k) !== k || n <= 0) return null;
       const scalesAt = align(n * k);

@@ -289,9 +289,7 @@ export class CpuBackend implements Backend {
    */
   async adoptWeight(
     w: Int8Weight,
-  ): Promise<
-    Int8WeightArrays | null
-  > {
+  ): Promise<Int8WeightArrays | null> {
     return this.#pool ? await this.#pool.adopt(w) : null;
   }
 
@@ -322,9 +320,7 @@ export class CpuBackend implements Backend {
     n: number,
     k: number,
     asymmetric: boolean,
-  ): Promise<
-    Int8WeightArrays | null
-  > {
+  ): Promise<Int8WeightArrays | null> {
     return this.#pool ? await this.#pool.allocInt8(n, k, asymmetric) : null;
   }
 

@@ -194,7 +194,7 @@ export function formatNotes(
   return [
     ...(r.notes ?? []).map((n) => `tinyq: note: ${n}\n`),
     ...r.keptFloat.map((k) =>
-      `tinyq: note: ${k.path} stays in float (${
+      `tinyq: note: ${moduleLabel(k.path)} stays in float (${
         k.cause === "group-size" ? "" : `${r.format}: `
       }${k.reason})\n`
     ),

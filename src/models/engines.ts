@@ -14,6 +14,25 @@ import type { Engine } from "./engine.ts";
 export type EngineBackend = "auto" | "cpu" | "webgpu";
 
 /**
+ * Whether {@linkcode createEngine} will make the CPU engine for `backend`
+ * (then a loader can put int8 weights straight into the CPU kernels' shared
+ * memory, so each is held once).
+ *
+ * @example
+ * ```ts
+ * import { engineRunsOnCpu } from "@tinyq/tinyq";
+ * import assert from "node:assert/strict";
+ * assert.equal(await engineRunsOnCpu("cpu"), true);
+ * ```
+ */
+// deno-lint-ignore require-await -- the WebGPU engine's choice probes the adapter
+export async function engineRunsOnCpu(
+  backend: EngineBackend,
+): Promise<boolean> {
+  return backend !== "webgpu";
+}
+
+/**
  * Makes the engine for `backend`. `auto` is the CPU engine until the
  * WebGPU engine lands; `webgpu` is an error until then. `cpu` also makes
  * the layers' kernel backend the CPU one (as `--backend cpu` does), so no

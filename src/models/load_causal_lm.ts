@@ -11,7 +11,12 @@ import { Quantizer } from "../quantizer.ts";
 import { CausalLM } from "./causal_lm.ts";
 import { ModelConfigError, parseModelConfig } from "./config.ts";
 import { defaultContextLength } from "./cpu_engine.ts";
-import { createEngine, type EngineBackend } from "./engines.ts";
+import {
+  createEngine,
+  type EngineBackend,
+  engineRunsOnCpu,
+} from "./engines.ts";
+import { CpuBackend } from "../backend/cpu.ts";
 import { buildDecoderModel } from "./families.ts";
 import { Tokenizer } from "./tokenizer.ts";
 
@@ -72,7 +77,18 @@ export async function loadCausalLM(
         `${path} is already quantized (${checkpoint.quantization.method}); load it without a method`,
       );
     }
-    const model = buildDecoderModel(config, await checkpoint.toModule(), path);
+    const backend = options.backend ?? "auto";
+    // On the CPU engine, int8 layers are read straight into the kernels'
+    // shared memory: one copy of each weight, not the file's and the pool's.
+    const cpu = checkpoint.quantization && await engineRunsOnCpu(backend)
+      ? new CpuBackend("loadCausalLM")
+      : null;
+    const raw = await checkpoint.toModule(
+      cpu
+        ? { int8Arrays: (n, k, asym) => cpu.allocInt8Weight(n, k, asym) }
+        : {},
+    );
+    const model = buildDecoderModel(config, raw, path);
     if (method !== null) {
       await new Quantizer(model).quantize(method, options.exclude ?? [], {
         ...(options.groupSize !== undefined
@@ -83,7 +99,7 @@ export async function loadCausalLM(
     }
     const contextLength = options.contextLength ??
       defaultContextLength(model);
-    const engine = await createEngine(options.backend ?? "auto", model, {
+    const engine = await createEngine(backend, model, {
       contextLength,
     });
     return new CausalLM({

@@ -46,12 +46,22 @@ export const VARIANTS: Record<string, WebGpuBackendOptions> = {
 };
 
 const backends = new Map<string, Promise<WebGpuBackend>>();
+const made: WebGpuBackend[] = [];
+
+// No device outlives its test file: `deno test --parallel` runs every file in
+// one process, and a file's devices (with lavapipe's threads behind them)
+// must be gone before that process exits. (Sync: unload runs no microtasks.)
+addEventListener("unload", () => {
+  for (const gpu of made.splice(0)) gpu.destroy();
+});
 
 /** The backend of `variant`, made once per test file. */
 export function backend(variant: string): Promise<WebGpuBackend> {
   let b = backends.get(variant);
   if (!b) {
-    b = createWebGpuBackend(adapter(), "test", VARIANTS[variant]);
+    b = createWebGpuBackend(adapter(), "test", VARIANTS[variant]).then(
+      (gpu) => (made.push(gpu), gpu),
+    );
     backends.set(variant, b);
   }
   return b;

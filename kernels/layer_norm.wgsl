@@ -10,6 +10,7 @@
 // Layout: x [n, LDX] f32 (the residual stream); d, d2 [n, LDD] f32; w, b [DIM]
 // f32; out [·, LDO] f32, columns [DIM, LDO) zeroed. Workgroup 256, threads striding over the row; sums
 // reduced in workgroup memory. Grid (rows, 1).
+// residual() and reduce_sum() are norm_rows.wgsl's (prepended).
 
 struct Step { pos: u32, n: u32, rows: u32, pad: u32 }
 
@@ -30,22 +31,6 @@ override ADD2: bool = false;
 @group(0) @binding(5) var<storage, read> b: array<f32>;
 @group(0) @binding(6) var<storage, read> d2: array<f32>;
 
-var<workgroup> part: array<f32, 256>;
-
-fn reduce_sum(t: u32, v: f32) -> f32 {
-  part[t] = v;
-  workgroupBarrier();
-  for (var s = 128u; s > 0u; s >>= 1u) {
-    if (t < s) {
-      part[t] += part[t + s];
-    }
-    workgroupBarrier();
-  }
-  let total = part[0];
-  workgroupBarrier();
-  return total;
-}
-
 @compute @workgroup_size(256)
 fn main(
   @builtin(local_invocation_index) t: u32,
@@ -56,15 +41,7 @@ fn main(
   let dst = wid.x * LDO;
   var s1 = 0.0;
   for (var c = t; c < DIM; c += 256u) {
-    var v = x[src + c];
-    if (ADD) {
-      if (ADD2) {
-        v += d[row * LDD + c] + d2[row * LDD + c];
-      } else {
-        v += d[row * LDD + c];
-      }
-      x[src + c] = v;
-    }
+    let v = residual(row, c);
     s1 += v;
   }
   let mean = reduce_sum(t, s1) / f32(DIM);

@@ -12,6 +12,7 @@
 // kernels read as 16-blocks).
 // Workgroup 256, threads striding over the row; sums reduced in workgroup
 // memory. Grid (rows, 1).
+// residual() and reduce_sum() are norm_rows.wgsl's (prepended).
 
 struct Step { pos: u32, n: u32, rows: u32, pad: u32 }
 
@@ -32,22 +33,6 @@ override ADD2: bool = false;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read> d2: array<f32>;
 
-var<workgroup> part: array<f32, 256>;
-
-fn reduce_sum(t: u32, v: f32) -> f32 {
-  part[t] = v;
-  workgroupBarrier();
-  for (var s = 128u; s > 0u; s >>= 1u) {
-    if (t < s) {
-      part[t] += part[t + s];
-    }
-    workgroupBarrier();
-  }
-  let total = part[0];
-  workgroupBarrier();
-  return total;
-}
-
 @compute @workgroup_size(256)
 fn main(
   @builtin(local_invocation_index) t: u32,
@@ -58,15 +43,7 @@ fn main(
   let dst = wid.x * LDO;
   var ss = 0.0;
   for (var c = t; c < DIM; c += 256u) {
-    var v = x[src + c];
-    if (ADD) {
-      if (ADD2) {
-        v += d[row * LDD + c] + d2[row * LDD + c];
-      } else {
-        v += d[row * LDD + c];
-      }
-      x[src + c] = v;
-    }
+    let v = residual(row, c);
     ss += v * v;
   }
   let inv = 1.0 / sqrt(reduce_sum(t, ss) / f32(DIM) + EPS);

@@ -13,6 +13,7 @@
 // f32; qx [rows, LDO / 4] u32, four codes per word (element 4u + e in bits
 // [8e, 8e + 8)), columns [DIM, LDO) code 0; xs[row] = (bits of s, Σq as i32).
 // Workgroup 256, threads striding over the row. Grid (rows, 1).
+// residual() and reduce_sum() are norm_rows.wgsl's (prepended).
 
 struct Step { pos: u32, n: u32, rows: u32, pad: u32 }
 
@@ -33,23 +34,8 @@ override LAST: bool = false;
 @group(0) @binding(8) var<storage, read_write> qx: array<u32>;
 @group(0) @binding(9) var<storage, read_write> xs: array<vec2<u32>>;
 
-var<workgroup> part: array<f32, 256>;
 var<workgroup> absmax: atomic<u32>;
 var<workgroup> qsum: atomic<i32>;
-
-fn reduce_sum(t: u32, v: f32) -> f32 {
-  part[t] = v;
-  workgroupBarrier();
-  for (var s = 128u; s > 0u; s >>= 1u) {
-    if (t < s) {
-      part[t] += part[t + s];
-    }
-    workgroupBarrier();
-  }
-  let total = part[0];
-  workgroupBarrier();
-  return total;
-}
 
 @compute @workgroup_size(256)
 fn main(
@@ -60,15 +46,7 @@ fn main(
   let src = row * LDX;
   var ss = 0.0;
   for (var c = t; c < DIM; c += 256u) {
-    var v = x[src + c];
-    if (ADD) {
-      if (ADD2) {
-        v += d[row * LDD + c] + d2[row * LDD + c];
-      } else {
-        v += d[row * LDD + c];
-      }
-      x[src + c] = v;
-    }
+    let v = residual(row, c);
     ss += v * v;
   }
   let inv = 1.0 / sqrt(reduce_sum(t, ss) / f32(DIM) + EPS);

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { outShape, rowsOf } from "./_forward.ts";
+import { outShape, rowsOf } from "./forward_shape.ts";
 import type { Backend, F32Weight } from "./backend/backend.ts";
 import { activeBackend } from "./backend/select.ts";
 import { f32ToFloatArray, type FloatDType, isFloatDType } from "./dtype.ts";

@@ -11,7 +11,7 @@ import { parseSize } from "../io/quantize_checkpoint.ts";
 import {
   checkFormatScheme,
   quantizationSummary,
-} from "../io/_quantization_summary.ts";
+} from "../io/quantization_summary.ts";
 import { type QuantMethod, weightSchemeOf } from "../quant/schemes.ts";
 import { type Parsed, str } from "./_args.ts";
 import { UsageError } from "./_io.ts";

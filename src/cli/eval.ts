@@ -7,7 +7,7 @@
  * @module
  */
 
-import { memberName, moduleLabel } from "../_member_name.ts";
+import { memberName, moduleLabel } from "../member_name.ts";
 import {
   type BackendChoice,
   getBackend,

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { memberName } from "../_member_name.ts";
+import { memberName } from "../member_name.ts";
 import { getBackend } from "../backend/select.ts";
 import { DTYPE_SIZE, type FloatDType, isFloatDType } from "../dtype.ts";
 import { Checkpoint, CheckpointError } from "../io/checkpoint.ts";

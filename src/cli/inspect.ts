@@ -4,7 +4,7 @@
  * @module
  */
 
-import { memberName } from "../_member_name.ts";
+import { memberName } from "../member_name.ts";
 import { getBackend } from "../backend/select.ts";
 import { Checkpoint, formatLayer, type TensorPlan } from "../io/checkpoint.ts";
 import { PytorchFile } from "../io/tensor_file.ts";

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { moduleLabel } from "../_member_name.ts";
+import { moduleLabel } from "../member_name.ts";
 import {
   quantizeCheckpoint,
   type QuantizeResult,

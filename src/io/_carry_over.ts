@@ -9,7 +9,7 @@
 import type { TensorInfo } from "./safetensors.ts";
 import type { TensorFile } from "./tensor_file.ts";
 import type { Checkpoint, CheckpointEntry } from "./checkpoint.ts";
-import { EXPORT_METADATA_KEY } from "./formats/_export.ts";
+import { EXPORT_METADATA_KEY } from "./formats/export.ts";
 import type { Unit } from "./_shard_writer.ts";
 import { INDEX_NAME, PYTORCH_INDEX_NAME } from "./_folder.ts";
 import { DEQUANTIZED_BY_KEY } from "./_replace_check.ts";

@@ -10,7 +10,7 @@
 import type { DType } from "../dtype.ts";
 import type { CheckpointEntry } from "./checkpoint_entry.ts";
 import type { FormatLayer, QuantizationSummary } from "./formats/format.ts";
-import { CheckpointError } from "./_checkpoint_error.ts";
+import { CheckpointError } from "./checkpoint_error.ts";
 import { classifyModule, type FamilyChoice } from "./_families.ts";
 
 /** What TinyQ makes of one module that holds tensors. */

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { memberName } from "../_member_name.ts";
+import { memberName } from "../member_name.ts";
 import { Linear } from "../linear.ts";
 import { Module } from "../module.ts";
 import { Tensor } from "../tensor.ts";
@@ -20,7 +20,7 @@ import { INT8_PER_ROW } from "../quant/layouts.ts";
 import { W4A16LinearLayer } from "../quant/w4a16_linear_layer.ts";
 import type { Int4Weight, Int8WeightArrays } from "../backend/backend.ts";
 import type { DecodedLinear, QuantizationSummary } from "./formats/format.ts";
-import { CheckpointError } from "./_checkpoint_error.ts";
+import { CheckpointError } from "./checkpoint_error.ts";
 import type { CheckpointEntry, ShardFiles } from "./checkpoint_entry.ts";
 import { CheckpointTensor } from "./checkpoint_tensor.ts";
 import type { LayerInfo } from "./_checkpoint_layers.ts";

@@ -16,7 +16,7 @@ import {
   CheckpointError,
   osReason,
   unlessNotFound,
-} from "./_checkpoint_error.ts";
+} from "./checkpoint_error.ts";
 import { fileKind, type Layout } from "./_folder.ts";
 
 /** A quantization a format recognised in a checkpoint. */

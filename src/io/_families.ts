@@ -17,7 +17,7 @@
  * @module
  */
 
-import { memberName } from "../_member_name.ts";
+import { memberName } from "../member_name.ts";
 import type { DType } from "../dtype.ts";
 
 /** One row of the family table. */

@@ -14,7 +14,7 @@ import {
   CheckpointError,
   osReason,
   unlessNotFound,
-} from "./_checkpoint_error.ts";
+} from "./checkpoint_error.ts";
 import { parseHubModelId, resolveHubModel } from "./hf_cache.ts";
 
 /** The name of the shard index. */

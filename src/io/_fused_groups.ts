@@ -11,7 +11,7 @@
 
 import { excludeMatcher } from "../quant/replace.ts";
 import { FUSED_GROUPS } from "./formats/compressed_tensors_warnings.ts";
-import { CheckpointError } from "./_checkpoint_error.ts";
+import { CheckpointError } from "./checkpoint_error.ts";
 
 /** What {@linkcode settleFusedGroups} decided. */
 export interface FusedSettlement {

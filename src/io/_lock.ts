@@ -8,7 +8,7 @@
  */
 
 import { join } from "node:path";
-import { CheckpointError, osReason } from "./_checkpoint_error.ts";
+import { CheckpointError, osReason } from "./checkpoint_error.ts";
 import { pidAlive, sidecarName } from "./_sidecars.ts";
 
 /** A held lock. */

@@ -9,7 +9,7 @@
 import { dirname, join } from "node:path";
 import type { CheckpointFormat } from "./formats/format.ts";
 import { writeAtomically } from "./atomic.ts";
-import { CheckpointError, osReason } from "./_checkpoint_error.ts";
+import { CheckpointError, osReason } from "./checkpoint_error.ts";
 import {
   type EmitHooks,
   type Unit,

@@ -8,9 +8,9 @@
  */
 
 import { join, relative } from "node:path";
-import { CheckpointError } from "./_checkpoint_error.ts";
+import { CheckpointError } from "./checkpoint_error.ts";
 import { INDEX_NAME, SINGLE_NAME } from "./_folder.ts";
-import { EXPORT_METADATA_KEY } from "./formats/_export.ts";
+import { EXPORT_METADATA_KEY } from "./formats/export.ts";
 
 /** The `__metadata__` key a TinyQ dequantized output carries. */
 export const DEQUANTIZED_BY_KEY = "dequantized_by";

@@ -11,7 +11,7 @@ import { type DType, DTYPE_SIZE } from "../dtype.ts";
 import {
   DTYPE_BY_FILE_NAME,
   UNSUPPORTED_FILE_DTYPES,
-} from "./_safetensors_dtype.ts";
+} from "./safetensors_dtype.ts";
 import {
   SafetensorsError,
   type SafetensorsErrorKind,

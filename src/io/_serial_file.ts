@@ -7,7 +7,7 @@
  * @module
  */
 
-import { CheckpointError, osReason } from "./_checkpoint_error.ts";
+import { CheckpointError, osReason } from "./checkpoint_error.ts";
 
 /** A file handle whose positioned operations never interleave. */
 export class SerialFile {

@@ -24,7 +24,7 @@ import {
   type TensorSpec,
   type WeightScheme,
 } from "./formats/format.ts";
-import { CheckpointError, osReason } from "./_checkpoint_error.ts";
+import { CheckpointError, osReason } from "./checkpoint_error.ts";
 import { encodeStoredRows } from "./_quantized_rows.ts";
 import { type Readers, SerialFile } from "./_serial_file.ts";
 import { encodeHeader, layoutOrder } from "./_shard_header.ts";

@@ -8,7 +8,7 @@
 import { join } from "node:path";
 import { openTensorFile, type TensorFile } from "./tensor_file.ts";
 import type { CheckpointEntry } from "./checkpoint_entry.ts";
-import { CheckpointError } from "./_checkpoint_error.ts";
+import { CheckpointError } from "./checkpoint_error.ts";
 import { INDEX_NAME, type Layout } from "./_folder.ts";
 
 /**

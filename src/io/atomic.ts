@@ -19,7 +19,7 @@ import {
   CheckpointError,
   osReason,
   unlessNotFound,
-} from "./_checkpoint_error.ts";
+} from "./checkpoint_error.ts";
 import { lockOutput } from "./_lock.ts";
 import { sidecarName, sweepLeftovers } from "./_sidecars.ts";
 

@@ -25,7 +25,7 @@
  * @module
  */
 
-import { memberName } from "../_member_name.ts";
+import { memberName } from "../member_name.ts";
 import { join } from "node:path";
 import type { Module } from "../module.ts";
 import type { Tensor } from "../tensor.ts";
@@ -39,7 +39,7 @@ import type {
   QuantizationSummary,
 } from "./formats/format.ts";
 import { FORMATS } from "./formats/registry.ts";
-import { CheckpointError } from "./_checkpoint_error.ts";
+import { CheckpointError } from "./checkpoint_error.ts";
 import { chooseFamily, type FamilyChoice } from "./_families.ts";
 import { type Layout, locate } from "./_folder.ts";
 import { openShards } from "./_shards.ts";
@@ -56,7 +56,7 @@ import {
   loadQuantizedLayer,
 } from "./_checkpoint_module.ts";
 
-export { CheckpointError } from "./_checkpoint_error.ts";
+export { CheckpointError } from "./checkpoint_error.ts";
 // What the reader's parts define, where callers have always found it.
 export { formatLayer, type LayerInfo } from "./_checkpoint_layers.ts";
 export type { TensorPlan } from "./_checkpoint_plan.ts";

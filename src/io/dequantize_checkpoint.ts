@@ -5,13 +5,13 @@
  * @module
  */
 
-import { memberName } from "../_member_name.ts";
+import { memberName } from "../member_name.ts";
 import { DEQUANTIZED_BY_KEY } from "./_replace_check.ts";
 import { TINYQ_VERSION } from "./formats/tinyq.ts";
 import { type FloatDType, isFloatDType } from "../dtype.ts";
 import { Tensor } from "../tensor.ts";
 import { Checkpoint } from "./checkpoint.ts";
-import { CheckpointError } from "./_checkpoint_error.ts";
+import { CheckpointError } from "./checkpoint_error.ts";
 import { type InputGroup, writeOutput } from "./_output_dir.ts";
 import {
   type CheckpointProgress,

@@ -7,7 +7,7 @@
  */
 
 import { INT4_GROUP_SIZES } from "../quant/int4.ts";
-import { CheckpointError } from "./_checkpoint_error.ts";
+import { CheckpointError } from "./checkpoint_error.ts";
 
 /** A Linear about to be quantized: its dotted path and input features. */
 export interface PlannedLinear {

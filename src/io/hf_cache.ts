@@ -12,7 +12,7 @@
  */
 
 import { join } from "node:path";
-import { CheckpointError, osReason } from "./_checkpoint_error.ts";
+import { CheckpointError, osReason } from "./checkpoint_error.ts";
 
 const ID =
   /^([A-Za-z0-9][A-Za-z0-9._-]*)\/([A-Za-z0-9][A-Za-z0-9._-]*)(?:@([A-Za-z0-9][A-Za-z0-9._\/-]*))?$/;

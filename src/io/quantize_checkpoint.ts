@@ -5,7 +5,7 @@
  * @module
  */
 
-import { memberName } from "../_member_name.ts";
+import { memberName } from "../member_name.ts";
 import type { FloatDType } from "../dtype.ts";
 import { numel } from "../tensor.ts";
 import { excludeMatcher } from "../quant/replace.ts";
@@ -18,7 +18,7 @@ import { tinyqFormat } from "./formats/tinyq.ts";
 import { Checkpoint } from "./checkpoint.ts";
 import { formatLayer } from "./_checkpoint_layers.ts";
 import { type QuantMethod, weightSchemeOf } from "../quant/schemes.ts";
-import { CheckpointError } from "./_checkpoint_error.ts";
+import { CheckpointError } from "./checkpoint_error.ts";
 import { splitByGroupSize } from "./group_check.ts";
 import { settleFusedGroups } from "./_fused_groups.ts";
 import { specBytes } from "./formats/format.ts";
@@ -31,7 +31,7 @@ import {
 import {
   checkFormatScheme,
   quantizationSummary,
-} from "./_quantization_summary.ts";
+} from "./quantization_summary.ts";
 import {
   copyUnit,
   jobInput,

@@ -26,7 +26,7 @@
 import type { DType } from "../dtype.ts";
 import { DTYPE_ARRAY, DTYPE_SIZE } from "../dtype.ts";
 import { type LazyTensor, numel, Tensor } from "../tensor.ts";
-import { DTYPE_BY_FILE_NAME, FILE_DTYPE_NAME } from "./_safetensors_dtype.ts";
+import { DTYPE_BY_FILE_NAME, FILE_DTYPE_NAME } from "./safetensors_dtype.ts";
 import { SafetensorsError } from "./_safetensors_error.ts";
 import {
   MAX_HEADER_SIZE,

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { memberName } from "../_member_name.ts";
+import { memberName } from "../member_name.ts";
 import { type DType, DTYPE_SIZE } from "../dtype.ts";
 import { Linear } from "../linear.ts";
 import type { Module } from "../module.ts";
@@ -25,7 +25,7 @@ import { tinyqFormat } from "./formats/tinyq.ts";
 import type { Checkpoint } from "./checkpoint.ts";
 import { CheckpointTensor } from "./checkpoint_tensor.ts";
 import type { QuantizeResult } from "./quantize_checkpoint.ts";
-import { CheckpointError } from "./_checkpoint_error.ts";
+import { CheckpointError } from "./checkpoint_error.ts";
 import type { Unit } from "./_shard_writer.ts";
 import { specBytes } from "./formats/format.ts";
 import { encodeStoredRows } from "./_quantized_rows.ts";
@@ -33,7 +33,7 @@ import { type InputGroup, writeOutput } from "./_output_dir.ts";
 import {
   checkFormatScheme,
   quantizationSummary,
-} from "./_quantization_summary.ts";
+} from "./quantization_summary.ts";
 import {
   copyUnit,
   jobInput,

@@ -17,13 +17,14 @@ import logitSoftcap from "../../kernels/logit_softcap.wgsl" with {
 };
 import rmsNormI8 from "../../kernels/rms_norm_i8.wgsl" with { type: "text" };
 import i8Codes from "../../kernels/i8_codes.wgsl" with { type: "text" };
+import normRows from "../../kernels/norm_rows.wgsl" with { type: "text" };
 
 /** The engine's own kernels (the matmuls come from the backend's files). */
 export const MODEL_KERNELS = {
   embedding,
-  rms_norm: rmsNorm,
-  rms_norm_i8: `${i8Codes}\n${rmsNormI8}`,
-  layer_norm: layerNorm,
+  rms_norm: `${normRows}\n${rmsNorm}`,
+  rms_norm_i8: `${i8Codes}\n${normRows}\n${rmsNormI8}`,
+  layer_norm: `${normRows}\n${layerNorm}`,
   rope_cache: ropeCache,
   attention,
   attention_prefill: attentionPrefill,

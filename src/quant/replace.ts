@@ -5,7 +5,7 @@
  * @module
  */
 
-import { memberName } from "../_member_name.ts";
+import { memberName } from "../member_name.ts";
 import { Linear } from "../linear.ts";
 import type { Module } from "../module.ts";
 import { materialize, type Tensor } from "../tensor.ts";

@@ -48,7 +48,7 @@
  * @module
  */
 
-import { memberName } from "../../_member_name.ts";
+import { memberName } from "../../member_name.ts";
 import { type DType, isFloatDType } from "../../dtype.ts";
 import type { Tensor } from "../../tensor.ts";
 import type {
@@ -74,7 +74,7 @@ import {
   scaleBytes,
   scaleDtypeFor,
   weightDtypeFromScales,
-} from "./_export.ts";
+} from "./export.ts";
 import {
   compressedTensorsConfig,
   compressedTensorsModules,

@@ -15,7 +15,7 @@ import {
   isRecord,
   pathsWithSuffix,
   summaryFromExportMetadata,
-} from "./_export.ts";
+} from "./export.ts";
 import { INT4_GROUP_SIZES } from "../../quant/int4.ts";
 
 /**

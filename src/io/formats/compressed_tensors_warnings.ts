@@ -7,9 +7,9 @@
  * @module
  */
 
-import { moduleLabel } from "../../_member_name.ts";
+import { moduleLabel } from "../../member_name.ts";
 import type { FormatLayer, FormatWarning } from "./format.ts";
-import { isLmHead } from "./_export.ts";
+import { isLmHead } from "./export.ts";
 
 /**
  * The quantized layers whose shape vLLM's Marlin kernel (which runs int8

@@ -36,7 +36,7 @@
  * @module
  */
 
-import { memberName } from "../../_member_name.ts";
+import { memberName } from "../../member_name.ts";
 import type { DType } from "../../dtype.ts";
 import type { Tensor } from "../../tensor.ts";
 import type {
@@ -62,7 +62,7 @@ import {
   scaleDtypeFor,
   summaryFromExportMetadata,
   weightDtypeFromScales,
-} from "./_export.ts";
+} from "./export.ts";
 
 const FORMAT = "quanto";
 

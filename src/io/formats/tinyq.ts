@@ -15,7 +15,7 @@
  * @module
  */
 
-import { memberName } from "../../_member_name.ts";
+import { memberName } from "../../member_name.ts";
 import type { DType } from "../../dtype.ts";
 import type { Tensor } from "../../tensor.ts";
 import type { Int4Weight } from "../../backend/backend.ts";

@@ -19,8 +19,8 @@
 
 import { type DType, DTYPE_ARRAY, DTYPE_SIZE } from "../../dtype.ts";
 import { type LazyTensor, numel, Tensor } from "../../tensor.ts";
-import { CheckpointError, osReason } from "../_checkpoint_error.ts";
-import { FILE_DTYPE_NAME } from "../_safetensors_dtype.ts";
+import { CheckpointError, osReason } from "../checkpoint_error.ts";
+import { FILE_DTYPE_NAME } from "../safetensors_dtype.ts";
 import type { TensorInfo } from "../safetensors.ts";
 import { describe, type TensorRef, unpickle } from "./unpickle.ts";
 import { crc32, readExactly, ZipArchive, type ZipEntry } from "./zip.ts";

@@ -17,7 +17,7 @@
  */
 
 import type { DType } from "../../dtype.ts";
-import { CheckpointError } from "../_checkpoint_error.ts";
+import { CheckpointError } from "../checkpoint_error.ts";
 
 /** A storage named by a persistent id: `('storage', type, key, location, numel)`. */
 export interface StorageRef {

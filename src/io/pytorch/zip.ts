@@ -10,7 +10,7 @@
  * @module
  */
 
-import { CheckpointError, osReason } from "../_checkpoint_error.ts";
+import { CheckpointError, osReason } from "../checkpoint_error.ts";
 
 /** One entry of the archive. */
 export interface ZipEntry {

@@ -117,6 +117,22 @@ export interface PoolStats {
   residentWeights: number;
 }
 
+// Worker threads still running when the process exits race its teardown: the
+// threads end while exit() runs the libraries' destructors, and glibc's heap
+// breaks ("corrupted size vs. prev_size", seen at the end of test runs). So
+// before the event loop ends, every live worker is terminated and kept
+// referenced until its thread has exited; the loop then ends for real.
+const liveWorkers = new Set<Worker>();
+let exitHookInstalled = false;
+
+function stopWorkersBeforeExit(): void {
+  for (const worker of liveWorkers) {
+    worker.ref();
+    void worker.terminate();
+  }
+  liveWorkers.clear();
+}
+
 class WasmPool {
   readonly #module: WebAssembly.Module;
   readonly #arenas: Arena[] = [];
@@ -807,6 +823,11 @@ class WasmPool {
 
   #startWorker(): Slot {
     const worker = new Worker(WORKER_SOURCE, { eval: true });
+    liveWorkers.add(worker);
+    if (!exitHookInstalled) {
+      globalThis.addEventListener("beforeunload", stopWorkersBeforeExit);
+      exitHookInstalled = true;
+    }
     const control = new SharedArrayBuffer(CONTROL_BYTES);
     const slot: Slot = {
       worker,
@@ -831,7 +852,10 @@ class WasmPool {
       else p?.reject(new Error(`CPU kernel worker failed: ${msg}`));
     });
     worker.on("error", (e: Error) => fail(e));
-    worker.on("exit", () => fail(new Error("CPU kernel worker exited")));
+    worker.on("exit", () => {
+      liveWorkers.delete(worker);
+      fail(new Error("CPU kernel worker exited"));
+    });
     worker.postMessage({ module: this.#module, control });
     worker.unref();
     this.stats.workersStarted++;

@@ -122,15 +122,19 @@ export interface PoolStats {
 // breaks ("corrupted size vs. prev_size", seen at the end of test runs). So
 // before the event loop ends, every live worker is terminated and kept
 // referenced until its thread has exited; the loop then ends for real.
-const liveWorkers = new Set<Worker>();
+const liveSlots = new Set<Slot>();
 let exitHookInstalled = false;
 
 function stopWorkersBeforeExit(): void {
-  for (const worker of liveWorkers) {
-    worker.ref();
-    void worker.terminate();
+  for (const slot of liveSlots) {
+    // A worker still busy with a posted job is referenced, so the loop waits
+    // for its answer and this runs again; an idle one is stopped now.
+    slot.worker.ref();
+    if (slot.pending === null) {
+      liveSlots.delete(slot);
+      void slot.worker.terminate();
+    }
   }
-  liveWorkers.clear();
 }
 
 class WasmPool {
@@ -823,7 +827,6 @@ class WasmPool {
 
   #startWorker(): Slot {
     const worker = new Worker(WORKER_SOURCE, { eval: true });
-    liveWorkers.add(worker);
     if (!exitHookInstalled) {
       globalThis.addEventListener("beforeunload", stopWorkersBeforeExit);
       exitHookInstalled = true;
@@ -852,8 +855,9 @@ class WasmPool {
       else p?.reject(new Error(`CPU kernel worker failed: ${msg}`));
     });
     worker.on("error", (e: Error) => fail(e));
+    liveSlots.add(slot);
     worker.on("exit", () => {
-      liveWorkers.delete(worker);
+      liveSlots.delete(slot);
       fail(new Error("CPU kernel worker exited"));
     });
     worker.postMessage({ module: this.#module, control });

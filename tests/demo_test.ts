@@ -71,3 +71,87 @@ Deno.test("deno task demo: tree, float text, quantize, tree with W8A16 layers, q
     );
   }
 });
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+function tinyq(...args: string[]): Promise<Deno.CommandOutput> {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}cli.ts`, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    env: { TINYQ_BACKEND: "cpu", NO_COLOR: "1" },
+  }).output();
+}
+
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+Deno.test("tinyq demo --out saves a checkpoint that generates the demo's quantized text; an existing --out is refused", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tinyq-demo-test-" });
+  try {
+    const out = `${dir}/q`;
+    const r = await tinyq("demo", "--out", out);
+    const stdout = text(r.stdout);
+    assert.equal(r.code, 0, text(r.stderr));
+    assert.ok(
+      stdout.endsWith(
+        `\n6. Saved the quantized model to ${out} (907.3 KiB of tensors); run it: tinyq generate ${out} --prompt 'Once upon a time' --temperature 0\n`,
+      ),
+      stdout.slice(-300),
+    );
+    const quantized =
+      /\n4\. Generate from the quantized model:\n\n([^]*?)\n {2}\[6 prompt tokens, 40 new/
+        .exec(stdout)![1]!;
+    const g = await tinyq(
+      "generate",
+      out,
+      "--prompt",
+      "Once upon a time",
+      "--temperature",
+      "0",
+      "-n",
+      "40",
+    );
+    assert.equal(g.code, 0, text(g.stderr));
+    assert.equal(text(g.stdout), quantized + "\n");
+    const names = [...Deno.readDirSync(out)].map((e) => e.name).sort();
+    for (const f of ["config.json", "model.safetensors", "tokenizer.json"]) {
+      assert.ok(names.includes(f), `${f} in ${names}`);
+    }
+    const config = JSON.parse(await Deno.readTextFile(`${out}/config.json`));
+    assert.equal(config.quantization_config.quant_method, "tinyq");
+    const i = await tinyq("inspect", out);
+    assert.equal(i.code, 0, text(i.stderr));
+    assert.match(text(i.stdout), /w8a16, .*14 modules quantized/);
+
+    // Refused at once, before the demo's work, and nothing changes.
+    const before = await Deno.readFile(`${out}/model.safetensors`);
+    const again = await tinyq("demo", "--out", out);
+    assert.equal(again.code, 1);
+    assert.equal(text(again.stdout), "");
+    assert.equal(
+      text(again.stderr),
+      `tinyq demo: error: ${out}: already exists (use --force to replace it)\n`,
+    );
+    assert.deepEqual(await Deno.readFile(`${out}/model.safetensors`), before);
+    assert.deepEqual(
+      [...Deno.readDirSync(dir)].map((e) => e.name),
+      ["q"],
+      "no temporary output or lock left",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("tinyq demo --help mentions --out and --force", async () => {
+  const r = await tinyq("demo", "--help");
+  assert.equal(r.code, 0);
+  assert.match(
+    text(r.stdout),
+    /\n {2}-o, --out <dir> +save the quantized model/,
+  );
+  assert.match(
+    text(r.stdout),
+    /\n {2}-f, --force +replace a previous TinyQ output/,
+  );
+});

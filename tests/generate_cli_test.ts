@@ -417,3 +417,51 @@ Deno.test("a checkpoint quantized by tinyq quantize generates; --schemes on it i
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("tinyq generate stops generating when the reader closes stdout, exit 0, no error line", async () => {
+  const n = 400;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../cli.ts", import.meta.url).pathname,
+      "generate",
+      MODEL,
+      "--prompt",
+      "Once upon a time",
+      "-n",
+      String(n),
+      "--ignore-eos",
+      "--temperature",
+      "0",
+      "--backend",
+      "cpu",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  // The "loaded" line comes just before the first word of text: closing the
+  // pipe then makes the very first write fail, so the test does not race the
+  // generation's speed.
+  let stderr = "";
+  const decoder = new TextDecoder();
+  const reader = child.stderr.getReader();
+  while (!stderr.includes("tinyq generate: loaded ")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    stderr += decoder.decode(value, { stream: true });
+  }
+  await child.stdout.cancel();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    stderr += decoder.decode(value, { stream: true });
+  }
+  const status = await child.status;
+  assert.equal(status.code, 0, stderr);
+  const m = /; decode: (\d+) tokens, .*; stop: stdout closed;/.exec(stderr);
+  assert.ok(m, stderr);
+  // One token is produced before the loop sees the failed write; not -n.
+  assert.ok(Number(m[1]) <= 2, `${m[1]} tokens of ${n} generated`);
+  assert.doesNotMatch(stderr, /error|warning/);
+});

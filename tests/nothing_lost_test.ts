@@ -11,7 +11,6 @@ import { join } from "node:path";
 import { makeDemoCheckpoint } from "../src/demo/demo_checkpoint.ts";
 import { Checkpoint } from "../src/io/checkpoint.ts";
 import { HANDLED_SIGNALS } from "../src/cli/_signals.ts";
-import { sweepScratch } from "../src/io/_scratch.ts";
 import { sidecarName } from "../src/io/_sidecars.ts";
 import { main } from "../cli.ts";
 import { runMain, withDir } from "./_checkpoint_fixtures.ts";
@@ -366,51 +365,6 @@ Deno.test("tinyq demo leaves nothing behind on SIGHUP", async () => {
       /\ntinyq: interrupted by SIGHUP(; removed the partial output)?\n$/,
     );
     assert.deepEqual(await tree(tmp), new Map(), "nothing left in TMPDIR");
-  });
-});
-
-Deno.test("a scratch folder is removed on a signal, and the one a killed run left is swept by the next", async () => {
-  await withDir(async (dir) => {
-    const tmp = join(dir, "tmp");
-    await Deno.mkdir(tmp);
-    const hold = join(dir, "hold");
-    const src = (f: string) => new URL(`../src/${f}`, import.meta.url).href;
-    // A real process using the helper the way a command does.
-    const code = `
-      import { installSignalHandlers } from "${src("cli/_signals.ts")}";
-      import { withScratchDir } from "${src("io/_scratch.ts")}";
-      installSignalHandlers({ out() {}, err() {}, errIsTerminal: false, columns: () => 80 });
-      await withScratchDir("demo", async (d) => {
-        await Deno.writeTextFile(d + "/model.safetensors", "x");
-      });`;
-    for (const signal of ["SIGINT", "SIGKILL"] as const) {
-      const child = new Deno.Command(Deno.execPath(), {
-        args: ["eval", code],
-        env: { TMPDIR: tmp, TINYQ_TEST_HOLD: hold },
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
-      const pid = await ready(hold, child);
-      const [name] = [...(await tree(tmp)).keys()];
-      assert.match(name!, new RegExp(`^tinyq-demo-${pid}-`));
-      child.kill(signal);
-      const r = await finish(child);
-      await Deno.remove(hold);
-      if (signal === "SIGINT") {
-        assert.equal(r.code, 130, r.stderr);
-        assert.deepEqual(await tree(tmp), new Map(), "removed on SIGINT");
-      } else {
-        const left = join(tmp, name!.slice(0, -1));
-        const notOurs = join(tmp, `tinyq-demo-${pid}-other`);
-        await Deno.mkdir(notOurs); // no marker inside: not TinyQ's, kept
-        assert.deepEqual(await sweepScratch(tmp), [
-          `removed ${left}, left by a run that no longer exists (process ${pid})`,
-        ]);
-        assert.deepEqual([...(await tree(tmp)).keys()], [
-          `tinyq-demo-${pid}-other/`,
-        ]);
-      }
-    }
   });
 });
 

@@ -55,6 +55,14 @@ export interface GuardedIO extends CliIO {
 }
 
 /**
+ * The error that stopped `io`'s stdout (a {@linkcode GuardedIO}'s), or null:
+ * how a command whose output is the work itself (`generate`) stops early.
+ */
+export function stdoutFailure(io: CliIO): unknown {
+  return "outFailure" in io ? io.outFailure : null;
+}
+
+/**
  * Wraps `io`: text is escaped; the first failed write to a stream turns
  * that stream off (later writes are dropped) instead of throwing into the
  * command. A stdout failure other than a closed pipe is noted once on

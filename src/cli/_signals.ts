@@ -1,9 +1,9 @@
 /**
  * What the CLI does on a signal: every terminating signal a program can
  * catch removes the temporary outputs and the locks of the writes in
- * progress (whatever command made them: quantize, dequantize, the demo's
- * scratch folder), then exits with 128 + the signal's number, as a shell
- * reports a process the signal killed.
+ * progress (whatever command made them: quantize, dequantize, demo --out),
+ * then exits with 128 + the signal's number, as a shell reports a process
+ * the signal killed.
  *
  * @module
  */

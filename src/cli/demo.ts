@@ -3,7 +3,8 @@
  * TinyStories-656K, print its architecture, generate from a prompt,
  * quantize it in memory with the `Quantizer` (lm_head left in float), print
  * the tree again, generate again, and print every scheme's perplexity, KL
- * and top-1 agreement against the float model.
+ * and top-1 agreement against the float model; with `--out`, save the
+ * quantized model as a checkpoint `tinyq generate` runs.
  *
  * @module
  */
@@ -23,6 +24,9 @@ import { SAMPLE_STORY } from "../demo/story.ts";
 import type { CausalLM } from "../models/causal_lm.ts";
 import { loadCausalLM } from "../models/load_causal_lm.ts";
 import { Quantizer } from "../quantizer.ts";
+import { existingOutputError } from "../io/atomic.ts";
+import { Checkpoint } from "../io/checkpoint.ts";
+import { saveModule } from "../io/save_module.ts";
 
 /** The model the demo runs, committed with the repository. */
 export const DEMO_MODEL: URL = new URL(
@@ -38,9 +42,16 @@ TinyQ's quick start on a real model, TinyStories-656K (a trained
 prints the architecture, generates from "Once upon a time", quantizes the
 Linear layers in memory (lm_head left in float), prints the tree again,
 generates again, and prints every scheme's perplexity, KL divergence and
-top-1 agreement against the float model. Nothing is written.
+top-1 agreement against the float model. Nothing is written, unless
+--out names a folder: then the quantized model is saved there as a TinyQ
+checkpoint (config.json, tokenizer and the model's other files carried
+over), which 'tinyq generate <dir>' and 'tinyq inspect <dir>' read.
 
 Options:
+  -o, --out <dir>       save the quantized model there (it appears only
+                        complete)
+  -f, --force           replace a previous TinyQ output at --out (never
+                        other files or folders)
   -m, --method <m>      w8a16 (default), w8a32, w8a8 or w4a16
   -g, --group-size <n>  inputs per 4-bit group, w4a16 only (32, 64, 128)
       --asymmetric      zero points (per row for int8, per group for int4)
@@ -50,6 +61,11 @@ Options:
   -v, --verbose         stack traces on errors
   -h, --help            show this help
 `;
+
+/** `s` as one shell word. */
+function shellWord(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;
+}
 
 /** Bytes of a module tree's tensors as stored (a tied weight counted once). */
 function treeBytes(model: Module): number {
@@ -89,6 +105,8 @@ export async function demoCommand(
     prompt: { type: "string" },
     model: { type: "string" },
     backend: { type: "string" },
+    out: { type: "string", short: "o" },
+    force: { type: "boolean", short: "f" },
   }, { min: 0, max: 0, names: "" });
   if (flag(p, "help")) {
     io.out(DEMO_HELP);
@@ -114,6 +132,17 @@ export async function demoCommand(
       );
     }
     path = decodeURIComponent(DEMO_MODEL.pathname);
+  }
+  const out = str(p, "out");
+  if (out === "") throw new UsageError("demo", "--out is empty");
+  const force = flag(p, "force");
+  // Refused before the work, as quantize does; --force is checked (what it
+  // may replace) when saving.
+  if (
+    out !== undefined && !force &&
+    await Deno.lstat(out).then(() => true, () => false)
+  ) {
+    throw existingOutputError(out);
   }
   const shown = str(p, "model") ?? "models/tinystories-656k";
   const load = backend !== undefined ? { backend } : {};
@@ -193,6 +222,24 @@ export async function demoCommand(
       );
     } finally {
       floatLm.dispose();
+    }
+    if (out !== undefined) {
+      // The quick start's last step, quantizer.save_model(path): the source
+      // checkpoint gives the output its config.json and other files.
+      using source = await Checkpoint.open(path);
+      const saved = await saveModule(lm.model, out, {
+        method,
+        excluded: report.excluded,
+        source,
+        force,
+      });
+      io.out(
+        `\n6. Saved the quantized model to ${out} (${
+          humanBytes(saved.outputBytes)
+        } of tensors); run it: tinyq generate ${shellWord(out)} --prompt ${
+          shellWord(prompt)
+        } --temperature 0\n`,
+      );
     }
     return 0;
   } finally {

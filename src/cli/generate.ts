@@ -9,6 +9,7 @@
 
 import { flag, parseCommandArgs, str } from "./_args.ts";
 import { type CliIO, UsageError } from "./_io.ts";
+import { stdoutFailure } from "./_safe_io.ts";
 import { intValue, numberValue } from "./_numbers.ts";
 import {
   MODEL_FLAGS,
@@ -29,7 +30,8 @@ export const GENERATE_HELP =
 Runs the causal LM in the folder <model> (config.json, safetensors weights,
 tokenizer.json) on the prompt and streams the prompt and its continuation to
 stdout. Stderr gets the load time, prompt tokens and prefill speed, decode
-speed (after a one-token warm-up) and peak memory.
+speed (after a one-token warm-up) and peak memory. When stdout closes
+(| head) generation stops there, with exit status 0.
 
 Options:
   -p, --prompt <text>           the prompt (required)
@@ -118,14 +120,19 @@ export async function generateCommand(
     );
     let printed = "";
     if (!json && !chat) io.out(text);
+    // The text is the work: once stdout is gone there is no one to generate
+    // for, so the stream stops at the next token.
+    let closed: unknown = null;
     for await (const t of gen) {
       if (!json && t.text) {
         io.out(t.text);
         printed += t.text;
       }
+      closed = stdoutFailure(io);
+      if (closed !== null) break;
     }
     const s = gen.stats!;
-    if (!json) {
+    if (!json && closed === null) {
       io.out(s.text.slice(printed.length) + "\n");
     }
     const peak = peakMemoryBytes();
@@ -133,9 +140,22 @@ export async function generateCommand(
       `prompt: ${s.promptIds.length} tokens, prefill ${
         tokS(s.prefillTokS)
       }; decode: ${s.tokens.length} tokens, ${tokS(s.decodeTokS)}; stop: ${
-        s.stop === "eos" ? "end of sequence" : "length"
+        closed !== null
+          ? "stdout closed"
+          : s.stop === "eos"
+          ? "end of sequence"
+          : "length"
       }; peak memory ${humanBytes(peak)}; seed ${s.seed}\n`,
     );
+    // A reader that closed the pipe chose to stop (as `yes | head` does);
+    // any other failure lost the text, the work.
+    if (closed !== null && !(closed instanceof Deno.errors.BrokenPipe)) {
+      throw new Error(
+        `the text could not be written to stdout (${
+          closed instanceof Error ? closed.message : String(closed)
+        })`,
+      );
+    }
     if (json) {
       io.out(
         JSON.stringify({

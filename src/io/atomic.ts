@@ -68,8 +68,7 @@ let held = false;
  * taken its lock and created its temporary output writes its PID to `<file>`
  * and waits until `<file>` is deleted. The signal and concurrency tests use
  * it to act at a known point of a real run instead of guessing with sleeps.
- * Only the first hold point a process reaches holds (the demo's scratch
- * folder, else the temporary output).
+ * Only the first hold point a process reaches holds.
  */
 export async function holdForTest(): Promise<void> {
   if (held) return;
@@ -123,15 +122,6 @@ function isMountPoint(path: string, info: Deno.FileInfo): boolean {
 }
 
 /**
- * Registers another temporary path (a demo's scratch folder) for removal by
- * {@linkcode removeActiveTemps}; returns the function that unregisters it.
- */
-export function registerTemp(path: string): () => void {
-  active.set(path, () => removeSync(path));
-  return () => active.delete(path);
-}
-
-/**
  * Undoes every write in progress, synchronously (for signal handlers): the
  * temporary outputs are removed and an output being replaced with `--force`
  * is put back. Returns the temporary paths removed.
@@ -179,6 +169,14 @@ async function realOrSelf(path: string): Promise<string> {
 function inside(root: string, path: string): boolean {
   const rel = relative(root, path);
   return rel === "" || (!rel.startsWith("..") && !isAbsolute(rel));
+}
+
+/** The refusal of an output that exists, without `--force`. */
+export function existingOutputError(dest: string): CheckpointError {
+  return new CheckpointError(
+    dest,
+    "already exists (use --force to replace it)",
+  );
 }
 
 /** Options of {@linkcode writeAtomically}. */
@@ -251,12 +249,7 @@ export async function writeAtomically<T>(
     if (lock.note) note(lock.note);
     for (const line of await sweepLeftovers(parent, base, dest)) note(line);
     const existing = await unlessNotFound(Deno.lstat(abs));
-    if (existing && !options.force) {
-      throw new CheckpointError(
-        dest,
-        "already exists (use --force to replace it)",
-      );
-    }
+    if (existing && !options.force) throw existingOutputError(dest);
     if (existing) {
       if (!options.checkReplace) {
         throw new CheckpointError(dest, "already exists; not replaced");

@@ -369,8 +369,11 @@ class WasmPool {
             waits.push(this.#postAll(this.#slots[i - 1]!, arena, calls));
           }
         }
+        // Settled now, not after tierUp: a worker stopped meanwhile (at exit)
+        // must not leave a rejection without a handler.
+        const settled = Promise.allSettled(waits);
         await tierUp(arena, plan.calls(got));
-        await Promise.allSettled(waits);
+        await settled;
         this.#warmed = t;
       } finally {
         arena.free(got, plan.bytes * t);
